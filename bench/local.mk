@@ -1,0 +1,1 @@
+# Benchmarks: rules live here (included by the top Makefile.am).

@@ -1,0 +1,2 @@
+#include <hark.h>
+int main(void) { return 0; }

@@ -1,0 +1,99 @@
+/* What the layers of hark share. Nothing here is exported. */
+#ifndef HARK_INTERNAL_H
+#define HARK_INTERNAL_H
+
+#include "hark.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define HARK__CONTAINER_OF(ptr, type, field)                                   \
+  ((type *)((char *)(ptr)-offsetof(type, field)))
+
+/* ---- alloc.c -------------------------------------------------------- */
+void *hark__malloc(size_t size);
+void *hark__calloc(size_t count, size_t size);
+void *hark__realloc(void *ptr, size_t size);
+void hark__free(void *ptr);
+char *hark__strdup(const char *s);
+
+/* ---- debug switches (tracker.c reads HARK_DEBUG once) --------------- */
+#define HARK__DEBUG_LEAKS 1u
+#define HARK__DEBUG_RECEIVERS 2u
+unsigned hark__debug(void);
+
+/* ---- deferred reclamation (object.c) -------------------------------
+ * A send reads receiver arrays, connections and receiver objects without
+ * taking a lock or a reference per receiver. What it may be reading is
+ * never freed under it: memory unlinked by a writer, and objects that die,
+ * are handed to hark__retire(), which runs their release function at once
+ * if no send is in flight anywhere, else when the in-flight count next
+ * drops to zero. Sends bracket their reads with hark__enter/hark__leave. */
+typedef struct hark__retired {
+  struct hark__retired *next;
+  void (*fn)(struct hark__retired *r);
+} hark__retired;
+
+void hark__enter(void);
+void hark__leave(void);
+void hark__retire(hark__retired *r);
+
+/* ---- objects (object.c) ---------------------------------------------- */
+/* The control block: outlives the object's memory while weak references
+ * (hark_weak, connections, notifications in flight) point at it. */
+typedef struct hark__ctrl {
+  _Atomic long strong;        /* 0: dead, never upgrades again */
+  _Atomic long weak;          /* +1 for the strong group until finalize */
+  void *obj;                  /* the object, valid while not finalized */
+  const hark_type *type;
+  hark_notify *notify_head;   /* guarded by the ctrl's stripe lock */
+  hark__retired retire;       /* deferred finalize */
+  _Atomic unsigned flags;     /* HARK__CTRL_* */
+  unsigned slot;              /* tracker slot */
+} hark__ctrl;
+
+#define HARK__CTRL_DYING 1u    /* death notifications have started */
+#define HARK__CTRL_RECEIVER 2u /* was connected as a weak receiver */
+
+static inline hark__ctrl *hark__ctrl_of(const void *obj) {
+  return ((const hark_object *)obj)->hark_private_;
+}
+static inline bool hark__ctrl_alive(hark__ctrl *c) {
+  return atomic_load(&c->strong) > 0;
+}
+/* Locks and returns the stripe lock guarding c's notification list. */
+#include <pthread.h>
+pthread_mutex_t *hark__ctrl_lock(const hark__ctrl *c);
+void hark__ctrl_weak_acquire(hark__ctrl *c);
+void hark__ctrl_weak_release(hark__ctrl *c);
+/* Returns a new strong reference to c's object, or NULL if it died. */
+void *hark__ctrl_upgrade(hark__ctrl *c);
+
+/* Counts deaths of objects that had been connected as weak receivers:
+ * the loop sweeps when it changes. */
+extern _Atomic unsigned long hark__dead_receivers;
+
+/* ---- tracker.c -------------------------------------------------------- */
+unsigned hark__tracker_add(const hark_type *type);
+void hark__tracker_remove(unsigned slot);
+
+/* ---- signal.c (for loop.c) ------------------------------------------ */
+/* Depth of nested sends on this thread (0 outside any send). */
+unsigned hark__send_depth(void);
+/* Drops dead receivers of every live signal; returns how many. */
+size_t hark__signal_sweep_all(void);
+
+/* ---- loop.c (for signal.c) ------------------------------------------- */
+/* True when the calling thread is hl's loop thread. */
+bool hark__loop_is_current(hark_loop *hl);
+/* Queues a call fn(self, sender, args) on hl's thread. self_ctrl and
+ * sender_ctrl (either may be NULL) are checked alive before the call and
+ * held weakly meanwhile; args_free(args) runs once afterwards or when the
+ * call is dropped. Returns 0, HARK_ENOMEM, HARK_EAGAIN, HARK_ECANCELED;
+ * on failure args stays the caller's. */
+int hark__loop_queue_call(hark_loop *hl, hark_receiver_fn fn,
+                          hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
+                          void *args, void (*args_free)(void *));
+
+#endif /* HARK_INTERNAL_H */

@@ -1,0 +1,2 @@
+/* placeholder while the layer is written */
+#include "internal.h"

@@ -1,0 +1,228 @@
+/* Leak tracker: live objects per type, snapshots and their diff (in the
+ * spirit of pympler's tracker), and the HARK_DEBUG switches.
+ *
+ * Counts live in a fixed table of slots keyed by type: creating an object
+ * takes no lock and allocates nothing, and the table is a one-time global,
+ * so the library holds no memory once every object is gone. */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLOTS 256
+#define OVERFLOW SLOTS /* types beyond SLOTS are counted together */
+
+static struct slot {
+  const hark_type *_Atomic type;
+  _Atomic long live;
+  _Atomic long bytes;
+} slots[SLOTS + 1];
+
+static const hark_type overflow_type = {"(other types)", 0, NULL};
+
+/* ---- HARK_DEBUG -------------------------------------------------------- */
+
+static pthread_once_t debug_once = PTHREAD_ONCE_INIT;
+static unsigned debug_flags;
+
+static const char *type_name(const hark_type *t) {
+  return t->name != NULL ? t->name : "(unnamed)";
+}
+
+static void print_leaks(void) {
+  size_t total = hark_live_count(NULL);
+  if (total == 0) {
+    fprintf(stderr, "hark: no live objects at exit\n");
+    return;
+  }
+  fprintf(stderr, "hark: %zu live object%s at exit:\n", total,
+          total == 1 ? "" : "s");
+  hark_snapshot_print_diff(stderr, NULL, NULL);
+}
+
+static void debug_init(void) {
+  const char *env = getenv("HARK_DEBUG");
+  if (env == NULL)
+    return;
+  const char *p = env;
+  while (*p != '\0') {
+    size_t n = strcspn(p, ",");
+    if ((n == 5 && strncmp(p, "leaks", 5) == 0) ||
+        (n == 3 && strncmp(p, "all", 3) == 0))
+      debug_flags |= HARK__DEBUG_LEAKS;
+    if ((n == 9 && strncmp(p, "receivers", 9) == 0) ||
+        (n == 3 && strncmp(p, "all", 3) == 0))
+      debug_flags |= HARK__DEBUG_RECEIVERS;
+    p += n;
+    if (*p == ',')
+      p++;
+  }
+  if (debug_flags & HARK__DEBUG_LEAKS)
+    atexit(print_leaks);
+}
+
+unsigned hark__debug(void) {
+  pthread_once(&debug_once, debug_init);
+  return debug_flags;
+}
+
+/* ---- counting ------------------------------------------------------------ */
+
+unsigned hark__tracker_add(const hark_type *type) {
+  hark__debug(); /* arms the exit report before the first object lives */
+  uintptr_t h = (uintptr_t)type;
+  h = (h >> 4) ^ (h >> 12);
+  unsigned idx = OVERFLOW;
+  for (unsigned i = 0; i < SLOTS; i++) {
+    unsigned s = (unsigned)((h + i) % SLOTS);
+    const hark_type *t = atomic_load(&slots[s].type);
+    if (t == NULL) {
+      const hark_type *expect = NULL;
+      if (atomic_compare_exchange_strong(&slots[s].type, &expect, type) ||
+          expect == type) {
+        idx = s;
+        break;
+      }
+      continue;
+    }
+    if (t == type) {
+      idx = s;
+      break;
+    }
+  }
+  if (idx == OVERFLOW)
+    atomic_store(&slots[OVERFLOW].type, &overflow_type);
+  atomic_fetch_add(&slots[idx].live, 1);
+  atomic_fetch_add(&slots[idx].bytes, (long)type->size);
+  return idx;
+}
+
+void hark__tracker_remove(unsigned slot) {
+  /* bytes were added per object of the slot's type; the overflow slot
+   * mixes types, so bytes are subtracted by the average, which is exact
+   * when every object of every overflow type has gone */
+  long live = atomic_fetch_sub(&slots[slot].live, 1);
+  const hark_type *t = atomic_load(&slots[slot].type);
+  if (slot != OVERFLOW)
+    atomic_fetch_sub(&slots[slot].bytes, (long)t->size);
+  else if (live == 1)
+    atomic_store(&slots[slot].bytes, 0);
+}
+
+size_t hark_live_count(const char *name) {
+  long n = 0;
+  for (unsigned i = 0; i <= SLOTS; i++) {
+    const hark_type *t = atomic_load(&slots[i].type);
+    if (t == NULL)
+      continue;
+    if (name == NULL || strcmp(type_name(t), name) == 0)
+      n += atomic_load(&slots[i].live);
+  }
+  return n > 0 ? (size_t)n : 0;
+}
+
+/* ---- snapshots ------------------------------------------------------------ */
+
+struct row {
+  const char *name;
+  long count;
+  long bytes;
+};
+
+struct hark_snapshot {
+  size_t n;
+  struct row rows[];
+};
+
+/* Adds (name, count, bytes) to rows, merging types that share a name. */
+static size_t add_row(struct row *rows, size_t n, const char *name, long count,
+                      long bytes) {
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(rows[i].name, name) == 0) {
+      rows[i].count += count;
+      rows[i].bytes += bytes;
+      return n;
+    }
+  }
+  rows[n].name = name;
+  rows[n].count = count;
+  rows[n].bytes = bytes;
+  return n + 1;
+}
+
+static size_t fill_live(struct row *rows) {
+  size_t n = 0;
+  for (unsigned i = 0; i <= SLOTS; i++) {
+    const hark_type *t = atomic_load(&slots[i].type);
+    if (t == NULL)
+      continue;
+    long c = atomic_load(&slots[i].live);
+    if (c > 0)
+      n = add_row(rows, n, type_name(t), c, atomic_load(&slots[i].bytes));
+  }
+  return n;
+}
+
+hark_snapshot *hark_snapshot_take(void) {
+  hark_snapshot *s =
+      hark__malloc(sizeof(*s) + (SLOTS + 1) * sizeof(struct row));
+  if (s == NULL)
+    return NULL;
+  s->n = fill_live(s->rows);
+  return s;
+}
+
+size_t hark_snapshot_count(const hark_snapshot *s, const char *name) {
+  if (s == NULL)
+    return 0;
+  long n = 0;
+  for (size_t i = 0; i < s->n; i++)
+    if (name == NULL || strcmp(s->rows[i].name, name) == 0)
+      n += s->rows[i].count;
+  return (size_t)n;
+}
+
+void hark_snapshot_free(hark_snapshot *s) { hark__free(s); }
+
+/* With both snapshots NULL this prints the live objects (the exit report);
+ * it then reads the counters directly and needs no memory. */
+void hark_snapshot_print_diff(FILE *out, const hark_snapshot *before,
+                              const hark_snapshot *after) {
+  if (out == NULL)
+    out = stdout;
+  struct row live[SLOTS + 1];
+  struct row diff[2 * (SLOTS + 1)];
+  size_t nlive = 0, n = 0;
+  const struct row *a = NULL, *b = NULL;
+  size_t na = 0, nb = 0;
+  if (before == NULL && after == NULL) {
+    nlive = fill_live(live);
+    a = live;
+    na = nlive;
+  } else {
+    if (after != NULL) {
+      a = after->rows;
+      na = after->n;
+    }
+    if (before != NULL) {
+      b = before->rows;
+      nb = before->n;
+    }
+  }
+  for (size_t i = 0; i < na; i++)
+    n = add_row(diff, n, a[i].name, a[i].count, a[i].bytes);
+  for (size_t i = 0; i < nb; i++)
+    n = add_row(diff, n, b[i].name, -b[i].count, -b[i].bytes);
+  fprintf(out, "%-32s %10s %12s\n", "type", "objects", "bytes");
+  long tc = 0, tb = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (diff[i].count == 0 && diff[i].bytes == 0)
+      continue;
+    fprintf(out, "%-32s %+10ld %+12ld\n", diff[i].name, diff[i].count,
+            diff[i].bytes);
+    tc += diff[i].count;
+    tb += diff[i].bytes;
+  }
+  fprintf(out, "%-32s %+10ld %+12ld\n", "(total)", tc, tb);
+}
