@@ -38,6 +38,9 @@ typedef struct hark__retired {
 void hark__enter(void);
 void hark__leave(void);
 void hark__retire(hark__retired *r);
+/* Bracket a library lock: reclaiming due meanwhile waits for unhold. */
+void hark__hold(void);
+void hark__unhold(void);
 
 /* ---- objects (object.c) ---------------------------------------------- */
 /* The control block: outlives the object's memory while weak references

@@ -70,6 +70,20 @@ static void drain(void) {
   }
 }
 
+/* While a thread holds a library lock, reclaiming (which may run user
+ * finalizers) waits until it lets go. */
+static _Thread_local unsigned held;
+static _Thread_local bool drain_due;
+
+void hark__hold(void) { held++; }
+
+void hark__unhold(void) {
+  if (--held == 0 && drain_due) {
+    drain_due = false;
+    drain();
+  }
+}
+
 void hark__enter(void) { atomic_fetch_add(&inflight, 1); }
 
 void hark__leave(void) {
@@ -84,8 +98,13 @@ void hark__retire(hark__retired *r) {
   }
   r->next = NULL;
   push_list(r, r);
-  if (atomic_load(&inflight) == 0)
-    drain();
+  /* the last send may have left between the check above and the push */
+  if (atomic_load(&inflight) == 0) {
+    if (held)
+      drain_due = true;
+    else
+      drain();
+  }
 }
 
 /* ---- control blocks -------------------------------------------------- */

@@ -1,2 +1,255 @@
-/* placeholder while the layer is written */
+/* Weak-key map: an entry lives while its key object lives.
+ *
+ * Each entry registers a death notification on its key. The notification
+ * and hark_weakmap_remove/free can race when the key dies on one thread
+ * while another removes it; the rule that settles it: whoever unlinks the
+ * entry from the map releases the value, and if the notification was
+ * already on its way (hark_notify_remove returned 0) the notification frees
+ * the entry's memory. Entries hold a reference on the map so that a late
+ * notification can still take its lock after hark_weakmap_free. */
 #include "internal.h"
+
+#include <pthread.h>
+
+typedef struct entry {
+  hark_notify node; /* on the key's death */
+  hark__ctrl *key;  /* identity; valid while the node is registered */
+  void *value;
+  hark_weakmap *map;
+  struct entry *next; /* hash chain */
+  bool detached;      /* unlinked, value released, by remove */
+  bool orphan;        /* the map was freed: the notify releases all */
+} entry;
+
+struct hark_weakmap {
+  pthread_mutex_t lock;
+  void (*value_free)(void *value);
+  entry **buckets;
+  size_t nbuckets; /* power of two, or 0 */
+  size_t count;
+  _Atomic long refs; /* the owner's plus one per entry */
+};
+
+static size_t hash_ctrl(const hark__ctrl *c) {
+  uint64_t x = (uintptr_t)c;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return (size_t)x;
+}
+
+static void map_unref(hark_weakmap *m) {
+  if (atomic_fetch_sub(&m->refs, 1) == 1) {
+    pthread_mutex_destroy(&m->lock);
+    hark__free(m->buckets);
+    hark__free(m);
+  }
+}
+
+static entry **find_slot(hark_weakmap *m, const hark__ctrl *key) {
+  if (m->nbuckets == 0)
+    return NULL;
+  entry **p = &m->buckets[hash_ctrl(key) & (m->nbuckets - 1)];
+  while (*p != NULL && (*p)->key != key)
+    p = &(*p)->next;
+  return p;
+}
+
+static void unlink_entry(hark_weakmap *m, entry *e) {
+  entry **p = find_slot(m, e->key);
+  *p = e->next;
+  m->count--;
+}
+
+static void release(hark_weakmap *m, void *value) {
+  if (m->value_free != NULL && value != NULL)
+    m->value_free(value);
+}
+
+static void key_died(hark_notify *n, void *obj) {
+  (void)obj;
+  entry *e = HARK__CONTAINER_OF(n, entry, node);
+  hark_weakmap *m = e->map;
+  pthread_mutex_lock(&m->lock);
+  bool mine = !e->detached;
+  if (mine && !e->orphan)
+    unlink_entry(m, e);
+  pthread_mutex_unlock(&m->lock);
+  /* value_free runs unlocked: it may drop the last reference of another
+   * key of this same map, whose notification takes the lock. */
+  if (mine)
+    release(m, e->value);
+  hark__free(e);
+  map_unref(m);
+}
+
+hark_weakmap *hark_weakmap_new(void (*value_free)(void *value)) {
+  hark_weakmap *m = hark__calloc(1, sizeof(*m));
+  if (m == NULL)
+    return NULL;
+  if (pthread_mutex_init(&m->lock, NULL) != 0) {
+    hark__free(m);
+    return NULL;
+  }
+  m->value_free = value_free;
+  atomic_init(&m->refs, 1);
+  return m;
+}
+
+static int grow(hark_weakmap *m) {
+  size_t n = m->nbuckets ? m->nbuckets * 2 : 8;
+  entry **b = hark__calloc(n, sizeof(*b));
+  if (b == NULL)
+    return HARK_ENOMEM;
+  for (size_t i = 0; i < m->nbuckets; i++) {
+    entry *e = m->buckets[i];
+    while (e != NULL) {
+      entry *next = e->next;
+      size_t j = hash_ctrl(e->key) & (n - 1);
+      e->next = b[j];
+      b[j] = e;
+      e = next;
+    }
+  }
+  hark__free(m->buckets);
+  m->buckets = b;
+  m->nbuckets = n;
+  return 0;
+}
+
+int hark_weakmap_set(hark_weakmap *m, void *key, void *value) {
+  if (m == NULL || key == NULL)
+    return HARK_EINVAL;
+  hark__ctrl *c = hark__ctrl_of(key);
+  if (c == NULL || !hark__ctrl_alive(c))
+    return HARK_ENOENT;
+  entry *fresh = hark__calloc(1, sizeof(*fresh));
+  if (fresh == NULL)
+    return HARK_ENOMEM;
+  void *old = NULL;
+  bool replaced = false;
+  int err = 0;
+  pthread_mutex_lock(&m->lock);
+  entry **p = find_slot(m, c);
+  if (p != NULL && *p != NULL) {
+    old = (*p)->value;
+    (*p)->value = value;
+    replaced = true;
+  } else if (m->count + 1 > m->nbuckets && (err = grow(m)) != 0) {
+    /* nothing changed */
+  } else {
+    fresh->key = c;
+    fresh->value = value;
+    fresh->map = m;
+    err = hark_notify_add(&fresh->node, key, key_died);
+    if (err == 0) {
+      p = find_slot(m, c);
+      *p = fresh;
+      m->count++;
+      atomic_fetch_add(&m->refs, 1);
+      fresh = NULL;
+    }
+  }
+  pthread_mutex_unlock(&m->lock);
+  hark__free(fresh);
+  if (replaced && old != value)
+    release(m, old);
+  return err;
+}
+
+void *hark_weakmap_get(hark_weakmap *m, void *key) {
+  if (m == NULL || key == NULL)
+    return NULL;
+  hark__ctrl *c = hark__ctrl_of(key);
+  if (c == NULL)
+    return NULL;
+  void *v = NULL;
+  pthread_mutex_lock(&m->lock);
+  entry **p = find_slot(m, c);
+  if (p != NULL && *p != NULL)
+    v = (*p)->value;
+  pthread_mutex_unlock(&m->lock);
+  return v;
+}
+
+/* Unlinks e (lock held). Returns true if the caller now owns e's memory;
+ * false if the key's notification is on its way and will free it. */
+static bool detach(hark_weakmap *m, entry *e) {
+  unlink_entry(m, e);
+  if (hark_notify_remove(&e->node) == 1)
+    return true;
+  e->detached = true;
+  return false;
+}
+
+int hark_weakmap_remove(hark_weakmap *m, void *key) {
+  if (m == NULL || key == NULL)
+    return HARK_EINVAL;
+  hark__ctrl *c = hark__ctrl_of(key);
+  if (c == NULL)
+    return 0;
+  pthread_mutex_lock(&m->lock);
+  entry **p = find_slot(m, c);
+  entry *e = p != NULL ? *p : NULL;
+  void *value = NULL;
+  bool own = false;
+  if (e != NULL) {
+    value = e->value;
+    own = detach(m, e);
+  }
+  pthread_mutex_unlock(&m->lock);
+  if (e == NULL)
+    return 0;
+  release(m, value);
+  if (own) {
+    hark__free(e);
+    map_unref(m);
+  }
+  return 1;
+}
+
+size_t hark_weakmap_size(hark_weakmap *m) {
+  if (m == NULL)
+    return 0;
+  size_t n = 0;
+  pthread_mutex_lock(&m->lock);
+  /* An entry whose key is dying on another thread is not a live key. */
+  for (size_t i = 0; i < m->nbuckets; i++)
+    for (entry *e = m->buckets[i]; e != NULL; e = e->next)
+      n += hark__ctrl_alive(e->key);
+  pthread_mutex_unlock(&m->lock);
+  return n;
+}
+
+void hark_weakmap_free(hark_weakmap *m) {
+  if (m == NULL)
+    return;
+  entry *owned = NULL; /* entries whose memory and value are ours */
+  pthread_mutex_lock(&m->lock);
+  for (size_t i = 0; i < m->nbuckets; i++) {
+    entry *e = m->buckets[i];
+    while (e != NULL) {
+      entry *next = e->next;
+      m->count--;
+      if (hark_notify_remove(&e->node) == 1) {
+        e->next = owned;
+        owned = e;
+      } else {
+        /* The key is dying on another thread and its notification is on
+         * its way: it releases the value and the entry. */
+        e->orphan = true;
+      }
+      e = next;
+    }
+    m->buckets[i] = NULL;
+  }
+  pthread_mutex_unlock(&m->lock);
+  while (owned != NULL) {
+    entry *next = owned->next;
+    release(m, owned->value);
+    hark__free(owned);
+    map_unref(m);
+    owned = next;
+  }
+  map_unref(m);
+}
