@@ -812,12 +812,31 @@ size_t hark_signal_sweep(hark_signal *sig) {
   return count;
 }
 
+/* Takes a strong reference to the first live signal from s on (registry
+ * lock held). */
+static hark_signal *next_live(hark_signal *s) {
+  while (s != NULL && hark__ctrl_upgrade(hark__ctrl_of(s)) == NULL)
+    s = s->reg_next;
+  return s;
+}
+
+/* The registry lock is not held while a signal is swept: dropping a
+ * connection may drop the last reference to a loop, whose queued posts
+ * hold signals, whose finalize takes the registry lock. A reference keeps
+ * the current signal in the registry instead. */
 size_t hark__signal_sweep_all(void) {
   size_t n = 0;
   pthread_mutex_lock(&registry_lock);
-  for (hark_signal *s = registry; s != NULL; s = s->reg_next)
-    n += hark_signal_sweep(s);
+  hark_signal *s = next_live(registry);
   pthread_mutex_unlock(&registry_lock);
+  while (s != NULL) {
+    n += hark_signal_sweep(s);
+    pthread_mutex_lock(&registry_lock);
+    hark_signal *next = next_live(s->reg_next);
+    pthread_mutex_unlock(&registry_lock);
+    hark_unref(s);
+    s = next;
+  }
   return n;
 }
 
