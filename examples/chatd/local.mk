@@ -1,3 +1,45 @@
-# hark-chatd: rules live here (included by the top Makefile.am).
-RUN_PROGRAM = examples/signals$(EXEEXT)
-RUN_COMMAND = ./examples/signals$(EXEEXT)
+# hark-chatd and hark-chatload: rules live here (included by the top
+# Makefile.am).
+bin_PROGRAMS += examples/chatd/hark-chatd examples/chatd/hark-chatload
+
+chatd_core_sources = \
+	examples/chatd/chatd.h \
+	examples/chatd/log.h examples/chatd/log.c \
+	examples/chatd/proto.h examples/chatd/proto.c \
+	examples/chatd/names.c \
+	examples/chatd/session.c \
+	examples/chatd/channel.c \
+	examples/chatd/commands.c \
+	examples/chatd/server.c
+
+examples_chatd_hark_chatd_SOURCES = $(chatd_core_sources) \
+	examples/chatd/main.c
+examples_chatd_hark_chatd_CPPFLAGS = $(AM_CPPFLAGS)
+examples_chatd_hark_chatd_CFLAGS = $(AM_CFLAGS)
+examples_chatd_hark_chatd_LDADD = libhark.la $(UV_LIBS)
+
+examples_chatd_hark_chatload_SOURCES = examples/chatd/chatload.c
+examples_chatd_hark_chatload_CPPFLAGS = $(AM_CPPFLAGS)
+examples_chatd_hark_chatload_CFLAGS = $(AM_CFLAGS)
+examples_chatd_hark_chatload_LDADD = $(UV_LIBS) -lm
+
+RUN_PROGRAM = examples/chatd/hark-chatd$(EXEEXT)
+RUN_COMMAND = ./examples/chatd/hark-chatd$(EXEEXT) --listen 127.0.0.1:6667
+
+# ---- tests -------------------------------------------------------------
+chatd_tests = tests/test-chatd-proto tests/test-chatd
+check_PROGRAMS += $(chatd_tests)
+TESTS += $(chatd_tests) tests/chatd/irc-client.sh
+EXTRA_DIST += tests/chatd/irc-client.sh tests/chatd/client.h
+
+tests_test_chatd_proto_SOURCES = tests/chatd/test-proto.c \
+	examples/chatd/proto.h examples/chatd/proto.c
+tests_test_chatd_proto_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/examples/chatd
+tests_test_chatd_proto_CFLAGS = $(TEST_CFLAGS)
+tests_test_chatd_proto_LDADD = $(TEST_LDADD)
+
+tests_test_chatd_SOURCES = tests/chatd/test-chatd.c tests/chatd/client.h \
+	$(chatd_core_sources)
+tests_test_chatd_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/examples/chatd
+tests_test_chatd_CFLAGS = $(TEST_CFLAGS)
+tests_test_chatd_LDADD = $(TEST_LDADD)

@@ -1,0 +1,395 @@
+/* A client connection: its input buffer, its output queue of shared
+ * buffers written in writev batches before the loop sleeps, its output
+ * limits and its flood bucket. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chatd.h"
+
+/* ---- shared buffers --------------------------------------------------- */
+
+chat_buf *chat_buf_new(const char *data, size_t len) {
+  chat_buf *b = malloc(sizeof *b + len + 1);
+  if (b == NULL)
+    return NULL;
+  b->refs = 1;
+  b->len = (unsigned)len;
+  memcpy(b->data, data, len);
+  b->data[len] = '\0';
+  return b;
+}
+
+chat_buf *chat_buf_printf(const char *fmt, ...) {
+  char line[IRC_LINE_MAX + 1];
+  va_list ap;
+  va_start(ap, fmt);
+  size_t n = irc_vformat(line, sizeof line, fmt, ap);
+  va_end(ap);
+  return chat_buf_new(line, n);
+}
+
+void chat_buf_unref(chat_buf *b) {
+  if (b != NULL && --b->refs == 0)
+    free(b);
+}
+
+/* ---- the object ------------------------------------------------------- */
+
+static void session_finalize(void *obj) {
+  chat_session *s = obj;
+  for (size_t i = 0; i < s->qcount; i++)
+    chat_buf_unref(s->q[(s->qhead + i) % s->qcap]);
+  free(s->q);
+  /* Dropping the channels may end them: an empty channel dies here. */
+  for (size_t i = 0; i < s->nchans; i++)
+    hark_unref(s->chans[i]);
+  free(s->chans);
+  free(s); /* hark_new allocated it with the default allocator */
+}
+
+const hark_type chat_session_type = {"chat_session", sizeof(chat_session),
+                                     session_finalize};
+
+void session_mask(chat_session *s, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s!%s@%s", s->nick, s->user[0] ? s->user : "~u",
+           s->host);
+}
+
+bool session_in_channel(chat_session *s, chat_channel *c) {
+  for (size_t i = 0; i < s->nchans; i++)
+    if (s->chans[i] == c)
+      return true;
+  return false;
+}
+
+/* ---- output ----------------------------------------------------------- */
+
+static void check_limits(chat_session *s) {
+  chat_server *srv = s->srv;
+  if (srv->opt.sendq_hard && s->qbytes > srv->opt.sendq_hard) {
+    srv->sendq_kills++;
+    server_schedule_close(srv, s, "SendQ exceeded");
+    return;
+  }
+  if (srv->opt.sendq_soft && s->qbytes > srv->opt.sendq_soft) {
+    if (s->soft_since == 0)
+      s->soft_since = chat_now_ms(srv) | 1;
+  } else {
+    s->soft_since = 0;
+  }
+}
+
+void session_send_buf(chat_session *s, chat_buf *b) {
+  if (s->closed || b == NULL)
+    return;
+  if (s->qcount == s->qcap) {
+    size_t ncap = s->qcap ? s->qcap * 2 : 16;
+    chat_buf **nq = malloc(ncap * sizeof *nq);
+    if (nq == NULL) {
+      server_schedule_close(s->srv, s, "Out of memory");
+      return;
+    }
+    for (size_t i = 0; i < s->qcount; i++)
+      nq[i] = s->q[(s->qhead + i) % s->qcap];
+    free(s->q);
+    s->q = nq;
+    s->qcap = ncap;
+    s->qhead = 0;
+  }
+  s->q[(s->qhead + s->qcount) % s->qcap] = chat_buf_ref(b);
+  s->qcount++;
+  s->qbytes += b->len;
+  server_mark_dirty(s->srv, s);
+  check_limits(s);
+}
+
+void session_sendf(chat_session *s, const char *fmt, ...) {
+  char line[IRC_LINE_MAX + 1];
+  va_list ap;
+  va_start(ap, fmt);
+  size_t n = irc_vformat(line, sizeof line, fmt, ap);
+  va_end(ap);
+  chat_buf *b = chat_buf_new(line, n);
+  session_send_buf(s, b);
+  chat_buf_unref(b);
+}
+
+void session_numeric(chat_session *s, int num, const char *fmt, ...) {
+  char rest[IRC_LINE_MAX + 1];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(rest, sizeof rest, fmt, ap);
+  va_end(ap);
+  session_sendf(s, ":%s %03d %s %s", s->srv->opt.name, num,
+                s->nick[0] ? s->nick : "*", rest);
+}
+
+/* Drops n written bytes from the front of the queue. */
+static void consume(chat_session *s, size_t n) {
+  s->qbytes -= n;
+  while (n > 0) {
+    chat_buf *b = s->q[s->qhead];
+    size_t left = b->len - s->qoff;
+    if (n < left) {
+      s->qoff += n;
+      return;
+    }
+    n -= left;
+    s->qoff = 0;
+    chat_buf_unref(b);
+    s->qhead = (s->qhead + 1) % s->qcap;
+    s->qcount--;
+  }
+}
+
+#define IOV_BATCH 256
+
+static size_t gather(chat_session *s, uv_buf_t *iov, size_t *bytes) {
+  size_t n = s->qcount < IOV_BATCH ? s->qcount : IOV_BATCH;
+  *bytes = 0;
+  for (size_t i = 0; i < n; i++) {
+    chat_buf *b = s->q[(s->qhead + i) % s->qcap];
+    size_t off = i == 0 ? s->qoff : 0;
+    iov[i] = uv_buf_init(b->data + off, (unsigned)(b->len - off));
+    *bytes += b->len - off;
+  }
+  return n;
+}
+
+static void on_write(uv_write_t *req, int status) {
+  chat_session *s = req->data;
+  s->writing = false;
+  if (status < 0) {
+    log_debug("%s: write: %s", s->nick, uv_strerror(status));
+    if (!s->closed)
+      server_schedule_close(s->srv, s, "Write error");
+    consume(s, s->wbytes);
+    return;
+  }
+  consume(s, s->wbytes);
+  s->wbytes = 0;
+  check_limits(s);
+  if (s->qcount > 0)
+    server_mark_dirty(s->srv, s);
+}
+
+void session_flush(chat_session *s) {
+  uv_buf_t iov[IOV_BATCH];
+  size_t bytes;
+  if (s->writing || s->closed)
+    return;
+  while (s->qcount > 0) {
+    size_t n = gather(s, iov, &bytes);
+    int r = uv_try_write((uv_stream_t *)&s->tcp, iov, (unsigned)n);
+    s->srv->bufs_out += n;
+    if (r > 0) {
+      s->srv->bytes_out += (unsigned)r;
+      consume(s, (size_t)r);
+      if ((size_t)r == bytes)
+        continue;
+      n = gather(s, iov, &bytes); /* the rest waits for writability */
+    } else if (r != UV_EAGAIN) {
+      server_schedule_close(s->srv, s, "Write error");
+      return;
+    }
+    /* The socket is full: hand the rest to libuv, which writes it when the
+     * peer reads. The buffers stay queued (and counted) until then. */
+    s->wreq.data = s;
+    s->wbytes = bytes;
+    if (uv_write(&s->wreq, (uv_stream_t *)&s->tcp, iov, (unsigned)n,
+                 on_write) == 0) {
+      s->writing = true;
+    } else {
+      server_schedule_close(s->srv, s, "Write error");
+    }
+    return;
+  }
+  check_limits(s);
+}
+
+/* ---- input ------------------------------------------------------------ */
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  chat_session *s = h->data;
+  buf->base = s->in + s->inlen;
+  buf->len = sizeof s->in - s->inlen;
+}
+
+static bool take_token(chat_session *s) {
+  chat_server *srv = s->srv;
+  if (srv->opt.flood_rate <= 0)
+    return true;
+  uint64_t now = chat_now_ms(srv);
+  s->tokens += (double)(now - s->refill_at) * srv->opt.flood_rate / 1000.0;
+  if (s->tokens > srv->opt.flood_burst)
+    s->tokens = srv->opt.flood_burst;
+  s->refill_at = now;
+  if (s->tokens < 1.0)
+    return false;
+  s->tokens -= 1.0;
+  return true;
+}
+
+static void process_input(chat_session *s);
+
+static void on_throttle(uv_timer_t *t) {
+  chat_session *s = t->data;
+  s->throttled = false;
+  if (s->closed)
+    return;
+  hark_ref(s);
+  process_input(s);
+  if (!s->throttled && !s->closed)
+    uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+  hark_unref(s);
+}
+
+/* Runs the complete lines in the input buffer, stopping (and pausing the
+ * socket) when the flood bucket is empty. */
+static void process_input(chat_session *s) {
+  size_t off = 0, len, used;
+  while (!s->closing && !s->closed) {
+    if (!irc_next_line(s->in + off, s->inlen - off, &len, &used)) {
+      if (s->discarding) {
+        off = s->inlen;
+      } else if (s->inlen - off > IRC_LINE_MAX) {
+        /* No end in sight: drop what we have, then the rest of the line. */
+        session_numeric(s, 417, ":Input line was too long");
+        s->discarding = true;
+        off = s->inlen;
+      }
+      break;
+    }
+    if (s->discarding) {
+      s->discarding = false;
+      off += used;
+      continue;
+    }
+    if (used > IRC_LINE_MAX) {
+      session_numeric(s, 417, ":Input line was too long");
+      off += used;
+      continue;
+    }
+    if (!take_token(s)) {
+      s->throttled = true;
+      s->srv->flood_waits++;
+      uv_read_stop((uv_stream_t *)&s->tcp);
+      double wait = (1.0 - s->tokens) * 1000.0 / s->srv->opt.flood_rate;
+      uv_timer_start(&s->throttle, on_throttle, (uint64_t)wait + 1, 0);
+      break;
+    }
+    char line[IRC_LINE_MAX + 1];
+    memcpy(line, s->in + off, len);
+    off += used;
+    s->srv->lines_in++;
+    s->active_at = chat_now_ms(s->srv);
+    s->ping_at = 0;
+    command_line(s, line, len);
+  }
+  if (off > 0) {
+    memmove(s->in, s->in + off, s->inlen - off);
+    s->inlen -= off;
+  }
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  chat_session *s = stream->data;
+  if (nread < 0) {
+    server_schedule_close(s->srv, s,
+                          nread == UV_EOF ? "Connection closed"
+                                          : uv_strerror((int)nread));
+    return;
+  }
+  s->inlen += (size_t)nread;
+  if (s->throttled)
+    return;
+  hark_ref(s); /* a command may schedule our end */
+  process_input(s);
+  hark_unref(s);
+}
+
+/* ---- life ------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+  chat_session *s = h->data;
+  if (--s->handles_open > 0)
+    return;
+  chat_server *srv = s->srv;
+  if (s->prev != NULL)
+    s->prev->next = s->next;
+  else
+    srv->sessions = s->next;
+  if (s->next != NULL)
+    s->next->prev = s->prev;
+  srv->nclients--;
+  log_debug("session %p gone (%u left)", (void *)s, srv->nclients);
+  /* The server's reference: with it the session dies, and with the
+   * session its receivers and, if it was the last member, its channels. */
+  hark_unref(s);
+}
+
+void session_close_handles(chat_session *s) {
+  if (s->closed)
+    return;
+  s->closed = true;
+  /* Best effort: the last lines (ERROR) go out if the socket takes them. */
+  uv_buf_t iov[IOV_BATCH];
+  size_t bytes;
+  if (!s->writing && s->qcount > 0) {
+    size_t n = gather(s, iov, &bytes);
+    int r = uv_try_write((uv_stream_t *)&s->tcp, iov, (unsigned)n);
+    if (r > 0)
+      consume(s, (size_t)r);
+  }
+  uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
+  uv_close((uv_handle_t *)&s->throttle, on_handle_closed);
+}
+
+void session_accept(chat_server *srv) {
+  chat_session *s = hark_new(&chat_session_type);
+  if (s == NULL) {
+    log_error("accept: out of memory");
+    return;
+  }
+  s->srv = srv;
+  uv_tcp_init(srv->loop, &s->tcp);
+  uv_timer_init(srv->loop, &s->throttle);
+  s->tcp.data = s->throttle.data = s;
+  s->handles_open = 2;
+  s->next = srv->sessions;
+  if (s->next != NULL)
+    s->next->prev = s;
+  srv->sessions = s;
+  srv->nclients++;
+  int r = uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&s->tcp);
+  if (r != 0) {
+    log_warn("accept: %s", uv_strerror(r));
+    session_close_handles(s);
+    return;
+  }
+  uv_tcp_nodelay(&s->tcp, 1);
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  strcpy(s->host, "unknown");
+  if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)&ss, s->host, sizeof s->host);
+    else
+      uv_ip4_name((struct sockaddr_in *)&ss, s->host, sizeof s->host);
+  }
+  uint64_t now = chat_now_ms(srv);
+  s->connected_at = s->active_at = s->refill_at = now;
+  s->tokens = srv->opt.flood_burst;
+  s->pass_ok = srv->opt.password == NULL;
+  log_debug("connection from %s", s->host);
+  if (srv->opt.max_clients && srv->nclients > srv->opt.max_clients) {
+    session_sendf(s, "ERROR :Closing Link: %s (Server is full)", s->host);
+    session_close_handles(s);
+    return;
+  }
+  uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+}
