@@ -116,8 +116,11 @@ size_t hark_live_count(const char *name) {
     const hark_type *t = atomic_load(&slots[i].type);
     if (t == NULL)
       continue;
-    if (name == NULL || strcmp(type_name(t), name) == 0)
-      n += atomic_load(&slots[i].live);
+    /* A slot keeps its type pointer for good, but a type need only
+     * outlive its objects: read it only while the slot has live ones. */
+    long live = atomic_load(&slots[i].live);
+    if (live > 0 && (name == NULL || strcmp(type_name(t), name) == 0))
+      n += live;
   }
   return n > 0 ? (size_t)n : 0;
 }
