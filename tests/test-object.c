@@ -16,11 +16,9 @@ static void setup(void) {
 
 /* Every test ends with the library holding no memory: no object, no
  * control block is left behind. */
-static void teardown(void) {
-  ck_assert_int_eq(test_blocks(), start_blocks);
-}
+static void teardown(void) { ck_assert_int_eq(test_blocks(), start_blocks); }
 
-/* ---- a type whose finalize records the order of events ---------------- */
+/* ---- a type whose finalize records the order of events ------------------- */
 
 static char events[16];
 static int nevents;
@@ -39,7 +37,7 @@ static void recording_finalize(void *obj) {
 static const hark_type recording_type = {"recording", sizeof(test_obj),
                                          recording_finalize};
 
-/* ---- a caller-owned object whose memory finalize does not release ------ */
+/* ---- a caller-owned object whose memory finalize does not release -------- */
 
 typedef struct embedded {
   hark_object base;
@@ -192,7 +190,7 @@ START_TEST(ref_and_unref_of_null_are_no_ops) {
 }
 END_TEST
 
-/* ---- death notifications run before finalize ---------------------------- */
+/* ---- death notifications run before finalize ----------------------------- */
 
 static hark_weak order_weak;
 
@@ -222,7 +220,7 @@ START_TEST(death_notifications_run_before_finalize) {
 }
 END_TEST
 
-/* ---- errors, allocator ------------------------------------------------------ */
+/* ---- errors, allocator --------------------------------------------------- */
 
 START_TEST(strerror_names_every_error_code) {
   static const struct {

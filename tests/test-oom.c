@@ -94,7 +94,7 @@ START_TEST(object_init_reports_every_allocation_failure_as_enomem) {
 }
 END_TEST
 
-/* ---- hark_snapshot_take ---------------------------------------------------- */
+/* ---- hark_snapshot_take -------------------------------------------------- */
 
 static int snapshot_scenario(void *arg) {
   test_obj *o = arg;
@@ -124,7 +124,7 @@ START_TEST(snapshot_take_reports_every_allocation_failure_as_null) {
 }
 END_TEST
 
-/* ---- a sequence: new, weak_set, notify, unref ------------------------------- */
+/* ---- a sequence: new, weak_set, notify, unref ---------------------------- */
 
 static _Atomic int seq_notified;
 
@@ -186,7 +186,7 @@ START_TEST(sequence_of_new_weak_notify_unref_survives_every_failure) {
 }
 END_TEST
 
-/* ---- what never allocates ------------------------------------------------- */
+/* ---- what never allocates ------------------------------------------------ */
 
 START_TEST(weak_references_and_notifications_never_allocate) {
   test_obj *o = hark_new(&test_obj_type);

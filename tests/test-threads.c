@@ -18,11 +18,9 @@ static void setup(void) {
   start_blocks = test_blocks();
 }
 
-static void teardown(void) {
-  ck_assert_int_eq(test_blocks(), start_blocks);
-}
+static void teardown(void) { ck_assert_int_eq(test_blocks(), start_blocks); }
 
-/* ---- rounds: every worker runs work(tid, round) between two barriers ---- */
+/* ---- rounds: every worker runs work(tid, round) between two barriers ----- */
 
 static pthread_barrier_t round_start, round_end;
 static _Atomic int stop_workers;
@@ -49,8 +47,8 @@ static void run_rounds(int rounds, void (*prepare)(int round),
   ck_assert_int_eq(pthread_barrier_init(&round_start, NULL, THREADS + 1), 0);
   ck_assert_int_eq(pthread_barrier_init(&round_end, NULL, THREADS + 1), 0);
   for (int i = 0; i < THREADS; i++)
-    ck_assert_int_eq(
-        pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i), 0);
+    ck_assert_int_eq(pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i),
+                     0);
   for (int r = 0; r < rounds; r++) {
     atomic_store(&current_round, r);
     prepare(r);
@@ -73,7 +71,7 @@ static void jitter(int tid, int round) {
     sched_yield();
 }
 
-/* ---- a type that knows when it died ------------------------------------ */
+/* ---- a type that knows when it died -------------------------------------- */
 
 typedef struct racer {
   hark_object base;
@@ -115,7 +113,7 @@ static void reset_counters(void) {
   atomic_store(&nulls, 0);
 }
 
-/* ---- weak_get racing the last unref --------------------------------------- */
+/* ---- weak_get racing the last unref -------------------------------------- */
 
 #define WEAK_ROUNDS 1500
 #define GETS_PER_ROUND 6
@@ -172,7 +170,7 @@ START_TEST(weak_get_racing_the_last_unref_returns_a_live_object_or_null) {
 }
 END_TEST
 
-/* ---- concurrent ref/unref ---------------------------------------------------- */
+/* ---- concurrent ref/unref ------------------------------------------------ */
 
 #define REF_ITERATIONS 20000
 
@@ -213,7 +211,7 @@ START_TEST(concurrent_ref_and_unref_keep_the_count_exact) {
 }
 END_TEST
 
-/* ---- the last unref from any of several threads --------------------------- */
+/* ---- the last unref from any of several threads -------------------------- */
 
 #define LAST_ROUNDS 1500
 
@@ -254,7 +252,7 @@ START_TEST(last_unref_on_any_thread_finalizes_exactly_once) {
 }
 END_TEST
 
-/* ---- notify add/remove racing death ------------------------------------------ */
+/* ---- notify add/remove racing death -------------------------------------- */
 
 #define NOTIFY_ROUNDS 1500
 

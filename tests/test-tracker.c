@@ -14,9 +14,7 @@ static void setup(void) {
   start_blocks = test_blocks();
 }
 
-static void teardown(void) {
-  ck_assert_int_eq(test_blocks(), start_blocks);
-}
+static void teardown(void) { ck_assert_int_eq(test_blocks(), start_blocks); }
 
 typedef struct widget {
   hark_object base;
@@ -64,7 +62,7 @@ static int find_row(const char *text, const char *name, long *objects,
   return 0;
 }
 
-/* ---- live counts ------------------------------------------------------- */
+/* ---- live counts --------------------------------------------------------- */
 
 START_TEST(live_count_counts_objects_per_type) {
   size_t w0 = hark_live_count("widget");
@@ -214,7 +212,7 @@ START_TEST(live_count_does_not_read_a_type_freed_after_its_objects) {
 }
 END_TEST
 
-/* ---- snapshots ------------------------------------------------------------ */
+/* ---- snapshots ----------------------------------------------------------- */
 
 START_TEST(snapshot_counts_live_objects_per_type) {
   hark_snapshot *before = hark_snapshot_take();
@@ -373,7 +371,8 @@ START_TEST(print_diff_with_null_snapshots_counts_them_as_empty) {
   text = slurp(f);
   ck_assert_msg(find_row(text, "widget", &objects, &bytes), "%s", text);
   ck_assert_int_eq(objects, (long)hark_live_count("widget"));
-  ck_assert_int_eq(bytes, (long)hark_live_count("widget") * (long)sizeof(widget));
+  ck_assert_int_eq(bytes,
+                   (long)hark_live_count("widget") * (long)sizeof(widget));
   fclose(f);
 
   hark_snapshot_free(s);

@@ -11,9 +11,7 @@ static void setup(void) {
 
 /* Every test ends with the library holding no memory: weak references and
  * notifications cleaned up leave no control block behind. */
-static void teardown(void) {
-  ck_assert_int_eq(test_blocks(), start_blocks);
-}
+static void teardown(void) { ck_assert_int_eq(test_blocks(), start_blocks); }
 
 static test_obj *new_obj(int id) {
   test_obj *o = hark_new(&test_obj_type);
@@ -33,7 +31,7 @@ static void kept_finalize(void *obj) { ((kept *)obj)->finalized++; }
 
 static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
 
-/* ---- weak references ------------------------------------------------------ */
+/* ---- weak references ----------------------------------------------------- */
 
 START_TEST(weak_init_points_at_nothing) {
   hark_weak w = HARK_WEAK_INIT;
@@ -227,7 +225,7 @@ START_TEST(many_weaks_to_one_object_all_see_its_death) {
 }
 END_TEST
 
-/* ---- death notifications ------------------------------------------------ */
+/* ---- death notifications ------------------------------------------------- */
 
 static _Atomic int notify_runs;
 static void *notify_last_obj;
