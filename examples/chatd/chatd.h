@@ -149,7 +149,7 @@ struct chat_session {
   char nick[CHATD_NICK_MAX + 1], user[32], realname[64], host[64];
   char quit_reason[200];
   /* input: at most one line plus what came with it */
-  char in[IRC_LINE_MAX * 8];
+  char in[16384];
   size_t inlen;
   /* output: a ring of shared buffers, qoff bytes of the first written */
   chat_buf **q;

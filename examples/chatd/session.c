@@ -81,6 +81,10 @@ static void check_limits(chat_session *s) {
   }
 }
 
+#define FLUSH_EARLY (32 * 1024)
+
+static void flush_now(chat_session *s);
+
 void session_send_buf(chat_session *s, chat_buf *b) {
   if (s->closed || b == NULL)
     return;
@@ -101,7 +105,13 @@ void session_send_buf(chat_session *s, chat_buf *b) {
   s->q[(s->qhead + s->qcount) % s->qcap] = chat_buf_ref(b);
   s->qcount++;
   s->qbytes += b->len;
-  server_mark_dirty(s->srv, s);
+  /* A big fan-out (a burst read from a fast sender) would otherwise pile
+   * up until the loop sleeps: write early, it is only a syscall, and keeps
+   * a healthy reader well under its limits. */
+  if (s->qbytes >= FLUSH_EARLY && !s->writing)
+    flush_now(s);
+  else
+    server_mark_dirty(s->srv, s);
   check_limits(s);
 }
 
@@ -171,6 +181,12 @@ static void on_write(uv_write_t *req, int status) {
   consume(s, s->wbytes);
   s->wbytes = 0;
   check_limits(s);
+  if (s->qcount > 0)
+    server_mark_dirty(s->srv, s);
+}
+
+static void flush_now(chat_session *s) {
+  session_flush(s);
   if (s->qcount > 0)
     server_mark_dirty(s->srv, s);
 }
