@@ -116,4 +116,13 @@ static void test_obj_finalize(void *obj) {
 static const hark_type test_obj_type = {"test_obj", sizeof(test_obj),
                                         test_obj_finalize};
 
+/* True when the allocation chosen by test_fail_nth() has been attempted
+ * (and so failed): lets an allocation-failure scenario tell "met the
+ * failure" from "completed", even when the library absorbed the failure
+ * without reporting it. */
+static inline int test_failure_met(void) {
+  long f = atomic_load(&test_fail_at);
+  return f != 0 && atomic_load(&test_allocs) >= f;
+}
+
 #endif
