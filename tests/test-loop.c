@@ -1,3 +1,1097 @@
-/* placeholder while the suite is written */
+/* The loop layer: posts across threads, deferred sends, loop-bound and
+ * asynchronous receivers, idle sweeping, close, allocation failure. Every
+ * test that makes a loop ends with uv_loop_close() == 0. No assertion
+ * depends on timing: threads are joined, the loop is stepped. */
 #include "util.h"
-int main(void) { return test_run(suite_create("loop")); }
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <unistd.h>
+
+/* ---- fixtures ---------------------------------------------------------- */
+
+static uv_loop_t uvl;
+static hark_loop *hl;
+static uv_thread_t loop_thread;
+
+static void loop_open(void) {
+  test_alloc_install();
+  ck_assert_int_eq(uv_loop_init(&uvl), 0);
+  hl = hark_loop_new(&uvl);
+  ck_assert_ptr_nonnull(hl);
+  loop_thread = uv_thread_self();
+}
+
+/* Closes, drops, runs the loop dry: uv_loop_close must then succeed. */
+static void loop_finish(void) {
+  hark_loop_close(hl);
+  hark_unref(hl);
+  hl = NULL;
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(uv_loop_close(&uvl), 0);
+}
+
+static void step(void) { uv_run(&uvl, UV_RUN_NOWAIT); }
+
+static bool on_loop_thread(void) {
+  uv_thread_t me = uv_thread_self();
+  return uv_thread_equal(&me, &loop_thread);
+}
+
+static hark_loop_stats stats(void) {
+  hark_loop_stats s;
+  ck_assert_int_eq(hark_loop_get_stats(hl, &s), 0);
+  return s;
+}
+
+/* HARK_TEST_SCALE=n divides the big counts (for valgrind). */
+static long scaled(long n) {
+  const char *e = getenv("HARK_TEST_SCALE");
+  long s = e != NULL ? atol(e) : 1;
+  return s > 1 ? (n / s > 0 ? n / s : 1) : n;
+}
+
+/* Payloads: a posting thread's number and its sequence number. */
+typedef struct msg {
+  int thread;
+  long seq;
+} msg;
+
+static _Atomic long freed;
+static _Atomic long received;
+static _Atomic int off_thread_calls;
+
+static msg *msg_new(int thread, long seq) {
+  msg *m = malloc(sizeof(*m));
+  ck_assert_ptr_nonnull(m);
+  m->thread = thread;
+  m->seq = seq;
+  return m;
+}
+
+static void msg_free(void *p) {
+  atomic_fetch_add(&freed, 1);
+  free(p);
+}
+
+static int count_receiver(void *self, void *sender, void *args) {
+  if (!on_loop_thread())
+    atomic_fetch_add(&off_thread_calls, 1);
+  atomic_fetch_add(&received, 1);
+  return 0;
+}
+
+static void reset_counts(void) {
+  atomic_store(&freed, 0);
+  atomic_store(&received, 0);
+  atomic_store(&off_thread_calls, 0);
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+START_TEST(new_loop_closes_so_that_uv_loop_close_returns_zero) {
+  loop_open();
+  ck_assert_ptr_eq(hark_loop_uv(hl), &uvl);
+  ck_assert_int_eq(hark_live_count("hark_loop"), 1);
+  loop_finish();
+  ck_assert_int_eq(hark_live_count("hark_loop"), 0);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(close_is_idempotent_and_memory_waits_for_the_handles) {
+  loop_open();
+  hark_loop_close(hl);
+  hark_loop_close(hl);
+  hark_unref(hl); /* last reference before the close callbacks ran */
+  hl = NULL;
+  ck_assert_int_gt(test_blocks(), 0);
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(uv_loop_close(&uvl), 0);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(dropping_the_last_reference_without_close_closes_the_loop) {
+  loop_open();
+  hark_unref(hl);
+  hl = NULL;
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(uv_loop_close(&uvl), 0);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+static void *unref_thread(void *arg) {
+  hark_unref(arg);
+  return NULL;
+}
+
+START_TEST(dropping_the_last_reference_on_another_thread_closes_the_loop) {
+  loop_open();
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, unref_thread, hl), 0);
+  hl = NULL;
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  pthread_join(t, NULL);
+  ck_assert_int_eq(uv_loop_close(&uvl), 0);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(bad_arguments_are_einval) {
+  loop_open();
+  hark_signal *sig = hark_signal_new("sig");
+  hark_loop_stats s;
+  ck_assert_ptr_null(hark_loop_new(NULL));
+  ck_assert_ptr_null(hark_loop_uv(NULL));
+  ck_assert_int_eq(hark_loop_get_stats(NULL, &s), HARK_EINVAL);
+  ck_assert_int_eq(hark_loop_get_stats(hl, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_loop_set_queue_limit(hl, 0), HARK_EINVAL);
+  ck_assert_int_eq(hark_loop_set_queue_limit(NULL, 1), HARK_EINVAL);
+  ck_assert_int_eq(hark_post(NULL, sig, NULL, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_post(hl, NULL, NULL, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_send_later(hl, NULL, NULL, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_send_async(hl, NULL, NULL, NULL, NULL, NULL),
+                   HARK_EINVAL);
+  hark_loop_close(NULL);
+  hark_token_done(NULL, 0);
+  ck_assert_ptr_null(hark_token_take());
+  s = stats();
+  ck_assert_uint_eq(s.posted + s.delivered + s.dropped + s.rejected, 0);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- posts ------------------------------------------------------------- */
+
+START_TEST(post_from_the_loop_thread_is_delivered_later_not_synchronously) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("sig");
+  ck_assert_int_eq(hark_connect(sig, count_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_post(hl, sig, NULL, msg_new(0, 0), msg_free), 0);
+  ck_assert_int_eq(received, 0);
+  ck_assert_int_eq(freed, 0);
+  step();
+  ck_assert_int_eq(received, 1);
+  ck_assert_int_eq(freed, 1);
+  hark_loop_stats s = stats();
+  ck_assert_uint_eq(s.posted, 1);
+  ck_assert_uint_eq(s.delivered, 1);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* Four producers: every post delivered once, on the loop thread, in each
+ * producer's order, with its payload intact. */
+#define PRODUCERS 4
+static long per_thread;
+static long next_seq[PRODUCERS];
+static hark_signal *flood_sig;
+static _Atomic long eagain_retries;
+
+static int flood_receiver(void *self, void *sender, void *args) {
+  msg *m = args;
+  if (!on_loop_thread())
+    atomic_fetch_add(&off_thread_calls, 1);
+  ck_assert_int_ge(m->thread, 0);
+  ck_assert_int_lt(m->thread, PRODUCERS);
+  ck_assert_int_eq(m->seq, next_seq[m->thread]);
+  next_seq[m->thread]++;
+  if (atomic_fetch_add(&received, 1) + 1 == per_thread * PRODUCERS)
+    hark_loop_close(hl);
+  return 0;
+}
+
+static void *producer(void *arg) {
+  int id = (int)(intptr_t)arg;
+  for (long i = 0; i < per_thread; i++) {
+    msg *m = msg_new(id, i);
+    int err;
+    while ((err = hark_post(hl, flood_sig, NULL, m, msg_free)) == HARK_EAGAIN) {
+      atomic_fetch_add(&eagain_retries, 1);
+      sched_yield();
+    }
+    ck_assert_int_eq(err, 0);
+  }
+  return NULL;
+}
+
+START_TEST(posts_from_four_threads_all_arrive_once_in_order_on_the_loop) {
+  loop_open();
+  reset_counts();
+  per_thread = scaled(100000);
+  flood_sig = hark_signal_new("flood");
+  ck_assert_int_eq(hark_connect(flood_sig, flood_receiver, NULL, NULL, 0), 0);
+  pthread_t t[PRODUCERS];
+  for (int i = 0; i < PRODUCERS; i++)
+    ck_assert_int_eq(pthread_create(&t[i], NULL, producer, (void *)(intptr_t)i),
+                     0);
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  for (int i = 0; i < PRODUCERS; i++)
+    pthread_join(t[i], NULL);
+  long total = per_thread * PRODUCERS;
+  ck_assert_int_eq(received, total);
+  ck_assert_int_eq(freed, total);
+  ck_assert_int_eq(off_thread_calls, 0);
+  for (int i = 0; i < PRODUCERS; i++)
+    ck_assert_int_eq(next_seq[i], per_thread);
+  hark_loop_stats s = stats();
+  ck_assert_uint_eq(s.posted, total);
+  ck_assert_uint_eq(s.delivered, total);
+  ck_assert_uint_eq(s.dropped, 0);
+  ck_assert_uint_eq(s.rejected, eagain_retries);
+  hark_unref(flood_sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* Producers post until told HARK_ECANCELED while the loop closes after
+ * some deliveries: every accepted post is delivered or dropped, and its
+ * args freed exactly once. */
+static _Atomic long accepted;
+
+static int closing_receiver(void *self, void *sender, void *args) {
+  if (atomic_fetch_add(&received, 1) + 1 == scaled(2000))
+    hark_loop_close(hl);
+  return 0;
+}
+
+static void *racing_producer(void *arg) {
+  for (long i = 0;; i++) {
+    msg *m = msg_new((int)(intptr_t)arg, i);
+    int err = hark_post(hl, flood_sig, NULL, m, msg_free);
+    if (err == 0) {
+      atomic_fetch_add(&accepted, 1);
+      continue;
+    }
+    free(m); /* refused: still ours */
+    if (err == HARK_ECANCELED)
+      return NULL;
+    ck_assert_int_eq(err, HARK_EAGAIN);
+    sched_yield();
+  }
+}
+
+START_TEST(posts_racing_close_are_delivered_or_dropped_never_lost) {
+  loop_open();
+  reset_counts();
+  ck_assert_int_eq(hark_loop_set_queue_limit(hl, 64), 0);
+  flood_sig = hark_signal_new("race");
+  ck_assert_int_eq(hark_connect(flood_sig, closing_receiver, NULL, NULL, 0), 0);
+  pthread_t t[PRODUCERS];
+  for (int i = 0; i < PRODUCERS; i++)
+    ck_assert_int_eq(
+        pthread_create(&t[i], NULL, racing_producer, (void *)(intptr_t)i), 0);
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  for (int i = 0; i < PRODUCERS; i++)
+    pthread_join(t[i], NULL);
+  hark_loop_stats s = stats();
+  ck_assert_int_eq(freed, accepted);
+  ck_assert_uint_eq(s.posted, accepted);
+  ck_assert_uint_eq(s.delivered + s.dropped, accepted);
+  ck_assert_uint_eq(s.delivered, received);
+  ck_assert_int_eq(hark_post(hl, flood_sig, NULL, NULL, NULL), HARK_ECANCELED);
+  hark_unref(flood_sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(post_whose_sender_dies_while_queued_is_dropped_and_counted) {
+  loop_open();
+  reset_counts();
+  atomic_store(&test_finalized, 0);
+  hark_signal *sig = hark_signal_new("sig");
+  test_obj *sender = hark_new(&test_obj_type);
+  ck_assert_int_eq(hark_connect(sig, count_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_post(hl, sig, sender, msg_new(0, 0), msg_free), 0);
+  ck_assert_int_eq(hark_post(hl, sig, NULL, msg_new(0, 1), msg_free), 0);
+  hark_unref(sender); /* the queue holds it weakly: it dies now */
+  ck_assert_int_eq(test_finalized, 1);
+  step();
+  ck_assert_int_eq(received, 1);
+  ck_assert_int_eq(freed, 2);
+  hark_loop_stats s = stats();
+  ck_assert_uint_eq(s.dropped, 1);
+  ck_assert_uint_eq(s.delivered, 1);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(post_holds_the_signal_until_delivery) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("sig");
+  ck_assert_int_eq(hark_connect(sig, count_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_post(hl, sig, NULL, msg_new(0, 0), msg_free), 0);
+  hark_unref(sig);
+  ck_assert_int_eq(hark_live_count("hark_signal"), 1); /* the post's */
+  step();
+  ck_assert_int_eq(received, 1);
+  ck_assert_int_eq(freed, 1);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(full_queue_answers_eagain_keeps_args_with_caller_and_recovers) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("sig");
+  ck_assert_int_eq(hark_connect(sig, count_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_loop_set_queue_limit(hl, 3), 0);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(hark_post(hl, sig, NULL, msg_new(0, i), msg_free), 0);
+  msg *extra = msg_new(0, 3);
+  ck_assert_int_eq(hark_post(hl, sig, NULL, extra, msg_free), HARK_EAGAIN);
+  ck_assert_int_eq(freed, 0);
+  ck_assert_uint_eq(stats().rejected, 1);
+  step();
+  ck_assert_int_eq(received, 3);
+  ck_assert_int_eq(hark_post(hl, sig, NULL, extra, msg_free), 0);
+  step();
+  ck_assert_int_eq(received, 4);
+  ck_assert_int_eq(freed, 4);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(post_after_close_is_canceled_and_args_stay_with_caller) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("sig");
+  hark_loop_close(hl);
+  ck_assert_int_eq(hark_post(hl, sig, NULL, NULL, msg_free), HARK_ECANCELED);
+  ck_assert_int_eq(hark_send_later(hl, sig, NULL, NULL, msg_free),
+                   HARK_ECANCELED);
+  ck_assert_int_eq(freed, 0);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(close_drops_pending_posts_and_frees_their_args) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("sig");
+  ck_assert_int_eq(hark_connect(sig, count_receiver, NULL, NULL, 0), 0);
+  for (int i = 0; i < 5; i++)
+    ck_assert_int_eq(hark_post(hl, sig, NULL, msg_new(0, i), msg_free), 0);
+  ck_assert_int_eq(hark_send_later(hl, sig, NULL, msg_new(0, 5), msg_free), 0);
+  hark_loop_close(hl);
+  ck_assert_int_eq(freed, 6);
+  ck_assert_int_eq(received, 0);
+  ck_assert_uint_eq(stats().dropped, 6);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+static int close_in_receiver(void *self, void *sender, void *args) {
+  atomic_fetch_add(&received, 1);
+  hark_loop_close(hl);
+  hark_loop_close(hl);
+  return 0;
+}
+
+START_TEST(close_from_inside_a_receiver_drops_the_rest_of_the_batch) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("sig");
+  ck_assert_int_eq(hark_connect(sig, close_in_receiver, NULL, NULL, 0), 0);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(hark_post(hl, sig, NULL, msg_new(0, i), msg_free), 0);
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(received, 1);
+  ck_assert_int_eq(freed, 3);
+  hark_loop_stats s = stats();
+  ck_assert_uint_eq(s.delivered, 1);
+  ck_assert_uint_eq(s.dropped, 2);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- hark_send_later ----------------------------------------------------- */
+
+static int order[8];
+static int norder;
+
+static int order_receiver(void *self, void *sender, void *args) {
+  order[norder++] = ((msg *)args)->thread;
+  return 0;
+}
+
+START_TEST(send_later_runs_in_order_on_the_next_iteration_not_before) {
+  loop_open();
+  reset_counts();
+  norder = 0;
+  hark_signal *sig = hark_signal_new("later");
+  ck_assert_int_eq(hark_connect(sig, order_receiver, NULL, NULL, 0), 0);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(hark_send_later(hl, sig, NULL, msg_new(i, 0), msg_free),
+                     0);
+  ck_assert_int_eq(norder, 0);
+  /* UV_RUN_ONCE would block in poll were the idle handle not active
+   * while deferred work waits. */
+  uv_run(&uvl, UV_RUN_ONCE);
+  ck_assert_int_eq(norder, 3);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(order[i], i);
+  ck_assert_int_eq(freed, 3);
+  ck_assert_uint_eq(stats().delivered, 3);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+static hark_signal *later_sig;
+
+static int chaining_receiver(void *self, void *sender, void *args) {
+  atomic_fetch_add(&received, 1);
+  if (received < 3)
+    ck_assert_int_eq(hark_send_later(hl, later_sig, NULL, NULL, NULL), 0);
+  return 0;
+}
+
+START_TEST(send_later_from_a_deferred_receiver_waits_for_the_next_iteration) {
+  loop_open();
+  reset_counts();
+  later_sig = hark_signal_new("chain");
+  ck_assert_int_eq(hark_connect(later_sig, chaining_receiver, NULL, NULL, 0),
+                   0);
+  ck_assert_int_eq(hark_send_later(hl, later_sig, NULL, NULL, NULL), 0);
+  for (int i = 1; i <= 3; i++) {
+    uv_run(&uvl, UV_RUN_ONCE);
+    ck_assert_int_eq(received, i);
+  }
+  step();
+  ck_assert_int_eq(received, 3);
+  hark_unref(later_sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+static void *send_later_thread(void *arg) {
+  return (void *)(intptr_t)hark_send_later(hl, arg, NULL, NULL, NULL);
+}
+
+START_TEST(send_later_off_the_loop_thread_is_einval) {
+  loop_open();
+  hark_signal *sig = hark_signal_new("sig");
+  pthread_t t;
+  void *ret;
+  ck_assert_int_eq(pthread_create(&t, NULL, send_later_thread, sig), 0);
+  pthread_join(t, &ret);
+  ck_assert_int_eq((int)(intptr_t)ret, HARK_EINVAL);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(send_later_queue_is_bounded_too) {
+  loop_open();
+  hark_signal *sig = hark_signal_new("sig");
+  ck_assert_int_eq(hark_loop_set_queue_limit(hl, 2), 0);
+  ck_assert_int_eq(hark_send_later(hl, sig, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(hark_send_later(hl, sig, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(hark_send_later(hl, sig, NULL, NULL, NULL), HARK_EAGAIN);
+  uv_run(&uvl, UV_RUN_ONCE);
+  ck_assert_int_eq(hark_send_later(hl, sig, NULL, NULL, NULL), 0);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- loop-bound receivers ----------------------------------------------- */
+
+static void *copy_msg(void *args) {
+  msg *m = args;
+  return msg_new(m->thread, m->seq);
+}
+
+static void *send_thread(void *arg) {
+  msg m = {7, 42};
+  return (void *)(intptr_t)hark_send(arg, NULL, &m);
+}
+
+static int bound_receiver(void *self, void *sender, void *args) {
+  if (!on_loop_thread())
+    atomic_fetch_add(&off_thread_calls, 1);
+  ck_assert_int_eq(((msg *)args)->seq, 42);
+  if (self != NULL)
+    ((test_obj *)self)->calls++;
+  atomic_fetch_add(&received, 1);
+  return 0;
+}
+
+START_TEST(loop_bound_receiver_runs_on_the_loop_thread_for_a_send_elsewhere) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("bound");
+  ck_assert_int_eq(hark_signal_set_args_ops(sig, copy_msg, msg_free), 0);
+  test_obj *self = hark_new(&test_obj_type);
+  ck_assert_int_eq(hark_connect_loop(sig, hl, bound_receiver, self, NULL, 0),
+                   0);
+  pthread_t t;
+  void *ret;
+  ck_assert_int_eq(pthread_create(&t, NULL, send_thread, sig), 0);
+  pthread_join(t, &ret);
+  ck_assert_int_eq((int)(intptr_t)ret, 1); /* counted as called */
+  ck_assert_int_eq(received, 0);
+  step();
+  ck_assert_int_eq(received, 1);
+  ck_assert_int_eq(self->calls, 1);
+  ck_assert_int_eq(off_thread_calls, 0);
+  ck_assert_int_eq(freed, 1); /* the copy */
+  hark_unref(self);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(loop_bound_receiver_is_called_directly_from_the_loop_thread) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("bound");
+  ck_assert_int_eq(hark_signal_set_args_ops(sig, copy_msg, msg_free), 0);
+  ck_assert_int_eq(hark_connect_loop(sig, hl, bound_receiver, NULL, NULL, 0),
+                   0);
+  msg m = {7, 42};
+  ck_assert_int_eq(hark_send(sig, NULL, &m), 1);
+  ck_assert_int_eq(received, 1);
+  ck_assert_int_eq(freed, 0); /* no copy was made */
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(queued_loop_bound_call_is_skipped_when_its_receiver_dies) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("bound");
+  ck_assert_int_eq(hark_signal_set_args_ops(sig, copy_msg, msg_free), 0);
+  test_obj *self = hark_new(&test_obj_type);
+  ck_assert_int_eq(hark_connect_loop(sig, hl, bound_receiver, self, NULL, 0),
+                   0);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, send_thread, sig), 0);
+  pthread_join(t, NULL);
+  hark_unref(self);
+  step();
+  ck_assert_int_eq(received, 0);
+  ck_assert_int_eq(freed, 1);
+  ck_assert_uint_eq(stats().dropped, 1);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- asynchronous receivers --------------------------------------------- */
+
+static hark_token *tokens[8];
+static int ntokens;
+static int done_calls;
+static int done_failures;
+
+static void on_done(void *data, int failures) {
+  ck_assert(on_loop_thread());
+  ck_assert_ptr_eq(data, &done_calls);
+  done_calls++;
+  done_failures = failures;
+}
+
+static int async_receiver(void *self, void *sender, void *args) {
+  hark_token *tok = hark_token_take();
+  ck_assert_ptr_nonnull(tok);
+  tokens[ntokens++] = tok;
+  return 1; /* ignored: the token decides */
+}
+
+static int plain_receiver(void *self, void *sender, void *args) { return 0; }
+
+static int failing_receiver(void *self, void *sender, void *args) { return 5; }
+
+static void reset_async(void) {
+  ntokens = 0;
+  done_calls = 0;
+  done_failures = -1;
+}
+
+typedef struct completion {
+  hark_token *tok;
+  int result;
+} completion;
+
+static void *complete_thread(void *arg) {
+  completion *c = arg;
+  hark_token_done(c->tok, c->result);
+  return NULL;
+}
+
+static void complete_on_thread(hark_token *tok, int result) {
+  completion c = {tok, result};
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, complete_thread, &c), 0);
+  pthread_join(t, NULL);
+}
+
+static int double_take_receiver(void *self, void *sender, void *args) {
+  hark_token *tok = hark_token_take();
+  ck_assert_ptr_nonnull(tok);
+  ck_assert_ptr_null(hark_token_take());
+  tokens[ntokens++] = tok;
+  return 0;
+}
+
+START_TEST(async_receivers_completing_out_of_order_on_other_threads) {
+  loop_open();
+  reset_async();
+  hark_signal *sig = hark_signal_new("async");
+  ck_assert_int_eq(hark_connect(sig, async_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(sig, failing_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(sig, double_take_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(sig, plain_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                   0);
+  ck_assert_int_eq(ntokens, 2);
+  step();
+  ck_assert_int_eq(done_calls, 0);
+  complete_on_thread(tokens[1], 3); /* the second first, failing */
+  step();
+  ck_assert_int_eq(done_calls, 0);
+  complete_on_thread(tokens[0], 0);
+  step();
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 2); /* failing_receiver and token 2 */
+  step();
+  ck_assert_int_eq(done_calls, 1);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(async_send_without_tokens_calls_on_done_later_not_synchronously) {
+  loop_open();
+  reset_async();
+  hark_signal *sig = hark_signal_new("async");
+  ck_assert_int_eq(hark_connect(sig, failing_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(sig, count_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                   0);
+  ck_assert_int_eq(done_calls, 0);
+  hark_unref(sig); /* held until on_done */
+  uv_run(&uvl, UV_RUN_ONCE);
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 1);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(token_completed_on_the_loop_thread_inside_the_receiver) {
+  loop_open();
+  reset_async();
+  hark_signal *sig = hark_signal_new("async");
+  ck_assert_int_eq(hark_connect(sig, async_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                   0);
+  hark_token_done(tokens[0], 0);
+  ck_assert_int_eq(done_calls, 0);
+  step();
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 0);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+static hark_signal *inner_sig;
+static int inner_token_seen;
+
+static int inner_receiver(void *self, void *sender, void *args) {
+  if (hark_token_take() != NULL)
+    inner_token_seen++;
+  return 0;
+}
+
+static int outer_receiver(void *self, void *sender, void *args) {
+  hark_send(inner_sig, NULL, NULL);
+  return 0;
+}
+
+START_TEST(receiver_of_a_plain_send_nested_in_an_async_send_gets_no_token) {
+  loop_open();
+  reset_async();
+  inner_token_seen = 0;
+  hark_signal *sig = hark_signal_new("outer");
+  inner_sig = hark_signal_new("inner");
+  ck_assert_int_eq(hark_connect(sig, outer_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(inner_sig, inner_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                   0);
+  ck_assert_int_eq(inner_token_seen, 0);
+  hark_send(inner_sig, NULL, NULL); /* outside any async send */
+  ck_assert_int_eq(inner_token_seen, 0);
+  step();
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 0);
+  hark_unref(inner_sig);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* Completion from libuv's own thread pool: each receiver queues work
+ * whose work_cb completes the token; on_done closes the loop. */
+static void work_cb(uv_work_t *req) { hark_token_done(req->data, 0); }
+
+static void after_work_cb(uv_work_t *req, int status) { free(req); }
+
+static int pool_receiver(void *self, void *sender, void *args) {
+  uv_work_t *req = malloc(sizeof(*req));
+  req->data = hark_token_take();
+  ck_assert_ptr_nonnull(req->data);
+  ck_assert_int_eq(uv_queue_work(&uvl, req, work_cb, after_work_cb), 0);
+  return 0;
+}
+
+static void on_done_close(void *data, int failures) {
+  done_calls++;
+  done_failures = failures;
+  hark_loop_close(hl);
+}
+
+START_TEST(async_receivers_completed_from_the_uv_thread_pool) {
+  loop_open();
+  reset_async();
+  hark_signal *sig = hark_signal_new("pool");
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(hark_connect_uid(sig, (char[]){(char)('a' + i), 0},
+                                      pool_receiver, NULL, NULL, 0),
+                     0);
+  ck_assert_int_eq(
+      hark_send_async(hl, sig, NULL, NULL, on_done_close, &done_calls), 0);
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 0);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(never_completed_async_receiver_is_reported_at_close) {
+  loop_open();
+  reset_async();
+  hark_signal *sig = hark_signal_new("lonely-signal");
+  ck_assert_int_eq(hark_connect(sig, async_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                   0);
+  hark_unref(sig);
+
+  fflush(stderr);
+  int saved = dup(2);
+  FILE *err = tmpfile();
+  ck_assert_ptr_nonnull(err);
+  dup2(fileno(err), 2);
+  hark_loop_close(hl);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  char buf[512] = {0};
+  rewind(err);
+  size_t n = fread(buf, 1, sizeof(buf) - 1, err);
+  fclose(err);
+  ck_assert_msg(n > 0 && strstr(buf, "lonely-signal") != NULL,
+                "no report naming the signal: \"%s\"", buf);
+
+  ck_assert_int_eq(done_calls, 0); /* from the close callbacks */
+  hark_unref(hl);
+  hl = NULL;
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 1);
+  ck_assert_int_eq(uv_loop_close(&uvl), 0);
+  /* completing after the loop is gone only frees the token */
+  complete_on_thread(tokens[0], 0);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+static int closing_async_receiver(void *self, void *sender, void *args) {
+  tokens[ntokens++] = hark_token_take();
+  hark_loop_close(hl);
+  ck_assert_ptr_null(hark_token_take());
+  return 0;
+}
+
+START_TEST(close_inside_an_async_receiver_finishes_the_send_after_return) {
+  loop_open();
+  reset_async();
+  hark_signal *sig = hark_signal_new("async");
+  ck_assert_int_eq(hark_connect(sig, closing_async_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(sig, plain_receiver, NULL, NULL, 0), 0);
+  fflush(stderr);
+  int saved = dup(2);
+  int devnull = open("/dev/null", O_WRONLY);
+  dup2(devnull, 2);
+  ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                   0);
+  dup2(saved, 2);
+  close(saved);
+  close(devnull);
+  ck_assert_int_eq(done_calls, 0);
+  ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                   HARK_ECANCELED);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 1);
+  hark_token_done(tokens[0], 0);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+static void *send_async_thread(void *arg) {
+  return (void *)(intptr_t)hark_send_async(hl, arg, NULL, NULL, NULL, NULL);
+}
+
+START_TEST(send_async_off_the_loop_thread_is_einval) {
+  loop_open();
+  hark_signal *sig = hark_signal_new("sig");
+  pthread_t t;
+  void *ret;
+  ck_assert_int_eq(pthread_create(&t, NULL, send_async_thread, sig), 0);
+  pthread_join(t, &ret);
+  ck_assert_int_eq((int)(intptr_t)ret, HARK_EINVAL);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- housekeeping -------------------------------------------------------- */
+
+START_TEST(dead_weak_receivers_are_swept_in_idle_time_without_a_send) {
+  loop_open();
+  hark_signal *sig = hark_signal_new("idle");
+  test_obj *self = hark_new(&test_obj_type);
+  ck_assert_int_eq(hark_connect(sig, count_receiver, self, NULL, HARK_WEAK), 0);
+  ck_assert_uint_eq(hark_signal_receivers(sig), 1);
+  step();
+  ck_assert_uint_eq(stats().swept, 0);
+  hark_unref(self);
+  ck_assert_uint_eq(hark_signal_receivers(sig), 1); /* lazily */
+  step();
+  ck_assert_uint_eq(hark_signal_receivers(sig), 0);
+  ck_assert_uint_eq(stats().swept, 1);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- allocation failure ------------------------------------------------- */
+
+static bool failure_met(void) {
+  long f = atomic_load(&test_fail_at);
+  return f != 0 && atomic_load(&test_allocs) >= f;
+}
+
+static void oom_loop_finish(uv_loop_t *loop, hark_loop *l) {
+  if (l != NULL) {
+    hark_loop_close(l);
+    hark_unref(l);
+  }
+  ck_assert_int_eq(uv_run(loop, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(uv_loop_close(loop), 0);
+}
+
+static int new_scenario(void *arg) {
+  uv_loop_t loop;
+  ck_assert_int_eq(uv_loop_init(&loop), 0);
+  hark_loop *l = hark_loop_new(&loop);
+  ck_assert(l != NULL || failure_met());
+  oom_loop_finish(&loop, l);
+  return l != NULL;
+}
+
+START_TEST(loop_new_fails_cleanly_at_every_allocation) {
+  test_alloc_install();
+  ck_assert_int_ge(test_oom_loop(new_scenario, NULL), 1);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* A signal, a loop, two posts (one delivered, one left for close to
+ * drop) and a deferred send; any step may meet the failure. */
+static int post_scenario(void *arg) {
+  reset_counts();
+  uv_loop_t loop;
+  ck_assert_int_eq(uv_loop_init(&loop), 0);
+  hark_loop *l = hark_loop_new(&loop);
+  hark_signal *sig = hark_signal_new("oom");
+  long posted = 0;
+  if (l == NULL || sig == NULL)
+    goto out;
+  int err = hark_connect(sig, count_receiver, NULL, NULL, 0);
+  if (err != 0) {
+    ck_assert_int_eq(err, HARK_ENOMEM);
+    goto out;
+  }
+  for (int i = 0; i < 3; i++) {
+    msg *m = msg_new(0, i);
+    err = i == 2 ? hark_send_later(l, sig, NULL, m, msg_free)
+                 : hark_post(l, sig, NULL, m, msg_free);
+    if (err != 0) {
+      ck_assert_int_eq(err, HARK_ENOMEM);
+      free(m);
+    } else {
+      posted++;
+    }
+    if (i == 0)
+      uv_run(&loop, UV_RUN_NOWAIT);
+  }
+out:
+  oom_loop_finish(&loop, l);
+  ck_assert_int_eq(freed, posted);
+  hark_unref(sig);
+  bool met = failure_met();
+  ck_assert(met || (l != NULL && sig != NULL && posted == 3));
+  return !met;
+}
+
+START_TEST(post_and_close_fail_cleanly_at_every_allocation) {
+  test_alloc_install();
+  ck_assert_int_ge(test_oom_loop(post_scenario, NULL), 3);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+static int async_scenario(void *arg) {
+  reset_async();
+  uv_loop_t loop;
+  ck_assert_int_eq(uv_loop_init(&loop), 0);
+  hark_loop *l = hark_loop_new(&loop);
+  hark_signal *sig = hark_signal_new("oom-async");
+  if (l == NULL || sig == NULL)
+    goto out;
+  if (hark_connect(sig, failing_receiver, NULL, NULL, 0) != 0)
+    goto out;
+  int err = hark_send_async(l, sig, NULL, NULL, on_done, &done_calls);
+  if (err != 0)
+    ck_assert_int_eq(err, HARK_ENOMEM);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  ck_assert_int_eq(done_calls, err == 0);
+out:
+  oom_loop_finish(&loop, l);
+  hark_unref(sig);
+  return !failure_met();
+}
+
+START_TEST(send_async_fails_cleanly_at_every_allocation) {
+  test_alloc_install();
+  loop_thread = uv_thread_self();
+  ck_assert_int_ge(test_oom_loop(async_scenario, NULL), 1);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- the suite ------------------------------------------------------------
+ */
+
+int main(void) {
+  Suite *s = suite_create("loop");
+  TCase *tc = tcase_create("life");
+  tcase_add_test(tc, new_loop_closes_so_that_uv_loop_close_returns_zero);
+  tcase_add_test(tc, close_is_idempotent_and_memory_waits_for_the_handles);
+  tcase_add_test(tc, dropping_the_last_reference_without_close_closes_the_loop);
+  tcase_add_test(tc,
+                 dropping_the_last_reference_on_another_thread_closes_the_loop);
+  tcase_add_test(tc, bad_arguments_are_einval);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("post");
+  tcase_add_test(
+      tc, post_from_the_loop_thread_is_delivered_later_not_synchronously);
+  tcase_add_test(tc,
+                 posts_from_four_threads_all_arrive_once_in_order_on_the_loop);
+  tcase_add_test(tc, posts_racing_close_are_delivered_or_dropped_never_lost);
+  tcase_add_test(tc,
+                 post_whose_sender_dies_while_queued_is_dropped_and_counted);
+  tcase_add_test(tc, post_holds_the_signal_until_delivery);
+  tcase_add_test(tc,
+                 full_queue_answers_eagain_keeps_args_with_caller_and_recovers);
+  tcase_add_test(tc, post_after_close_is_canceled_and_args_stay_with_caller);
+  tcase_add_test(tc, close_drops_pending_posts_and_frees_their_args);
+  tcase_add_test(tc, close_from_inside_a_receiver_drops_the_rest_of_the_batch);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("later");
+  tcase_add_test(tc, send_later_runs_in_order_on_the_next_iteration_not_before);
+  tcase_add_test(
+      tc, send_later_from_a_deferred_receiver_waits_for_the_next_iteration);
+  tcase_add_test(tc, send_later_off_the_loop_thread_is_einval);
+  tcase_add_test(tc, send_later_queue_is_bounded_too);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("bound");
+  tcase_add_test(
+      tc, loop_bound_receiver_runs_on_the_loop_thread_for_a_send_elsewhere);
+  tcase_add_test(tc,
+                 loop_bound_receiver_is_called_directly_from_the_loop_thread);
+  tcase_add_test(tc, queued_loop_bound_call_is_skipped_when_its_receiver_dies);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("async");
+  tcase_add_test(tc, async_receivers_completing_out_of_order_on_other_threads);
+  tcase_add_test(
+      tc, async_send_without_tokens_calls_on_done_later_not_synchronously);
+  tcase_add_test(tc, token_completed_on_the_loop_thread_inside_the_receiver);
+  tcase_add_test(
+      tc, receiver_of_a_plain_send_nested_in_an_async_send_gets_no_token);
+  tcase_add_test(tc, async_receivers_completed_from_the_uv_thread_pool);
+  tcase_add_test(tc, never_completed_async_receiver_is_reported_at_close);
+  tcase_add_test(tc,
+                 close_inside_an_async_receiver_finishes_the_send_after_return);
+  tcase_add_test(tc, send_async_off_the_loop_thread_is_einval);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("housekeeping");
+  tcase_add_test(tc, dead_weak_receivers_are_swept_in_idle_time_without_a_send);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("oom");
+  tcase_add_test(tc, loop_new_fails_cleanly_at_every_allocation);
+  tcase_add_test(tc, post_and_close_fail_cleanly_at_every_allocation);
+  tcase_add_test(tc, send_async_fails_cleanly_at_every_allocation);
+  suite_add_tcase(s, tc);
+  return test_run(s);
+}
