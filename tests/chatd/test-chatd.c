@@ -546,7 +546,9 @@ START_TEST(churn_of_clients_leaves_no_objects_behind) {
   ck_assert_uint_eq(hark_live_count("chat_channel"), 1);
   ck_assert_uint_eq(hark_live_count(NULL), base + 2);
   cl_close(watch);
-  cl_wait_stat(cl_register(port, "last"), "channels", 0, 5000);
+  client *last = cl_register(port, "last");
+  cl_wait_stat(last, "channels", 0, 5000);
+  cl_close(last);
   stop();
 }
 END_TEST
