@@ -1,0 +1,884 @@
+/* bench-signal: what a hark send, connect and connection cost, as ratios
+ * to baselines measured in the same process (issue 3, "Performance").
+ *
+ * Every case has a list of implementations ("impls"): the first is the
+ * baseline (the raw loop over an array of function pointers, ideal
+ * per-sender arrays, a signal holding only the matching receivers, or an
+ * empty signal), the others are timed against it: hark now, peers such as
+ * GObject or libsigc++ later (one more impl entry per case). All of them
+ * call the same receiver function on the same receiver objects, so the
+ * receiver body is identical and each one's calls can be counted: after
+ * every batch each receiver must have been called exactly as often as
+ * expected, else the program says so and exits 1.
+ *
+ * Timing: batches of a calibrated number of iterations (about --batch-ms
+ * each), alternating between the impls, --batches of them (21); the table
+ * shows medians. Machines shared with other work are noisy: read the
+ * ratios, and bench/callgrind.sh for repeatable instruction counts.
+ *
+ *   bench-signal                      all cases, one table
+ *   bench-signal --case send64        one case
+ *   bench-signal --list               case names
+ *   bench-signal --case send64 --impl hark --iters 100000
+ *       one run of fixed length without timing, for valgrind (prints the
+ *       number of ops it made: callgrind.sh subtracts two such runs)
+ */
+#include <hark.h>
+
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define NOIPA __attribute__((noipa))
+#else
+#define NOIPA __attribute__((noinline))
+#endif
+
+/* ---- receivers, senders ------------------------------------------------ */
+
+typedef struct rcv {
+  hark_object base;
+  unsigned long calls;
+} rcv;
+
+typedef struct sndr {
+  hark_object base;
+} sndr;
+
+static const hark_type recv_type = {"bench-receiver", sizeof(rcv), NULL};
+static const hark_type sndr_type = {"bench-sender", sizeof(sndr), NULL};
+
+/* The receiver body every impl calls: one increment in its object. */
+static NOIPA int on_call(void *self, void *sender, void *args) {
+  (void)sender;
+  (void)args;
+  ((rcv *)self)->calls++;
+  return 0;
+}
+
+static void die_oom(const char *what) {
+  fprintf(stderr, "bench-signal: out of memory (%s)\n", what);
+  exit(1);
+}
+
+static rcv **new_receivers(size_t n) {
+  rcv **v = malloc(n * sizeof(*v));
+  if (v == NULL)
+    die_oom("receivers");
+  for (size_t i = 0; i < n; i++)
+    if ((v[i] = hark_new(&recv_type)) == NULL)
+      die_oom("receiver");
+  return v;
+}
+
+static void free_receivers(rcv **v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    hark_unref(v[i]);
+  free(v);
+}
+
+static sndr **new_senders(size_t n) {
+  sndr **v = malloc(n * sizeof(*v));
+  if (v == NULL)
+    die_oom("senders");
+  for (size_t i = 0; i < n; i++)
+    if ((v[i] = hark_new(&sndr_type)) == NULL)
+      die_oom("sender");
+  return v;
+}
+
+static void free_senders(sndr **v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    hark_unref(v[i]);
+  free(v);
+}
+
+static hark_signal *new_signal(const char *name) {
+  hark_signal *s = hark_signal_new(name);
+  if (s == NULL)
+    die_oom("signal");
+  hark_signal_set_max_receivers(s, 0); /* big lists on purpose */
+  return s;
+}
+
+static void must_connect(hark_signal *s, rcv *r, sndr *sender) {
+  int err = hark_connect(s, on_call, r, sender, HARK_WEAK);
+  if (err != 0) {
+    fprintf(stderr, "bench-signal: hark_connect: %s\n", hark_strerror(err));
+    exit(1);
+  }
+}
+
+/* ---- the raw baseline ---------------------------------------------------- */
+
+typedef struct raw_slot {
+  hark_receiver_fn fn;
+  void *self;
+} raw_slot;
+
+/* Same contract as a send: calls in order, stops at a non-zero return,
+ * else returns how many it called. Not inlined, and the array is read
+ * through a volatile pointer, so nothing is hoisted out of the loop. */
+static NOIPA int raw_send(raw_slot *const volatile *vp, size_t n, void *sender,
+                          void *args) {
+  const raw_slot *v = *vp;
+  int called = 0;
+  for (size_t i = 0; i < n; i++) {
+    int rv = v[i].fn(v[i].self, sender, args);
+    if (rv != 0)
+      return rv;
+    called++;
+  }
+  return called;
+}
+
+static raw_slot *raw_array(rcv **r, size_t n) {
+  raw_slot *v = malloc((n ? n : 1) * sizeof(*v));
+  if (v == NULL)
+    die_oom("raw array");
+  for (size_t i = 0; i < n; i++) {
+    v[i].fn = on_call;
+    v[i].self = r[i];
+  }
+  return v;
+}
+
+/* ---- cases --------------------------------------------------------------- */
+
+typedef struct impl {
+  const char *name;
+  /* Runs iters iterations; returns the ops made (receiver calls, or
+   * connect+disconnect pairs), or -1 if a call returned a wrong value. */
+  long (*run)(void *st, long iters);
+} impl;
+
+#define MAX_IMPLS 6
+
+typedef struct bcase {
+  const char *id;    /* for --case */
+  const char *title; /* for the table */
+  const char *unit;  /* what one op is */
+  size_t param;      /* N, given to setup */
+  void *(*setup)(size_t param);
+  void (*teardown)(void *st);
+  /* Checks every receiver's count against the iterations of the impl
+   * just run (which), then resets the counts. 0 when right. */
+  int (*check)(void *st, int which, long iters);
+  impl impls[MAX_IMPLS]; /* [0] is the baseline */
+  double target;         /* ratio (kind 'r') or ns per op (kind 'n') */
+  char kind;             /* 'r', 'n', 'f' (ns and flat), '-' (none) */
+  const char *target_text;
+} bcase;
+
+static int check_counts(rcv **r, size_t n, unsigned long want,
+                        const char *what) {
+  int bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (r[i]->calls != want && bad++ < 3)
+      fprintf(stderr, "bench-signal: %s: receiver %zu called %lu times, "
+              "expected %lu\n", what, i, r[i]->calls, want);
+    r[i]->calls = 0;
+  }
+  return bad;
+}
+
+/* -- send to N any-sender weak receivers: hark_send(sig, NULL, NULL) -- */
+
+typedef struct send_st {
+  size_t n;
+  rcv **r;
+  hark_signal *sig;
+  raw_slot *raw;
+  raw_slot *volatile rawp;
+} send_st;
+
+static void *send_setup(size_t n) {
+  send_st *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    die_oom("state");
+  s->n = n;
+  s->r = new_receivers(n);
+  s->sig = new_signal("bench-send");
+  for (size_t i = 0; i < n; i++)
+    must_connect(s->sig, s->r[i], NULL);
+  s->raw = s->rawp = raw_array(s->r, n);
+  return s;
+}
+
+static void send_teardown(void *p) {
+  send_st *s = p;
+  hark_unref(s->sig);
+  free_receivers(s->r, s->n);
+  free(s->raw);
+  free(s);
+}
+
+static long send_raw(void *p, long iters) {
+  send_st *s = p;
+  long total = 0;
+  for (long i = 0; i < iters; i++)
+    total += raw_send(&s->rawp, s->n, NULL, NULL);
+  return total == iters * (long)s->n ? total : -1;
+}
+
+static long send_hark(void *p, long iters) {
+  send_st *s = p;
+  long total = 0;
+  for (long i = 0; i < iters; i++)
+    total += hark_send(s->sig, NULL, NULL);
+  return total == iters * (long)s->n ? total : -1;
+}
+
+static int send_check(void *p, int which, long iters) {
+  send_st *s = p;
+  (void)which;
+  return check_counts(s->r, s->n, (unsigned long)iters, "send");
+}
+
+/* -- sender-filtered: S senders with K receivers each; one iteration
+ * sends once from every sender (hark) or walks every per-sender array
+ * (ideal: the sender's array is found by index, no lookup at all) -- */
+
+typedef struct filt_st {
+  size_t nsend, per;
+  sndr **s;
+  rcv **r; /* nsend * per, sender i owns r[i*per .. i*per+per-1] */
+  hark_signal *sig;
+  raw_slot *raw;
+  raw_slot *volatile rawp;
+} filt_st;
+
+static void *filt_setup(size_t nsend) {
+  filt_st *f = calloc(1, sizeof(*f));
+  if (f == NULL)
+    die_oom("state");
+  f->nsend = nsend;
+  f->per = 8;
+  f->s = new_senders(nsend);
+  f->r = new_receivers(nsend * f->per);
+  f->sig = new_signal("bench-filtered");
+  /* interleaved, as connections of many objects arrive in real programs */
+  for (size_t k = 0; k < f->per; k++)
+    for (size_t i = 0; i < nsend; i++)
+      must_connect(f->sig, f->r[i * f->per + k], f->s[i]);
+  f->raw = f->rawp = raw_array(f->r, nsend * f->per);
+  return f;
+}
+
+static void filt_teardown(void *p) {
+  filt_st *f = p;
+  hark_unref(f->sig);
+  free_senders(f->s, f->nsend);
+  free_receivers(f->r, f->nsend * f->per);
+  free(f->raw);
+  free(f);
+}
+
+static long filt_raw(void *p, long iters) {
+  filt_st *f = p;
+  long total = 0;
+  for (long i = 0; i < iters; i++)
+    for (size_t j = 0; j < f->nsend; j++) {
+      raw_slot *const volatile sub = f->rawp + j * f->per;
+      total += raw_send(&sub, f->per, f->s[j], NULL);
+    }
+  return total == iters * (long)(f->nsend * f->per) ? total : -1;
+}
+
+static long filt_hark(void *p, long iters) {
+  filt_st *f = p;
+  long total = 0;
+  for (long i = 0; i < iters; i++)
+    for (size_t j = 0; j < f->nsend; j++)
+      total += hark_send(f->sig, f->s[j], NULL);
+  return total == iters * (long)(f->nsend * f->per) ? total : -1;
+}
+
+static int filt_check(void *p, int which, long iters) {
+  filt_st *f = p;
+  (void)which;
+  return check_counts(f->r, f->nsend * f->per, (unsigned long)iters,
+                      "filtered send");
+}
+
+/* -- 10^6 receivers over 10^5 senders (10 each): sends from one sender,
+ * against a second signal on which only that sender's 10 receivers are
+ * connected. Both call the same 10 objects; every other receiver of the
+ * big signal must stay at 0 calls. -- */
+
+typedef struct big_st {
+  size_t nsend, per, hot;
+  sndr **s;
+  rcv **r;
+  hark_signal *big, *small;
+} big_st;
+
+static void *big_setup(size_t nsend) {
+  big_st *b = calloc(1, sizeof(*b));
+  if (b == NULL)
+    die_oom("state");
+  b->nsend = nsend;
+  b->per = 10;
+  b->hot = nsend / 2 + 17; /* some sender in the middle */
+  if (b->hot >= nsend)
+    b->hot = nsend - 1;
+  b->s = new_senders(nsend);
+  b->r = new_receivers(nsend * b->per);
+  b->big = new_signal("bench-big");
+  b->small = new_signal("bench-small");
+  for (size_t k = 0; k < b->per; k++)
+    for (size_t i = 0; i < nsend; i++)
+      must_connect(b->big, b->r[i * b->per + k], b->s[i]);
+  for (size_t k = 0; k < b->per; k++)
+    must_connect(b->small, b->r[b->hot * b->per + k], b->s[b->hot]);
+  return b;
+}
+
+static void big_teardown(void *p) {
+  big_st *b = p;
+  hark_unref(b->big);
+  hark_unref(b->small);
+  free_senders(b->s, b->nsend);
+  free_receivers(b->r, b->nsend * b->per);
+  free(b);
+}
+
+static long big_run(hark_signal *sig, big_st *b, long iters) {
+  long total = 0;
+  sndr *s = b->s[b->hot];
+  for (long i = 0; i < iters; i++)
+    total += hark_send(sig, s, NULL);
+  return total == iters * (long)b->per ? total : -1;
+}
+
+static long big_small(void *p, long iters) {
+  return big_run(((big_st *)p)->small, p, iters);
+}
+
+static long big_hark(void *p, long iters) {
+  return big_run(((big_st *)p)->big, p, iters);
+}
+
+static int big_check(void *p, int which, long iters) {
+  big_st *b = p;
+  (void)which;
+  int bad = 0;
+  for (size_t i = 0; i < b->nsend * b->per; i++) {
+    unsigned long want = i / b->per == b->hot ? (unsigned long)iters : 0;
+    if (b->r[i]->calls != want && bad++ < 3)
+      fprintf(stderr, "bench-signal: big: receiver %zu called %lu times, "
+              "expected %lu\n", i, b->r[i]->calls, want);
+    b->r[i]->calls = 0;
+  }
+  return bad;
+}
+
+/* -- connect+disconnect of one weak any-sender receiver on a signal that
+ * already holds N receivers, against the same on an empty signal -- */
+
+typedef struct conn_st {
+  size_t n;
+  rcv **r;
+  rcv *self;
+  hark_signal *full, *empty;
+  long errors;
+} conn_st;
+
+static void *conn_setup(size_t n) {
+  conn_st *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    die_oom("state");
+  c->n = n;
+  c->r = new_receivers(n);
+  c->full = new_signal("bench-connect");
+  c->empty = new_signal("bench-connect-empty");
+  for (size_t i = 0; i < n; i++)
+    must_connect(c->full, c->r[i], NULL);
+  if ((c->self = hark_new(&recv_type)) == NULL)
+    die_oom("receiver");
+  return c;
+}
+
+static void conn_teardown(void *p) {
+  conn_st *c = p;
+  hark_unref(c->full);
+  hark_unref(c->empty);
+  free_receivers(c->r, c->n);
+  hark_unref(c->self);
+  free(c);
+}
+
+static long conn_run(hark_signal *sig, conn_st *c, long iters) {
+  long bad = 0;
+  for (long i = 0; i < iters; i++) {
+    bad += hark_connect(sig, on_call, c->self, NULL, HARK_WEAK) != 0;
+    bad += hark_disconnect(sig, on_call, c->self, NULL) != 1;
+  }
+  return bad == 0 ? iters : -1;
+}
+
+static long conn_empty(void *p, long iters) {
+  return conn_run(((conn_st *)p)->empty, p, iters);
+}
+
+static long conn_hark(void *p, long iters) {
+  return conn_run(((conn_st *)p)->full, p, iters);
+}
+
+/* The pairs leave the signal as it was; a send still reaches all N. */
+static int conn_check(void *p, int which, long iters) {
+  conn_st *c = p;
+  (void)which;
+  (void)iters;
+  int bad = 0;
+  if (hark_signal_receivers(c->full) != c->n ||
+      hark_signal_receivers(c->empty) != 0) {
+    fprintf(stderr, "bench-signal: connect: signal holds %zu/%zu receivers, "
+            "expected %zu/0\n", hark_signal_receivers(c->full),
+            hark_signal_receivers(c->empty), c->n);
+    bad++;
+  }
+  if (c->n <= 1000) { /* a send per batch is cheap enough at small N */
+    if (hark_send(c->full, NULL, NULL) != (int)c->n ||
+        hark_send(c->empty, NULL, NULL) != 0)
+      bad++;
+    bad += check_counts(c->r, c->n, 1, "connect");
+  }
+  if (c->self->calls != 0)
+    bad++;
+  return bad;
+}
+
+static bcase cases[] = {
+    {"send1", "send, N=1 (ns per send)", "call", 1, send_setup, send_teardown,
+     send_check, {{"raw", send_raw}, {"hark", send_hark}}, 12, 'n',
+     "<=12 ns"},
+    {"send8", "send, N=8", "call", 8, send_setup, send_teardown, send_check,
+     {{"raw", send_raw}, {"hark", send_hark}}, 0, '-', "-"},
+    {"send64", "send, N=64", "call", 64, send_setup, send_teardown,
+     send_check, {{"raw", send_raw}, {"hark", send_hark}}, 1.3, 'r',
+     "<=1.3x raw"},
+    {"send512", "send, N=512", "call", 512, send_setup, send_teardown,
+     send_check, {{"raw", send_raw}, {"hark", send_hark}}, 0, '-', "-"},
+    {"filtered", "filtered, 512 rcv / 64 senders", "call", 64, filt_setup,
+     filt_teardown, filt_check, {{"ideal", filt_raw}, {"hark", filt_hark}},
+     1.5, 'r', "<=1.5x ideal"},
+    {"big", "filtered, 1e6 rcv / 1e5 senders", "call", 100000, big_setup,
+     big_teardown, big_check, {{"small-sig", big_small}, {"hark", big_hark}},
+     1.2, 'r', "<=1.2x small"},
+    {"connect0", "connect+disconnect, N=0", "pair", 0, conn_setup,
+     conn_teardown, conn_check, {{"N=0", conn_empty}, {"hark", conn_hark}},
+     100, 'f', "<=100 ns, flat"},
+    {"connect1k", "connect+disconnect, N=1000", "pair", 1000, conn_setup,
+     conn_teardown, conn_check, {{"N=0", conn_empty}, {"hark", conn_hark}},
+     100, 'f', "<=100 ns, flat"},
+    {"connect100k", "connect+disconnect, N=100000", "pair", 100000,
+     conn_setup, conn_teardown, conn_check,
+     {{"N=0", conn_empty}, {"hark", conn_hark}}, 100, 'f', "<=100 ns, flat"},
+};
+#define NCASES (sizeof(cases) / sizeof(cases[0]))
+
+/* "flat": within this factor of the empty signal (noise allowance) */
+#define FLAT_RATIO 1.5
+
+/* ---- timing ---------------------------------------------------------------- */
+
+static double now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int failures;
+
+static int nimpls(const bcase *c) {
+  int n = 0;
+  while (n < MAX_IMPLS && c->impls[n].run != NULL)
+    n++;
+  return n;
+}
+
+/* One batch: ns per op, or -1 after reporting a failure. */
+static double batch(bcase *c, void *st, int which, long iters) {
+  double t0 = now_ns();
+  long ops = c->impls[which].run(st, iters);
+  double t1 = now_ns();
+  if (ops <= 0 || c->check(st, which, iters) != 0) {
+    fprintf(stderr, "bench-signal: %s/%s: wrong calls or results\n", c->id,
+            c->impls[which].name);
+    failures++;
+    return -1;
+  }
+  return (t1 - t0) / (double)ops;
+}
+
+static long calibrate(bcase *c, void *st, int which, double batch_ns) {
+  long iters = 1;
+  for (;;) {
+    double t0 = now_ns();
+    long ops = c->impls[which].run(st, iters);
+    double t = now_ns() - t0;
+    if (ops <= 0 || c->check(st, which, iters) != 0) {
+      failures++;
+      return -1;
+    }
+    if (t >= batch_ns / 8 || iters >= (1L << 40)) {
+      double k = batch_ns / (t > 1 ? t : 1);
+      long n = (long)((double)iters * k);
+      return n > 0 ? n : 1;
+    }
+    iters *= 4;
+  }
+}
+
+typedef struct result {
+  double ns[MAX_IMPLS];    /* median ns per op */
+  double ratio[MAX_IMPLS]; /* median over batches of impl / baseline */
+} result;
+
+static int time_case(bcase *c, int nbatches, double batch_ns, result *res) {
+  void *st = c->setup(c->param);
+  int ni = nimpls(c);
+  long iters[MAX_IMPLS];
+  double *samples = malloc((size_t)nbatches * ni * sizeof(double));
+  if (samples == NULL)
+    die_oom("samples");
+  int ok = 1;
+  for (int i = 0; i < ni && ok; i++)
+    ok = (iters[i] = calibrate(c, st, i, batch_ns)) > 0;
+  for (int b = 0; b < nbatches && ok; b++)
+    for (int k = 0; k < ni && ok; k++) {
+      int i = (b + k) % ni; /* alternate which impl goes first */
+      double v = batch(c, st, i, iters[i]);
+      ok = v >= 0;
+      samples[i * nbatches + b] = v;
+    }
+  /* Ratios pair each batch with the baseline batch run next to it, so a
+   * burst of load from other processes hits both sides of a pair. */
+  double *pr = malloc((size_t)nbatches * sizeof(double));
+  if (pr == NULL)
+    die_oom("samples");
+  for (int i = 1; i < ni && ok; i++) {
+    for (int b = 0; b < nbatches; b++)
+      pr[b] = samples[i * nbatches + b] / samples[b];
+    qsort(pr, (size_t)nbatches, sizeof(double), cmp_double);
+    res->ratio[i] = pr[nbatches / 2];
+  }
+  free(pr);
+  if (ok)
+    for (int i = 0; i < ni; i++) {
+      qsort(samples + i * nbatches, (size_t)nbatches, sizeof(double),
+            cmp_double);
+      res->ns[i] = samples[i * nbatches + nbatches / 2];
+    }
+  free(samples);
+  c->teardown(st);
+  return ok ? 0 : -1;
+}
+
+/* ---- memory per connection --------------------------------------------- */
+
+/* A counting allocator: while counting is on, each block's requested
+ * size is remembered in a side table (malloc'd directly, not counted),
+ * so that live requested bytes and live malloc footprint (usable size
+ * plus glibc's 8-byte chunk header) can be summed. Off, it costs one
+ * load and branch per call. */
+#define MAP_BITS 20
+typedef struct mslot {
+  void *p;
+  size_t n;
+} mslot;
+static mslot *map;
+static size_t map_live;
+static int counting;
+static long long live_req, live_foot;
+#define MAP_TOMB ((void *)1)
+
+static size_t footprint(void *p) { return malloc_usable_size(p) + 8; }
+
+static size_t map_hash(void *p) {
+  uint64_t x = (uintptr_t)p;
+  x ^= x >> 29;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 32;
+  return (size_t)x & ((1u << MAP_BITS) - 1);
+}
+
+static void map_add(void *p, size_t n) {
+  if (p == NULL)
+    return;
+  size_t i = map_hash(p);
+  while (map[i].p != NULL && map[i].p != MAP_TOMB)
+    i = (i + 1) & ((1u << MAP_BITS) - 1);
+  map[i].p = p;
+  map[i].n = n;
+  map_live++;
+  live_req += (long long)n;
+  live_foot += (long long)footprint(p);
+  if (map_live > (1u << MAP_BITS) / 2) {
+    fprintf(stderr, "bench-signal: counting allocator table full\n");
+    exit(1);
+  }
+}
+
+static void map_del(void *p) {
+  if (p == NULL || map_live == 0)
+    return;
+  size_t i = map_hash(p);
+  while (map[i].p != NULL) {
+    if (map[i].p == p) {
+      live_req -= (long long)map[i].n;
+      live_foot -= (long long)footprint(p);
+      map[i].p = MAP_TOMB;
+      map_live--;
+      return;
+    }
+    i = (i + 1) & ((1u << MAP_BITS) - 1);
+  }
+}
+
+static void *c_malloc(size_t n) {
+  void *p = malloc(n);
+  if (counting)
+    map_add(p, n);
+  return p;
+}
+
+static void *c_calloc(size_t k, size_t n) {
+  void *p = calloc(k, n);
+  if (counting)
+    map_add(p, k * n);
+  return p;
+}
+
+static void *c_realloc(void *old, size_t n) {
+  if (map_live)
+    map_del(old);
+  void *p = realloc(old, n);
+  if (counting)
+    map_add(p, n);
+  return p;
+}
+
+static void c_free(void *p) {
+  if (map_live)
+    map_del(p);
+  free(p);
+}
+
+typedef struct memres {
+  double req, foot;
+} memres;
+
+/* Bytes the library holds per connection for m receivers over nsend
+ * senders (0: any-sender), after one send from each sender has built the
+ * cached lists. Objects are made before counting starts: their own
+ * memory is theirs, not the connections'. */
+static int measure_memory(size_t m, size_t nsend, memres *out) {
+  rcv **r = new_receivers(m);
+  sndr **s = nsend ? new_senders(nsend) : NULL;
+  hark_signal *sig = new_signal("bench-memory");
+  if (map == NULL && (map = calloc((size_t)1 << MAP_BITS, sizeof(*map))) ==
+                         NULL)
+    die_oom("allocator table");
+  long long req0 = live_req, foot0 = live_foot;
+  counting = 1;
+  for (size_t i = 0; i < m; i++)
+    must_connect(sig, r[i], nsend ? s[i % nsend] : NULL);
+  int bad = 0;
+  if (nsend == 0) {
+    bad += hark_send(sig, NULL, NULL) != (int)m;
+  } else {
+    for (size_t j = 0; j < nsend; j++)
+      bad += hark_send(sig, s[j], NULL) != (int)(m / nsend);
+  }
+  counting = 0;
+  out->req = (double)(live_req - req0) / (double)m;
+  out->foot = (double)(live_foot - foot0) / (double)m;
+  bad += check_counts(r, m, 1, "memory");
+  hark_unref(sig);
+  if (s != NULL)
+    free_senders(s, nsend);
+  free_receivers(r, m);
+  if (bad) {
+    fprintf(stderr, "bench-signal: memory: wrong calls\n");
+    failures++;
+  }
+  return bad ? -1 : 0;
+}
+
+/* ---- main -------------------------------------------------------------------- */
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: bench-signal [--case ID] [--batches K] [--batch-ms MS]\n"
+          "       bench-signal --case ID --impl NAME --iters N   (valgrind)\n"
+          "       bench-signal --list\n");
+}
+
+static bcase *find_case(const char *id) {
+  for (size_t i = 0; i < NCASES; i++)
+    if (strcmp(cases[i].id, id) == 0)
+      return &cases[i];
+  return NULL;
+}
+
+/* One fixed run, untimed: a warm-up iteration (builds caches), then iters. */
+static int single_run(bcase *c, const char *impl_name, long iters) {
+  int ni = nimpls(c), which = -1;
+  for (int i = 0; i < ni; i++)
+    if (strcmp(c->impls[i].name, impl_name) == 0)
+      which = i;
+  if (which < 0) {
+    fprintf(stderr, "bench-signal: case %s has no impl %s (has:", c->id,
+            impl_name);
+    for (int i = 0; i < ni; i++)
+      fprintf(stderr, " %s", c->impls[i].name);
+    fprintf(stderr, ")\n");
+    return 2;
+  }
+  void *st = c->setup(c->param);
+  long ops = c->impls[which].run(st, 1);
+  int bad = ops <= 0 || c->check(st, which, 1) != 0;
+  long ops2 = bad ? -1 : c->impls[which].run(st, iters);
+  bad = bad || ops2 <= 0 || c->check(st, which, iters) != 0;
+  c->teardown(st);
+  if (bad) {
+    fprintf(stderr, "bench-signal: %s/%s: wrong calls or results\n", c->id,
+            impl_name);
+    return 1;
+  }
+  printf("case=%s impl=%s iters=%ld ops=%ld unit=%s\n", c->id, impl_name,
+         iters, ops + ops2, c->unit);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *only = NULL, *impl_name = NULL;
+  long iters = 0;
+  int nbatches = 21;
+  double batch_ms = 2;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--list") == 0) {
+      for (size_t k = 0; k < NCASES; k++)
+        printf("%s\n", cases[k].id);
+      printf("memory\n");
+      return 0;
+    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
+      return 0;
+    } else if (v == NULL) {
+      usage(stderr);
+      return 2;
+    } else if (strcmp(a, "--case") == 0) {
+      only = v;
+    } else if (strcmp(a, "--impl") == 0) {
+      impl_name = v;
+    } else if (strcmp(a, "--iters") == 0) {
+      iters = strtol(v, NULL, 10);
+    } else if (strcmp(a, "--batches") == 0) {
+      nbatches = atoi(v);
+    } else if (strcmp(a, "--batch-ms") == 0) {
+      batch_ms = strtod(v, NULL);
+    } else {
+      usage(stderr);
+      return 2;
+    }
+    i++;
+  }
+  if (nbatches < 1 || batch_ms <= 0 || (iters > 0) != (impl_name != NULL) ||
+      (iters > 0 && only == NULL)) {
+    usage(stderr);
+    return 2;
+  }
+  if (only != NULL && strcmp(only, "memory") != 0 && find_case(only) == NULL) {
+    fprintf(stderr, "bench-signal: no case %s (see --list)\n", only);
+    return 2;
+  }
+  /* before any other hark call: every allocation goes through it */
+  hark_replace_allocator(c_malloc, c_realloc, c_calloc, c_free);
+
+  if (iters > 0)
+    return single_run(find_case(only), impl_name, iters);
+
+  printf("hark bench-signal: medians of %d batches of ~%.0f ms, alternating "
+         "with the baseline\n\n", nbatches, batch_ms);
+  printf("%-36s %12s %12s %-10s %8s  %-15s %s\n", "case", "hark ns/op",
+         "base ns/op", "base", "ratio", "target", "met?");
+  int missed = 0;
+  for (size_t k = 0; k < NCASES; k++) {
+    bcase *c = &cases[k];
+    if (only != NULL && strcmp(only, c->id) != 0)
+      continue;
+    result res;
+    if (time_case(c, nbatches, batch_ms * 1e6, &res) != 0) {
+      printf("%-36s FAILED (receivers not called as expected)\n", c->title);
+      continue;
+    }
+    for (int i = 1; i < nimpls(c); i++) {
+      double ratio = res.ratio[i];
+      const char *met = "-";
+      if (c->kind == 'r')
+        met = ratio <= c->target ? "yes" : "NO";
+      else if (c->kind == 'n')
+        met = res.ns[i] <= c->target ? "yes" : "NO";
+      else if (c->kind == 'f')
+        met = res.ns[i] <= c->target && ratio <= FLAT_RATIO ? "yes" : "NO";
+      missed += strcmp(met, "NO") == 0;
+      char title[80];
+      snprintf(title, sizeof(title), "%s%s%s", c->title, i > 1 ? " " : "",
+               i > 1 ? c->impls[i].name : "");
+      printf("%-36s %12.2f %12.2f %-10s %7.2fx  %-15s %s\n", title, res.ns[i],
+             res.ns[0], c->impls[0].name, ratio, c->target_text, met);
+      fflush(stdout);
+    }
+  }
+  if (only == NULL || strcmp(only, "memory") == 0) {
+    static const struct {
+      const char *title;
+      size_t m, nsend;
+    } mem[] = {{"bytes/conn, 1000 any-sender", 1000, 0},
+               {"bytes/conn, 1000 over 100 senders", 1000, 100}};
+    for (size_t k = 0; k < sizeof(mem) / sizeof(mem[0]); k++) {
+      memres mr;
+      if (measure_memory(mem[k].m, mem[k].nsend, &mr) != 0) {
+        printf("%-36s FAILED\n", mem[k].title);
+        continue;
+      }
+      const char *met = mr.foot <= 64 ? "yes" : "NO";
+      missed += strcmp(met, "NO") == 0;
+      printf("%-36s %10.1f B %10.1f B %-10s %8s  %-15s %s\n", mem[k].title,
+             mr.foot, mr.req, "requested", "-", "<=64 B (malloc)", met);
+    }
+  }
+  printf("\nratio: median over batches of hark / the baseline batch run "
+         "beside it.\n");
+  printf("base: raw = loop over an array of {fn, self} calling the same "
+         "receiver; ideal = per-sender\narrays found by index; small-sig = "
+         "a signal holding only the matching receivers; N=0 = the\nsame "
+         "pair on an empty signal (flat: ratio <= %.1f). bytes/conn: malloc "
+         "footprint (usable\nsize + 8 B header) in the hark column, the sum "
+         "of requested sizes in the base column.\n", FLAT_RATIO);
+  printf("%d target(s) missed; correctness %s\n", missed,
+         failures ? "FAILED" : "ok");
+  if (failures)
+    return 1;
+  if (hark_live_count(NULL) != 0) {
+    fprintf(stderr, "bench-signal: %zu objects still live at exit\n",
+            hark_live_count(NULL));
+    return 1;
+  }
+  return 0;
+}
