@@ -1,1 +1,489 @@
-int main(void) { return 0; }
+/* hark-chatload: a fan-out load generator for IRC servers (any of them)
+ * and for Redis pub/sub. N clients on one libuv loop join M channels; S
+ * of them send K messages each, flat out or at a total rate; every
+ * delivery's latency is measured from the send time carried in the text.
+ * Reports delivered messages per second and latency p50/p99/max. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define BATCH 64
+#define HIST_US 1000000 /* 1 µs buckets up to 1 s, then one overflow */
+
+typedef struct conn conn;
+
+typedef struct load {
+  uv_loop_t *loop;
+  const char *host, *password;
+  int port;
+  int nclients, nchannels, nsenders, messages;
+  double rate;
+  bool redis;
+  unsigned timeout;
+  conn *conns;
+  int connecting, next_to_connect, ready, closed;
+  long long expected, delivered, sent, total;
+  uint64_t t_start, t_last;
+  uint32_t *hist;
+  long long overflow;
+  uint64_t max_ns;
+  uv_timer_t progress, pace;
+  bool sending, done;
+  int pid;
+} load;
+
+struct conn {
+  uv_tcp_t tcp;
+  uv_connect_t creq;
+  load *ld;
+  int id, chan;
+  bool sender, ready, subscriber, closing;
+  int sent, inflight;
+  char in[65536];
+  size_t inlen;
+};
+
+typedef struct wreq {
+  uv_write_t req;
+  conn *c;
+  int count;
+  char data[];
+} wreq;
+
+
+
+static int members_of(load *ld, int chan) {
+  return ld->nclients / ld->nchannels + (chan < ld->nclients % ld->nchannels);
+}
+
+static void on_write(uv_write_t *req, int status);
+
+static void write_raw(conn *c, const char *data, size_t len, int count) {
+  wreq *w = malloc(sizeof *w + len);
+  memcpy(w->data, data, len);
+  w->c = c;
+  w->count = count;
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+  c->inflight++;
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+    c->inflight--;
+    free(w);
+  }
+}
+
+static size_t format_msg(load *ld, conn *c, char *out, size_t cap) {
+  char chan[32], payload[128];
+  snprintf(chan, sizeof chan, "#load%d", c->chan);
+  int n = snprintf(payload, sizeof payload, "t=%llu s=%d from=%d",
+                   (unsigned long long)uv_hrtime(), c->sent, c->id);
+  c->sent++;
+  ld->sent++;
+  if (ld->redis)
+    return (size_t)snprintf(out, cap,
+                            "*3\r\n$7\r\nPUBLISH\r\n$%zu\r\n%s\r\n$%d\r\n%s"
+                            "\r\n",
+                            strlen(chan), chan, n, payload);
+  return (size_t)snprintf(out, cap, "PRIVMSG %s :%s\r\n", chan, payload);
+}
+
+/* Flat out: a batch per sender, the next when the last is written. */
+static void send_batch(conn *c) {
+  load *ld = c->ld;
+  char buf[BATCH * 200];
+  size_t len = 0;
+  int k = 0;
+  while (k < BATCH && c->sent < ld->messages) {
+    len += format_msg(ld, c, buf + len, sizeof buf - len);
+    k++;
+  }
+  if (k > 0)
+    write_raw(c, buf, len, k);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  wreq *w = (wreq *)req;
+  conn *c = w->c;
+  c->inflight--;
+  int count = w->count;
+  free(w);
+  if (status == 0 && count > 0 && c->ld->rate <= 0 && !c->closing)
+    send_batch(c);
+}
+
+static void on_pace(uv_timer_t *t) {
+  load *ld = t->data;
+  double secs = (double)(uv_hrtime() - ld->t_start) / 1e9;
+  long long due = (long long)(secs * ld->rate);
+  if (due > ld->total)
+    due = ld->total;
+  for (int guard = 0; ld->sent < due && guard < ld->nsenders; guard++) {
+    for (int i = 0; i < ld->nclients + (ld->redis ? ld->nsenders : 0) &&
+                    ld->sent < due;
+         i++) {
+      conn *c = &ld->conns[i];
+      if (!c->sender || c->sent >= ld->messages)
+        continue;
+      char buf[256];
+      size_t n = format_msg(ld, c, buf, sizeof buf);
+      write_raw(c, buf, n, 0);
+    }
+  }
+  if (ld->sent >= ld->total)
+    uv_timer_stop(t);
+}
+
+static void start_sending(load *ld) {
+  ld->sending = true;
+  ld->t_start = uv_hrtime();
+  fprintf(stderr, "\nchatload: all %d ready, sending\n", ld->ready);
+  if (ld->rate > 0) {
+    uv_timer_start(&ld->pace, on_pace, 0, 1);
+    return;
+  }
+  int n = ld->nclients + (ld->redis ? ld->nsenders : 0);
+  for (int i = 0; i < n; i++)
+    if (ld->conns[i].sender)
+      send_batch(&ld->conns[i]);
+}
+
+static void finish(load *ld);
+
+static void record(load *ld, const char *t) {
+  unsigned long long ts = strtoull(t, NULL, 10);
+  uint64_t now = uv_hrtime();
+  uint64_t lat = now > ts ? now - ts : 0;
+  uint64_t us = lat / 1000;
+  if (us < HIST_US)
+    ld->hist[us]++;
+  else
+    ld->overflow++;
+  if (lat > ld->max_ns)
+    ld->max_ns = lat;
+  ld->delivered++;
+  ld->t_last = now;
+  if (ld->delivered >= ld->expected)
+    finish(ld);
+}
+
+static void became_ready(conn *c) {
+  load *ld = c->ld;
+  if (c->ready)
+    return;
+  c->ready = true;
+  ld->ready++;
+  ld->connecting--;
+  int want = ld->nclients + (ld->redis ? ld->nsenders : 0);
+  if (ld->ready == want)
+    start_sending(ld);
+}
+
+static void connect_more(load *ld);
+
+static void handle_line(conn *c, char *line, size_t len) {
+  load *ld = c->ld;
+  line[len] = '\0';
+  if (ld->redis) {
+    if (strncmp(line, "t=", 2) == 0)
+      record(ld, line + 2);
+    else if (strcmp(line, "subscribe") == 0)
+      became_ready(c);
+    return;
+  }
+  const char *sp = strchr(line, ' ');
+  if (strncmp(line, "PING", 4) == 0) {
+    char pong[600];
+    int n = snprintf(pong, sizeof pong, "PONG%s\r\n", line + 4);
+    write_raw(c, pong, (size_t)n, 0);
+    return;
+  }
+  if (sp == NULL)
+    return;
+  if (strncmp(sp, " PRIVMSG ", 9) == 0) {
+    const char *t = strstr(sp, ":t=");
+    if (t != NULL)
+      record(ld, t + 3);
+  } else if (strncmp(sp, " 001 ", 5) == 0) {
+    char join[64];
+    int n = snprintf(join, sizeof join, "JOIN #load%d\r\n", c->chan);
+    write_raw(c, join, (size_t)n, 0);
+  } else if (strncmp(sp, " 366 ", 5) == 0) {
+    became_ready(c);
+    connect_more(ld);
+  } else if (strncmp(sp, " 433 ", 5) == 0 || strncmp(sp, " 4", 2) == 0) {
+    fprintf(stderr, "chatload: client %d: %s\n", c->id, line);
+  }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  conn *c = h->data;
+  buf->base = c->in + c->inlen;
+  buf->len = sizeof c->in - c->inlen - 1;
+}
+
+static void on_closed(uv_handle_t *h) {
+  conn *c = h->data;
+  c->ld->closed++;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  conn *c = s->data;
+  if (nread < 0) {
+    if (!c->closing && !c->ld->done)
+      fprintf(stderr, "chatload: client %d: %s\n", c->id,
+              uv_strerror((int)nread));
+    if (!c->closing) {
+      c->closing = true;
+      uv_close((uv_handle_t *)&c->tcp, on_closed);
+    }
+    return;
+  }
+  c->inlen += (size_t)nread;
+  size_t off = 0;
+  for (;;) {
+    char *nl = memchr(c->in + off, '\n', c->inlen - off);
+    if (nl == NULL)
+      break;
+    size_t len = (size_t)(nl - (c->in + off));
+    if (len > 0 && c->in[off + len - 1] == '\r')
+      len--;
+    handle_line(c, c->in + off, len);
+    off = (size_t)(nl - c->in) + 1;
+    if (c->closing)
+      return;
+  }
+  if (off == 0 && c->inlen >= sizeof c->in - 1)
+    off = c->inlen; /* an absurd line: drop it */
+  memmove(c->in, c->in + off, c->inlen - off);
+  c->inlen -= off;
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  conn *c = req->data;
+  load *ld = c->ld;
+  if (status < 0) {
+    fprintf(stderr, "chatload: connect %s:%d: %s\n", ld->host, ld->port,
+            uv_strerror(status));
+    exit(1);
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  char buf[512];
+  int n;
+  if (ld->redis) {
+    if (!c->subscriber) {
+      became_ready(c);
+      connect_more(ld);
+      return;
+    }
+    char chan[32];
+    snprintf(chan, sizeof chan, "#load%d", c->chan);
+    n = snprintf(buf, sizeof buf, "*2\r\n$9\r\nSUBSCRIBE\r\n$%zu\r\n%s\r\n",
+                 strlen(chan), chan);
+    write_raw(c, buf, (size_t)n, 0);
+    connect_more(ld);
+    return;
+  }
+  n = 0;
+  if (ld->password)
+    n = snprintf(buf, sizeof buf, "PASS %s\r\n", ld->password);
+  n += snprintf(buf + n, sizeof buf - (size_t)n,
+                "NICK l%dx%d\r\nUSER load 0 * :hark-chatload\r\n",
+                ld->pid % 100, c->id);
+  write_raw(c, buf, (size_t)n, 0);
+}
+
+/* At most 128 connections being set up at once: a listen backlog is
+ * finite, and SYN retries would add whole seconds. */
+static void connect_more(load *ld) {
+  int want = ld->nclients + (ld->redis ? ld->nsenders : 0);
+  while (ld->next_to_connect < want && ld->connecting < 128) {
+    conn *c = &ld->conns[ld->next_to_connect++];
+    struct sockaddr_storage ss;
+    if (uv_ip4_addr(ld->host, ld->port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(ld->host, ld->port, (struct sockaddr_in6 *)&ss) != 0) {
+      fprintf(stderr, "chatload: bad host %s\n", ld->host);
+      exit(2);
+    }
+    uv_tcp_init(ld->loop, &c->tcp);
+    c->tcp.data = c->creq.data = c;
+    ld->connecting++;
+    uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&ss, on_connect);
+  }
+}
+
+static double pct(load *ld, double p) {
+  long long n = ld->delivered, want = (long long)(p * (double)n), acc = 0;
+  if (want >= n)
+    want = n - 1;
+  for (int i = 0; i < HIST_US; i++) {
+    acc += ld->hist[i];
+    if (acc > want)
+      return i;
+  }
+  return (double)ld->max_ns / 1000.0;
+}
+
+static void on_progress(uv_timer_t *t) {
+  load *ld = t->data;
+  double secs = ld->sending ? (double)(uv_hrtime() - ld->t_start) / 1e9 : 0;
+  fprintf(stderr,
+          "\rchatload: ready %d  sent %lld/%lld  delivered %lld/%lld  %.0f "
+          "msg/s   ",
+          ld->ready, ld->sent, ld->total, ld->delivered, ld->expected,
+          secs > 0 ? (double)ld->delivered / secs : 0.0);
+  if (ld->sending && secs > ld->timeout) {
+    fprintf(stderr, "\nchatload: timed out after %us\n", ld->timeout);
+    finish(ld);
+  } else if (!ld->sending && ld->timeout &&
+             (double)uv_now(ld->loop) / 1000.0 > ld->timeout) {
+    fprintf(stderr, "\nchatload: only %d clients ready after %us\n",
+            ld->ready, ld->timeout);
+    finish(ld);
+  }
+}
+
+static void finish(load *ld) {
+  if (ld->done)
+    return;
+  ld->done = true;
+  double secs = ld->delivered > 0 && ld->t_last > ld->t_start
+                    ? (double)(ld->t_last - ld->t_start) / 1e9
+                    : 0.0;
+  fprintf(stderr, "\n");
+  printf("%s %s:%d  channels %d  clients %d  senders %d x %d messages%s\n",
+         ld->redis ? "redis" : "irc", ld->host, ld->port, ld->nchannels,
+         ld->nclients, ld->nsenders, ld->messages,
+         ld->rate > 0 ? "" : " flat out");
+  if (ld->rate > 0)
+    printf("rate %.0f msg/s sent\n", ld->rate);
+  printf("delivered %lld/%lld in %.3fs: %.0f msg/s\n", ld->delivered,
+         ld->expected, secs, secs > 0 ? (double)ld->delivered / secs : 0.0);
+  if (ld->delivered > 0)
+    printf("latency p50 %.0f us  p99 %.0f us  max %.0f us\n", pct(ld, 0.5),
+           pct(ld, 0.99), (double)ld->max_ns / 1000.0);
+  fflush(stdout);
+  uv_timer_stop(&ld->progress);
+  uv_timer_stop(&ld->pace);
+  uv_close((uv_handle_t *)&ld->progress, NULL);
+  uv_close((uv_handle_t *)&ld->pace, NULL);
+  int n = ld->nclients + (ld->redis ? ld->nsenders : 0);
+  for (int i = 0; i < ld->next_to_connect && i < n; i++) {
+    conn *c = &ld->conns[i];
+    if (!c->closing) {
+      c->closing = true;
+      uv_close((uv_handle_t *)&c->tcp, on_closed);
+    }
+  }
+}
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: hark-chatload [OPTION]...\n"
+          "Fan-out load for an IRC server (or Redis pub/sub with --redis).\n"
+          "  --host HOST       server address [127.0.0.1]\n"
+          "  --port PORT       server port [6667; 6379 with --redis]\n"
+          "  --clients N       receiving clients [100]\n"
+          "  --channels M      channels; client i joins #load(i%%M) [1]\n"
+          "  --senders S       senders (0: every client) [10]\n"
+          "  --messages K      messages per sender [1000]\n"
+          "  --rate R          total messages/s (0: flat out) [0]\n"
+          "  --timeout SEC     give up after this [60]\n"
+          "  --password PASS   IRC server password\n"
+          "  --redis           SUBSCRIBE/PUBLISH against redis-server\n"
+          "  --help            show this\n"
+          "IRC: the senders are clients too and do not get their own "
+          "messages;\nRedis: the senders are extra connections that "
+          "PUBLISH.\n");
+}
+
+int main(int argc, char **argv) {
+  static load state; /* big (the histogram pointer aside): not on the stack */
+  load *ld = &state;
+  ld->host = "127.0.0.1";
+  ld->port = -1;
+  ld->nclients = 100;
+  ld->nchannels = 1;
+  ld->nsenders = 10;
+  ld->messages = 1000;
+  ld->timeout = 60;
+  static const struct option longs[] = {
+      {"host", 1, NULL, 'h'},     {"port", 1, NULL, 'p'},
+      {"clients", 1, NULL, 'n'},  {"channels", 1, NULL, 'm'},
+      {"senders", 1, NULL, 's'},  {"messages", 1, NULL, 'k'},
+      {"rate", 1, NULL, 'r'},     {"timeout", 1, NULL, 't'},
+      {"password", 1, NULL, 'P'}, {"redis", 0, NULL, 'R'},
+      {"help", 0, NULL, 'H'},     {NULL, 0, NULL, 0}};
+  int o;
+  while ((o = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+    switch (o) {
+    case 'h': ld->host = optarg; break;
+    case 'p': ld->port = atoi(optarg); break;
+    case 'n': ld->nclients = atoi(optarg); break;
+    case 'm': ld->nchannels = atoi(optarg); break;
+    case 's': ld->nsenders = atoi(optarg); break;
+    case 'k': ld->messages = atoi(optarg); break;
+    case 'r': ld->rate = atof(optarg); break;
+    case 't': ld->timeout = (unsigned)atoi(optarg); break;
+    case 'P': ld->password = optarg; break;
+    case 'R': ld->redis = true; break;
+    case 'H': usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+  }
+  if (ld->port < 0)
+    ld->port = ld->redis ? 6379 : 6667;
+  if (ld->nclients < 1 || ld->nchannels < 1 || ld->nchannels > ld->nclients ||
+      ld->nsenders < 0 || ld->messages < 1) {
+    usage(stderr);
+    return 2;
+  }
+  if (ld->nsenders == 0 || (!ld->redis && ld->nsenders > ld->nclients))
+    ld->nsenders = ld->nclients;
+  signal(SIGPIPE, SIG_IGN);
+  ld->pid = (int)uv_os_getpid();
+  int nconns = ld->nclients + (ld->redis ? ld->nsenders : 0);
+  ld->conns = calloc((size_t)nconns, sizeof *ld->conns);
+  ld->hist = calloc(HIST_US, sizeof *ld->hist);
+  for (int i = 0; i < nconns; i++) {
+    conn *c = &ld->conns[i];
+    c->ld = ld;
+    c->id = i;
+    if (ld->redis) {
+      c->subscriber = i < ld->nclients;
+      /* publishers spread over the channels like IRC senders */
+      c->chan = c->subscriber ? i % ld->nchannels
+                              : (i - ld->nclients) % ld->nchannels;
+      c->sender = !c->subscriber;
+    } else {
+      c->chan = i % ld->nchannels;
+      c->sender = i < ld->nsenders;
+    }
+  }
+  /* deliveries: every member but the sender (IRC), every subscriber (Redis) */
+  for (int i = 0; i < nconns; i++)
+    if (ld->conns[i].sender)
+      ld->expected += (long long)ld->messages *
+                      (members_of(ld, ld->conns[i].chan) - (ld->redis ? 0 : 1));
+  ld->total = (long long)ld->nsenders * ld->messages;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  ld->loop = &loop;
+  uv_timer_init(&loop, &ld->progress);
+  uv_timer_init(&loop, &ld->pace);
+  ld->progress.data = ld->pace.data = ld;
+  uv_timer_start(&ld->progress, on_progress, 1000, 1000);
+  if (ld->expected == 0) {
+    fprintf(stderr, "chatload: nothing would be delivered\n");
+    return 2;
+  }
+  connect_more(ld);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  free(ld->conns);
+  free(ld->hist);
+  return ld->delivered >= ld->expected ? 0 : 1;
+}
