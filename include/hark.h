@@ -371,17 +371,23 @@ HARK_EXTERN size_t hark_signal_sweep(hark_signal *sig);
 /* Attaches hark to loop, whose thread (the loop thread) is the calling
  * thread. Returns a new reference (a hark loop is a hark object), or NULL
  * when memory runs out or a libuv handle cannot be made. loop is
- * borrowed and must outlive hark_loop_close's handles closing. */
+ * borrowed and must outlive hark_loop_close's handles closing.
+ * While attached, hark keeps uv_run running (other threads may post) until
+ * hark_loop_close(); dropping the last reference without closing closes
+ * it. Dead weak receivers are swept after each loop iteration in which a
+ * receiver died (an idle loop asleep in poll sweeps when it next wakes). */
 HARK_EXTERN hark_loop *hark_loop_new(uv_loop_t *loop);
 
 /* The uv loop hl was made for (borrowed). Any thread. */
 HARK_EXTERN uv_loop_t *hark_loop_uv(hark_loop *hl);
 
 /* Closes hl: pending posts are dropped (their args_free runs), later posts
- * fail with HARK_ECANCELED, and hark's handles are closed, so that uv_run
+ * fail with HARK_ECANCELED, asynchronous receivers that never completed
+ * are reported on stderr, and hark's handles are closed, so that uv_run
  * finishes and uv_loop_close returns 0. Idempotent. Loop thread only, also
- * from inside a receiver. The memory goes with the last reference, after
- * the handles have closed. */
+ * from inside a receiver (called from another thread it prints a warning
+ * and does nothing). The memory goes with the last reference, after the
+ * handles have closed. */
 HARK_EXTERN void hark_loop_close(hark_loop *hl);
 
 /* Queues a send of sig from sender with args to run on hl's loop thread,
@@ -394,13 +400,16 @@ HARK_EXTERN void hark_loop_close(hark_loop *hl);
 HARK_EXTERN int hark_post(hark_loop *hl, hark_signal *sig, void *sender,
                           void *args, void (*args_free)(void *args));
 
-/* Like hark_post, from the loop thread only: the send runs on the next
- * loop iteration (Node's setImmediate), never before this returns. */
+/* Like hark_post, from the loop thread only (else HARK_EINVAL): the send
+ * runs on the next loop iteration (Node's setImmediate), never before this
+ * returns. Its queue is bounded separately, by the same limit. */
 HARK_EXTERN int hark_send_later(hark_loop *hl, hark_signal *sig, void *sender,
                                 void *args, void (*args_free)(void *args));
 
-/* Sets the bound of hl's post queue (default HARK_DEFAULT_QUEUE_LIMIT;
- * must be > 0). Returns 0 or HARK_EINVAL. Any thread. */
+/* Sets the bound of hl's post queue, which also carries the cross-thread
+ * calls of loop-bound receivers, and of its hark_send_later queue (default
+ * HARK_DEFAULT_QUEUE_LIMIT; must be > 0). Token completions are never
+ * refused. Returns 0 or HARK_EINVAL. Any thread. */
 #define HARK_DEFAULT_QUEUE_LIMIT 65536
 HARK_EXTERN int hark_loop_set_queue_limit(hark_loop *hl, size_t limit);
 
@@ -419,8 +428,9 @@ HARK_EXTERN int hark_loop_get_stats(hark_loop *hl, hark_loop_stats *out);
  * receiver that finishes later (after its own I/O) calls hark_token_take()
  * and later hark_token_done(token, result) exactly once; its return value
  * is then ignored. A receiver that takes no token completes with its
- * return value. Outside an asynchronous send hark_token_take() returns
- * NULL. */
+ * return value. Outside an asynchronous send, or when memory runs out,
+ * hark_token_take() returns NULL (the receiver then completes with its
+ * return value). */
 typedef struct hark_token hark_token;
 HARK_EXTERN hark_token *hark_token_take(void);
 
@@ -428,7 +438,8 @@ HARK_EXTERN hark_token *hark_token_take(void);
  * completion is handed to the loop thread. NULL is a harmless no-op. */
 HARK_EXTERN void hark_token_done(hark_token *tok, int result);
 
-/* Sends on the loop thread (which must be the caller's) and calls
+/* Sends on the loop thread (which must be the caller's, else HARK_EINVAL)
+ * and calls
  * on_done(data, failures) on the loop thread once every receiver has
  * completed, never before this returns. args is borrowed until on_done.
  * A receiver that has not completed by hark_loop_close is reported on

@@ -365,7 +365,7 @@ static void bucket_free(hark__retired *r) {
 static void release_chain(conn *chain) {
   while (chain != NULL) {
     conn *next = (conn *)chain->u.retire.next;
-    if (chain->flags & HARK_STRONG)
+    if ((chain->flags & HARK_STRONG) && chain->self != NULL)
       hark_unref(chain->self->obj);
     if (chain->flags & C_LOOP)
       hark_unref(ext(chain)->loop);
@@ -588,6 +588,8 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
       (sender && (dc == NULL || !hark__ctrl_alive(dc))))
     return HARK_ENOENT;
 
+  if (self == NULL)
+    flags &= ~HARK_STRONG; /* a plain function has nothing to hold */
   bool want_dbg = self != NULL && !(flags & HARK_STRONG) &&
                   (hark__debug() & HARK__DEBUG_RECEIVERS);
   size_t uidlen = uid ? strlen(uid) + 1 : 0;
