@@ -27,8 +27,8 @@ typedef struct mt_obj {
   hark_object base;
   int serial;
   _Atomic unsigned magic;
-  _Atomic int running;  /* receiver calls on this object in progress */
-  void *conn_sender;    /* the sender it was connected with, if any */
+  _Atomic int running; /* receiver calls on this object in progress */
+  void *conn_sender;   /* the sender it was connected with, if any */
   _Atomic long calls;
 } mt_obj;
 
@@ -271,7 +271,8 @@ static void *hot_sender_thread(void *arg) {
   return NULL;
 }
 
-START_TEST(receivers_dying_while_other_threads_send_are_never_called_finalized) {
+START_TEST(
+    receivers_dying_while_other_threads_send_are_never_called_finalized) {
   mt_begin();
   max_objects = 3 * iterations + 16;
   finalize_counts = calloc((size_t)max_objects, sizeof *finalize_counts);
@@ -322,10 +323,10 @@ int main(void) {
   Suite *s = suite_create("signal-mt");
   TCase *tc = tcase_create("stress");
   tcase_set_timeout(tc, 300);
-  tcase_add_test(tc,
-                 concurrent_connect_disconnect_send_and_unref_keep_every_invariant);
-  tcase_add_test(tc,
-                 receivers_dying_while_other_threads_send_are_never_called_finalized);
+  tcase_add_test(
+      tc, concurrent_connect_disconnect_send_and_unref_keep_every_invariant);
+  tcase_add_test(
+      tc, receivers_dying_while_other_threads_send_are_never_called_finalized);
   suite_add_tcase(s, tc);
   return test_run(s);
 }

@@ -73,9 +73,9 @@ typedef struct rx_obj {
   hark_object base;
   int id;
   int calls;
-  int ret;         /* what the receiver returns */
-  int action;      /* what it does during its first call */
-  void *target;    /* the object the action is about */
+  int ret;      /* what the receiver returns */
+  int action;   /* what it does during its first call */
+  void *target; /* the object the action is about */
   void *conn_sender;
   int action_result;
   void *last_sender;
@@ -751,6 +751,25 @@ START_TEST(strong_receiver_for_a_sender_is_released_when_the_sender_dies) {
 }
 END_TEST
 
+/* Regression: HARK_STRONG with a NULL self (a plain function) has nothing
+ * to hold; releasing such a connection (disconnect, sender death, signal
+ * death) dereferenced the missing self. */
+START_TEST(strong_flag_with_a_null_self_is_released_safely) {
+  begin();
+  test_obj *s = sender_new(1);
+  ck_assert_int_eq(hark_connect(g_sig, fn_a, NULL, NULL, HARK_STRONG), 0);
+  ck_assert_int_eq(hark_connect(g_sig, fn_b, NULL, s, HARK_STRONG), 0);
+  ck_assert_int_eq(hark_connect(g_sig, fn_c, NULL, NULL, HARK_STRONG), 0);
+  ck_assert_int_eq(hark_send(g_sig, s, NULL), 3);
+  ck_assert_int_eq(hark_disconnect(g_sig, fn_a, NULL, NULL), 1);
+  hark_unref(s); /* drops fn_b's connection */
+  hark_signal_sweep(g_sig);
+  ck_assert_uint_eq(hark_signal_receivers(g_sig), 1);
+  end_signal(); /* drops fn_c's */
+  assert_all_released();
+}
+END_TEST
+
 /* ---- HARK_ONCE --------------------------------------------------------- */
 
 START_TEST(once_receiver_is_called_only_once) {
@@ -795,7 +814,8 @@ START_TEST(once_receiver_that_sends_recursively_is_not_called_again) {
 }
 END_TEST
 
-START_TEST(once_receiver_called_by_a_recursive_send_is_skipped_by_the_outer_one) {
+START_TEST(
+    once_receiver_called_by_a_recursive_send_is_skipped_by_the_outer_one) {
   begin();
   rx_obj *a = rx_new(1), *c = rx_new(3);
   a->action = ACT_SEND;
@@ -1090,7 +1110,7 @@ START_TEST(has_listeners_ignores_dead_and_blocked_receivers) {
   ck_assert_int_eq(hark_block(g_sig, fn_a, NULL, NULL), 0);
   ck_assert(hark_has_listeners(g_sig, s));
   ck_assert(!hark_has_listeners(g_sig, NULL)); /* fn_a is blocked */
-  hark_unref(a); /* dead, not swept */
+  hark_unref(a);                               /* dead, not swept */
   ck_assert(!hark_has_listeners(g_sig, s));
   ck_assert_int_eq(hark_unblock(g_sig, fn_a, NULL, NULL), 0);
   ck_assert(hark_has_listeners(g_sig, s));
@@ -1356,7 +1376,8 @@ static int nested_disconnector(void *self, void *sender, void *args) {
   return 0;
 }
 
-START_TEST(receiver_disconnected_by_a_recursive_send_is_not_called_by_the_outer) {
+START_TEST(
+    receiver_disconnected_by_a_recursive_send_is_not_called_by_the_outer) {
   begin();
   test_obj *s = matrix_sender(_i);
   nested_victim = rx_new(3);
@@ -1648,8 +1669,8 @@ static int ghost_scenario(void) {
   return 0;
 }
 
-static int run_in_child(const char *hark_debug, int (*body)(void),
-                        char *out, size_t out_size) {
+static int run_in_child(const char *hark_debug, int (*body)(void), char *out,
+                        size_t out_size) {
   char path[] = "/tmp/hark-test-child-XXXXXX";
   int fd = mkstemp(path);
   ck_assert_int_ge(fd, 0);
@@ -1797,7 +1818,8 @@ START_TEST(connect_reports_allocation_failure_at_every_point_and_stays_usable) {
 }
 END_TEST
 
-START_TEST(connect_uid_reports_allocation_failure_at_every_point_and_stays_usable) {
+START_TEST(
+    connect_uid_reports_allocation_failure_at_every_point_and_stays_usable) {
   test_alloc_install();
   oom_warm_up();
   int uid = 1;
@@ -1927,14 +1949,13 @@ START_TEST(everything_is_released_once_all_objects_and_signals_are_dropped) {
   for (int k = 0; k < 3; k++) {
     for (int i = 0; i < 16; i++) {
       void *snd = i % 3 ? senders[(i + k) % 8] : NULL;
-      unsigned flags = (i % 4 == 1 ? HARK_STRONG : 0) |
-                       (i % 5 == 2 ? HARK_ONCE : 0);
+      unsigned flags =
+          (i % 4 == 1 ? HARK_STRONG : 0) | (i % 5 == 2 ? HARK_ONCE : 0);
       ck_assert_int_eq(hark_connect(sigs[k], rx, rxs[i], snd, flags), 0);
       int r = hark_connect_uid(sigs[k], "uid", fn_a, rxs[i], snd, 0);
       ck_assert(r == 0 || r == HARK_EEXIST); /* one per (uid, sender) */
     }
-    ck_assert_int_eq(hark_block(sigs[k], rx, rxs[4], senders[(4 + k) % 8]),
-                     0);
+    ck_assert_int_eq(hark_block(sigs[k], rx, rxs[4], senders[(4 + k) % 8]), 0);
   }
   for (int round = 0; round < 3; round++)
     for (int k = 0; k < 3; k++)
@@ -1966,12 +1987,15 @@ static Suite *signal_suite(void) {
   Suite *s = suite_create("signal");
   TCase *tc = tcase_create("connect");
   tcase_add_test(tc, signal_new_copies_its_name_and_starts_empty);
-  tcase_add_test(tc, send_calls_the_receiver_with_its_self_the_sender_and_the_args);
+  tcase_add_test(tc,
+                 send_calls_the_receiver_with_its_self_the_sender_and_the_args);
   tcase_add_test(tc, send_calls_receivers_in_connection_order);
-  tcase_add_test(tc, connect_of_the_same_identity_returns_eexist_and_changes_nothing);
+  tcase_add_test(
+      tc, connect_of_the_same_identity_returns_eexist_and_changes_nothing);
   tcase_add_test(tc, connect_rejects_a_null_signal_a_null_fn_and_unknown_flags);
   tcase_add_test(tc, connect_with_a_dying_self_or_sender_returns_enoent);
-  tcase_add_test(tc, disconnect_returns_one_then_zero_and_the_receiver_is_not_called);
+  tcase_add_test(
+      tc, disconnect_returns_one_then_zero_and_the_receiver_is_not_called);
   tcase_add_test(tc, disconnect_matches_the_whole_identity);
   tcase_add_test(tc, disconnect_of_a_dead_weak_receiver_removes_it);
   tcase_add_test(tc, connect_uid_identity_is_the_uid_and_the_sender);
@@ -1984,7 +2008,8 @@ static Suite *signal_suite(void) {
   tcase_add_test(tc, any_sender_receiver_is_called_for_every_send);
   tcase_add_test(tc, sender_receiver_is_called_only_for_its_sender);
   tcase_add_test(tc, send_with_a_null_sender_calls_only_any_sender_receivers);
-  tcase_add_test(tc, sender_and_any_sender_receivers_are_merged_in_connection_order);
+  tcase_add_test(
+      tc, sender_and_any_sender_receivers_are_merged_in_connection_order);
   tcase_add_test(tc, has_listeners_follows_sender_filtering);
   tcase_add_test(tc, has_listeners_ignores_dead_and_blocked_receivers);
   suite_add_tcase(s, tc);
@@ -1998,18 +2023,24 @@ static Suite *signal_suite(void) {
   tcase_add_test(tc, receiver_object_nobody_keeps_is_never_called);
   tcase_add_test(tc, strong_receiver_keeps_self_alive_until_disconnected);
   tcase_add_test(tc, strong_receiver_is_released_when_the_signal_dies);
-  tcase_add_test(tc, strong_receiver_for_a_sender_is_released_when_the_sender_dies);
+  tcase_add_test(tc,
+                 strong_receiver_for_a_sender_is_released_when_the_sender_dies);
+  tcase_add_test(tc, strong_flag_with_a_null_self_is_released_safely);
   tcase_add_test(tc, signal_never_keeps_a_sender_alive);
   tcase_add_test(tc, sender_death_drops_its_connections);
-  tcase_add_test(tc, new_sender_at_a_freed_senders_address_inherits_no_receivers);
-  tcase_add_test(tc, new_receiver_at_a_dead_receivers_address_is_a_new_connection);
-  tcase_add_test(tc, everything_is_released_once_all_objects_and_signals_are_dropped);
+  tcase_add_test(tc,
+                 new_sender_at_a_freed_senders_address_inherits_no_receivers);
+  tcase_add_test(tc,
+                 new_receiver_at_a_dead_receivers_address_is_a_new_connection);
+  tcase_add_test(
+      tc, everything_is_released_once_all_objects_and_signals_are_dropped);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("send");
   tcase_add_test(tc, once_receiver_is_called_only_once);
   tcase_add_test(tc, once_receiver_that_sends_recursively_is_not_called_again);
-  tcase_add_test(tc, once_receiver_called_by_a_recursive_send_is_skipped_by_the_outer_one);
+  tcase_add_test(
+      tc, once_receiver_called_by_a_recursive_send_is_skipped_by_the_outer_one);
   tcase_add_test(tc, once_strong_receiver_releases_self_after_its_call);
   tcase_add_test(tc, send_returns_the_number_of_receivers_called);
   tcase_add_test(tc, send_stops_at_the_first_non_zero_return_and_returns_it);
@@ -2022,20 +2053,33 @@ static Suite *signal_suite(void) {
   suite_add_tcase(s, tc);
 
   tc = tcase_create("reentrancy");
-  tcase_add_loop_test(tc, receiver_disconnecting_itself_is_called_this_time_only, 0, 2);
-  tcase_add_loop_test(tc, receiver_disconnecting_a_later_receiver_prevents_its_call, 0, 2);
-  tcase_add_loop_test(tc, receiver_killing_a_later_receiver_prevents_its_call, 0, 2);
-  tcase_add_loop_test(tc, receiver_killing_itself_keeps_its_memory_until_it_returns, 0, 2);
-  tcase_add_loop_test(tc, receiver_killing_the_sender_during_a_send_is_safe, 0, 2);
-  tcase_add_loop_test(tc, receiver_killing_the_signal_during_a_send_is_safe, 0, 2);
-  tcase_add_loop_test(tc, receiver_connecting_a_new_receiver_does_not_call_it_in_this_send, 0, 2);
-  tcase_add_loop_test(tc, receiver_sending_recursively_calls_every_receiver_in_order, 0, 2);
-  tcase_add_loop_test(tc, receiver_disconnected_by_a_recursive_send_is_not_called_by_the_outer, 0, 2);
-  tcase_add_loop_test(tc, receiver_disconnecting_and_reconnecting_everyone_is_safe, 0, 2);
+  tcase_add_loop_test(
+      tc, receiver_disconnecting_itself_is_called_this_time_only, 0, 2);
+  tcase_add_loop_test(
+      tc, receiver_disconnecting_a_later_receiver_prevents_its_call, 0, 2);
+  tcase_add_loop_test(tc, receiver_killing_a_later_receiver_prevents_its_call,
+                      0, 2);
+  tcase_add_loop_test(
+      tc, receiver_killing_itself_keeps_its_memory_until_it_returns, 0, 2);
+  tcase_add_loop_test(tc, receiver_killing_the_sender_during_a_send_is_safe, 0,
+                      2);
+  tcase_add_loop_test(tc, receiver_killing_the_signal_during_a_send_is_safe, 0,
+                      2);
+  tcase_add_loop_test(
+      tc, receiver_connecting_a_new_receiver_does_not_call_it_in_this_send, 0,
+      2);
+  tcase_add_loop_test(
+      tc, receiver_sending_recursively_calls_every_receiver_in_order, 0, 2);
+  tcase_add_loop_test(
+      tc, receiver_disconnected_by_a_recursive_send_is_not_called_by_the_outer,
+      0, 2);
+  tcase_add_loop_test(
+      tc, receiver_disconnecting_and_reconnecting_everyone_is_safe, 0, 2);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("diagnostics");
-  tcase_add_test(tc, leak_guard_warns_once_naming_the_signal_when_a_sender_exceeds_it);
+  tcase_add_test(
+      tc, leak_guard_warns_once_naming_the_signal_when_a_sender_exceeds_it);
   tcase_add_test(tc, leak_guard_counts_the_any_sender_list);
   tcase_add_test(tc, leak_guard_counts_per_sender_not_in_total);
   tcase_add_test(tc, leak_guard_is_off_when_the_limit_is_zero);
@@ -2045,10 +2089,14 @@ static Suite *signal_suite(void) {
   suite_add_tcase(s, tc);
 
   tc = tcase_create("oom");
-  tcase_add_test(tc, connect_reports_allocation_failure_at_every_point_and_stays_usable);
-  tcase_add_test(tc, connect_uid_reports_allocation_failure_at_every_point_and_stays_usable);
+  tcase_add_test(
+      tc, connect_reports_allocation_failure_at_every_point_and_stays_usable);
+  tcase_add_test(
+      tc,
+      connect_uid_reports_allocation_failure_at_every_point_and_stays_usable);
   tcase_add_test(tc, signal_new_reports_allocation_failure_at_every_point);
-  tcase_add_test(tc, send_after_a_connect_reports_allocation_failure_and_stays_usable);
+  tcase_add_test(
+      tc, send_after_a_connect_reports_allocation_failure_and_stays_usable);
   suite_add_tcase(s, tc);
   return s;
 }

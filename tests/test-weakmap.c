@@ -157,7 +157,7 @@ START_TEST(weakmap_null_arguments_are_rejected_and_change_nothing) {
   ck_assert_int_eq(hark_weakmap_remove(m, NULL), HARK_EINVAL);
   ck_assert_uint_eq(hark_weakmap_size(NULL), 0);
   ck_assert_uint_eq(hark_weakmap_size(m), 0);
-  hark_weakmap_free(NULL); /* harmless no-op */
+  hark_weakmap_free(NULL);          /* harmless no-op */
   ck_assert_int_eq(freed_count, 0); /* a failed set keeps the value ours */
   hark_weakmap_free(m);
   hark_unref(k);
@@ -207,7 +207,8 @@ static void value_free_peek(void *value) {
   seen_in_value_free = hark_weakmap_get(replace_map, replace_key);
 }
 
-START_TEST(weakmap_set_of_an_existing_key_releases_the_old_value_before_returning) {
+START_TEST(
+    weakmap_set_of_an_existing_key_releases_the_old_value_before_returning) {
   test_alloc_install();
   replace_map = hark_weakmap_new(value_free_peek);
   int v1, v2;
@@ -489,7 +490,7 @@ typedef struct axes {
 
 typedef struct adaptor {
   hark_object base;
-  hark_weak axes; /* weak: a strong one would pin the key */
+  hark_weak axes;    /* weak: a strong one would pin the key */
   void *strong_axes; /* the counter-example only */
 } adaptor;
 
@@ -524,7 +525,8 @@ static int adaptor_draw(adaptor *a) {
 
 static void registry_value_free(void *value) { hark_unref(value); }
 
-START_TEST(registry_keeps_the_adaptor_while_the_axes_lives_and_frees_all_after) {
+START_TEST(
+    registry_keeps_the_adaptor_while_the_axes_lives_and_frees_all_after) {
   test_alloc_install();
   hark_weakmap *registry = hark_weakmap_new(registry_value_free);
   axes *ax = hark_new(&axes_type);
@@ -645,7 +647,8 @@ out:
   return ok;
 }
 
-START_TEST(weakmap_set_reports_allocation_failure_at_every_point_and_leaks_nothing) {
+START_TEST(
+    weakmap_set_reports_allocation_failure_at_every_point_and_leaks_nothing) {
   test_alloc_install();
   /* warm up one-time globals so that they do not count as a leak */
   test_obj *w = key_new(0);
@@ -667,33 +670,45 @@ static Suite *weakmap_suite(void) {
   tcase_add_test(tc, weakmap_new_is_empty);
   tcase_add_test(tc, weakmap_set_then_get_returns_the_value);
   tcase_add_test(tc, weakmap_holds_many_keys);
-  tcase_add_test(tc, weakmap_remove_releases_the_value_and_returns_one_then_zero);
+  tcase_add_test(tc,
+                 weakmap_remove_releases_the_value_and_returns_one_then_zero);
   tcase_add_test(tc, weakmap_with_null_value_free_does_not_release_values);
-  tcase_add_test(tc, weakmap_set_of_an_existing_key_releases_the_old_value_before_returning);
+  tcase_add_test(
+      tc,
+      weakmap_set_of_an_existing_key_releases_the_old_value_before_returning);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("errors");
   tcase_add_test(tc, weakmap_null_arguments_are_rejected_and_change_nothing);
   tcase_add_test(tc, weakmap_set_with_a_dying_key_returns_enoent);
-  tcase_add_test(tc, weakmap_set_reports_allocation_failure_at_every_point_and_leaks_nothing);
+  tcase_add_test(
+      tc,
+      weakmap_set_reports_allocation_failure_at_every_point_and_leaks_nothing);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("lifetime");
-  tcase_add_test(tc, weakmap_entry_goes_by_the_time_the_last_unref_of_its_key_returns);
+  tcase_add_test(
+      tc, weakmap_entry_goes_by_the_time_the_last_unref_of_its_key_returns);
   tcase_add_test(tc, weakmap_size_counts_live_keys_only);
   tcase_add_test(tc, weakmap_never_keeps_a_key_alive);
   tcase_add_test(tc, weakmap_key_in_two_maps_leaves_both_when_it_dies);
-  tcase_add_test(tc, weakmap_new_object_at_a_dead_keys_address_does_not_find_its_entry);
+  tcase_add_test(
+      tc, weakmap_new_object_at_a_dead_keys_address_does_not_find_its_entry);
   tcase_add_test(tc, weakmap_value_free_may_kill_another_key_of_the_same_map);
-  tcase_add_test(tc, weakmap_remove_whose_value_free_kills_another_key_removes_both);
-  tcase_add_test(tc, weakmap_replacement_whose_value_free_kills_another_key_removes_it);
+  tcase_add_test(
+      tc, weakmap_remove_whose_value_free_kills_another_key_removes_both);
+  tcase_add_test(
+      tc, weakmap_replacement_whose_value_free_kills_another_key_removes_it);
   tcase_add_test(tc, weakmap_free_releases_every_value);
-  tcase_add_test(tc, weakmap_free_whose_value_free_kills_another_key_releases_all);
+  tcase_add_test(tc,
+                 weakmap_free_whose_value_free_kills_another_key_releases_all);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("registry");
-  tcase_add_test(tc, registry_keeps_the_adaptor_while_the_axes_lives_and_frees_all_after);
-  tcase_add_test(tc, registry_value_holding_a_strong_ref_pins_its_key_until_removed);
+  tcase_add_test(
+      tc, registry_keeps_the_adaptor_while_the_axes_lives_and_frees_all_after);
+  tcase_add_test(
+      tc, registry_value_holding_a_strong_ref_pins_its_key_until_removed);
   suite_add_tcase(s, tc);
   return s;
 }
