@@ -35,8 +35,18 @@ typedef struct hark__retired {
   void (*fn)(struct hark__retired *r);
 } hark__retired;
 
-void hark__enter(void);
-void hark__leave(void);
+extern _Atomic long hark__inflight;
+extern hark__retired *_Atomic hark__retired_list;
+void hark__drain(void);
+
+/* Inline: a send pays these once each, and a call through the PLT would
+ * cost as much as the atomic itself. */
+static inline void hark__enter(void) { atomic_fetch_add(&hark__inflight, 1); }
+static inline void hark__leave(void) {
+  if (atomic_fetch_sub(&hark__inflight, 1) == 1 &&
+      atomic_load(&hark__retired_list) != NULL)
+    hark__drain();
+}
 void hark__retire(hark__retired *r);
 /* Bracket a library lock: reclaiming due meanwhile waits for unhold. */
 void hark__hold(void);
@@ -72,6 +82,18 @@ void hark__ctrl_weak_acquire(hark__ctrl *c);
 void hark__ctrl_weak_release(hark__ctrl *c);
 /* Returns a new strong reference to c's object, or NULL if it died. */
 void *hark__ctrl_upgrade(hark__ctrl *c);
+/* The object's death: notifications, then (deferred) finalize. */
+void hark__die(hark__ctrl *c);
+
+/* hark_ref/hark_unref for objects the library knows to be alive. */
+static inline void hark__ref(void *obj) {
+  atomic_fetch_add(&hark__ctrl_of(obj)->strong, 1);
+}
+static inline void hark__unref(void *obj) {
+  hark__ctrl *c = hark__ctrl_of(obj);
+  if (atomic_fetch_sub(&c->strong, 1) == 1)
+    hark__die(c);
+}
 
 /* Counts deaths of objects that had been connected as weak receivers:
  * the loop sweeps when it changes. */

@@ -32,8 +32,10 @@ pthread_mutex_t *hark__ctrl_lock(const hark__ctrl *c) {
 
 /* ---- deferred reclamation ------------------------------------------ */
 
-static _Atomic long inflight;
-static hark__retired *_Atomic retired;
+_Atomic long hark__inflight;
+hark__retired *_Atomic hark__retired_list;
+#define inflight hark__inflight
+#define retired hark__retired_list
 
 static void push_list(hark__retired *first, hark__retired *last) {
   hark__retired *head = atomic_load(&retired);
@@ -48,7 +50,7 @@ static void push_list(hark__retired *first, hark__retired *last) {
  * taking the list proves every such send has finished, since sends that
  * start later cannot reach unlinked memory. Otherwise the list goes back,
  * and the send that brings the count to zero drains it. */
-static void drain(void) {
+void hark__drain(void) {
   for (;;) {
     hark__retired *list = atomic_exchange(&retired, NULL);
     if (list == NULL)
@@ -72,24 +74,18 @@ static void drain(void) {
 
 /* While a thread holds a library lock, reclaiming (which may run user
  * finalizers) waits until it lets go. */
-static _Thread_local unsigned held;
-static _Thread_local bool drain_due;
+static _Thread_local unsigned held __attribute__((tls_model("initial-exec")));
+static _Thread_local bool drain_due __attribute__((tls_model("initial-exec")));
 
 void hark__hold(void) { held++; }
 
 void hark__unhold(void) {
   if (--held == 0 && drain_due) {
     drain_due = false;
-    drain();
+    hark__drain();
   }
 }
 
-void hark__enter(void) { atomic_fetch_add(&inflight, 1); }
-
-void hark__leave(void) {
-  if (atomic_fetch_sub(&inflight, 1) == 1 && atomic_load(&retired) != NULL)
-    drain();
-}
 
 void hark__retire(hark__retired *r) {
   if (atomic_load(&inflight) == 0) {
@@ -103,7 +99,7 @@ void hark__retire(hark__retired *r) {
     if (held)
       drain_due = true;
     else
-      drain();
+      hark__drain();
   }
 }
 
@@ -142,7 +138,7 @@ static void finalize(hark__retired *r) {
 
 void hark__notify_run_all(hark__ctrl *c); /* weak.c */
 
-static void die(hark__ctrl *c) {
+void hark__die(hark__ctrl *c) {
   unsigned flags = atomic_fetch_or(&c->flags, HARK__CTRL_DYING);
   if (flags & HARK__CTRL_RECEIVER)
     atomic_fetch_add(&hark__dead_receivers, 1);
@@ -205,7 +201,7 @@ void hark_unref(void *obj) {
     dead_object("hark_unref", obj);
   long old = atomic_fetch_sub(&c->strong, 1);
   if (old == 1)
-    die(c);
+    hark__die(c);
   else if (old <= 0)
     dead_object("hark_unref", obj);
 }

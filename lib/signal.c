@@ -27,17 +27,30 @@
 typedef struct bucket bucket;
 typedef struct conn conn;
 
+/* One receiver as a send sees it: what never changes for a connection is
+ * copied here so that the send loop makes no dependent load for it. */
+typedef struct rent {
+  conn *c;
+  hark_receiver_fn fn;
+  hark__ctrl *self; /* NULL for a plain function */
+  void *obj;        /* self's object */
+} rent;
+
 /* The receivers a send walks, immutable once published. */
 typedef struct rlist {
   hark__retired retire;
   unsigned long gen; /* the any-sender generation it was built for */
   size_t n;
-  conn *v[];
+  rent v[];
 } rlist;
 
-/* conn.state bits */
+/* conn.slow: zero for a plain, connected, unblocked receiver, so a send
+ * tests one word per receiver; the block count lives in the high bits */
 #define C_REMOVED 1u
 #define C_FIRED 2u
+#define C_SLOW_ONCE 4u
+#define C_SLOW_LOOP 8u
+#define C_BLOCK_ONE 256u
 /* conn.flags bits beyond the public ones */
 #define C_EXT 0x100u  /* allocated as conn_ext */
 #define C_UID 0x200u  /* identity is (uid, sender) */
@@ -54,9 +67,8 @@ struct conn {
     hark__retired retire;  /* after */
   } u;
   uint64_t seq;
-  _Atomic uint16_t state;
-  uint16_t flags;
-  _Atomic int32_t block;
+  _Atomic uint32_t slow;
+  uint32_t flags;
 };
 
 typedef struct dbg {
@@ -129,7 +141,9 @@ static void unlock(hark_signal *sig) {
 static conn tomb_conn;
 #define CTOMB (&tomb_conn)
 
-static _Thread_local unsigned send_depth;
+/* initial-exec: a send must not pay a __tls_get_addr call */
+static _Thread_local unsigned send_depth
+    __attribute__((tls_model("initial-exec")));
 
 unsigned hark__send_depth(void) { return send_depth; }
 
@@ -151,12 +165,6 @@ static size_t mix(uint64_t x) {
 
 static size_t hash_ptr(const void *p) { return mix((uintptr_t)p); }
 
-static size_t hash_fn(hark_receiver_fn fn) {
-  uintptr_t u;
-  memcpy(&u, &fn, sizeof(u) < sizeof(fn) ? sizeof(u) : sizeof(fn));
-  return mix(u);
-}
-
 static size_t hash_str(const char *s) {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
   while (*s)
@@ -172,7 +180,10 @@ static size_t id_hash(hark_receiver_fn fn, const void *self, const char *uid,
                       const void *sender) {
   if (uid != NULL)
     return hash_str(uid) ^ hash_ptr(sender);
-  return hash_fn(fn) ^ (hash_ptr(self) * 3) ^ (hash_ptr(sender) * 7);
+  uintptr_t f;
+  memcpy(&f, &fn, sizeof(f) < sizeof(fn) ? sizeof(f) : sizeof(fn));
+  return mix(f ^ ((uintptr_t)self * 0x9e3779b97f4a7c15ULL) ^
+             ((uintptr_t)sender * 0xc2b2ae3d27d4eb4fULL));
 }
 
 static size_t conn_hash(conn *c) {
@@ -386,7 +397,7 @@ static void invalidate(hark_signal *sig, bucket *b) {
 /* Unlinks c from its bucket and the index (lock held) and chains it. */
 static void detach(hark_signal *sig, conn *c, conn **chain, bool in_index) {
   bucket *b = c->b;
-  atomic_fetch_or(&c->state, C_REMOVED);
+  atomic_fetch_or(&c->slow, C_REMOVED);
   if (c->u.l.prev != NULL)
     c->u.l.prev->u.l.next = c->u.l.next;
   else
@@ -609,8 +620,10 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
     atomic_init(&d->refs, 2);
   }
   c->fn = fn;
-  c->flags = (uint16_t)(flags | (is_ext ? C_EXT : 0) | (uid ? C_UID : 0) |
-                        (loop ? C_LOOP : 0));
+  c->flags = flags | (is_ext ? C_EXT : 0) | (uid ? C_UID : 0) |
+             (loop ? C_LOOP : 0);
+  atomic_init(&c->slow, ((flags & HARK_ONCE) ? C_SLOW_ONCE : 0) |
+                            (loop ? C_SLOW_LOOP : 0));
   if (is_ext) {
     ext(c)->loop = loop;
     ext(c)->dbg = d;
@@ -765,11 +778,11 @@ static int do_block(hark_signal *sig, hark_receiver_fn fn, void *self,
   if (slot == NULL) {
     err = HARK_ENOENT;
   } else if (delta > 0) {
-    atomic_fetch_add(&(*slot)->block, 1);
-  } else if (atomic_load(&(*slot)->block) == 0) {
+    atomic_fetch_add(&(*slot)->slow, C_BLOCK_ONE);
+  } else if (atomic_load(&(*slot)->slow) < C_BLOCK_ONE) {
     err = HARK_ERANGE;
   } else {
-    atomic_fetch_sub(&(*slot)->block, 1);
+    atomic_fetch_sub(&(*slot)->slow, C_BLOCK_ONE);
   }
   unlock(sig);
   return err;
@@ -868,13 +881,19 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
   conn *x = any->head, *y = b != any ? b->head : NULL;
   size_t i = 0;
   while (x != NULL || y != NULL) {
+    conn *c;
     if (y == NULL || (x != NULL && x->seq < y->seq)) {
-      r->v[i++] = x;
+      c = x;
       x = x->u.l.next;
     } else {
-      r->v[i++] = y;
+      c = y;
       y = y->u.l.next;
     }
+    r->v[i].c = c;
+    r->v[i].fn = c->fn;
+    r->v[i].self = c->self;
+    r->v[i].obj = c->self ? c->self->obj : NULL;
+    i++;
   }
   rlist *old = atomic_exchange(&b->cache, r);
   if (old != NULL)
@@ -926,7 +945,7 @@ typedef struct emit_ctx {
 static void once_detach(hark_signal *sig, conn *c) {
   conn *chain = NULL;
   lock(sig);
-  if (!(atomic_load(&c->state) & C_REMOVED)) {
+  if (!(atomic_load(&c->slow) & C_REMOVED)) {
     bucket *b = c->b;
     detach(sig, c, &chain, true);
     maybe_drop_bucket(sig, b);
@@ -936,7 +955,8 @@ static void once_detach(hark_signal *sig, conn *c) {
 }
 
 /* A queued call of a loop-bound receiver from another thread. */
-static int queue_call(hark_signal *sig, conn *c, void *sender, void *args) {
+static int queue_call(hark_signal *sig, const rent *e, void *sender,
+                      void *args) {
   void *a = args;
   void (*afree)(void *) = NULL;
   if (sig->args_copy != NULL) {
@@ -945,7 +965,7 @@ static int queue_call(hark_signal *sig, conn *c, void *sender, void *args) {
       return HARK_ENOMEM;
     afree = sig->args_free;
   }
-  int err = hark__loop_queue_call(ext(c)->loop, c->fn, c->self,
+  int err = hark__loop_queue_call(ext(e->c)->loop, e->fn, e->self,
                                   sender ? hark__ctrl_of(sender) : NULL, a,
                                   afree);
   if (err != 0 && afree != NULL)
@@ -953,79 +973,106 @@ static int queue_call(hark_signal *sig, conn *c, void *sender, void *args) {
   return err;
 }
 
-static int emit(hark_signal *sig, void *sender, void *args, emit_ctx *ctx) {
+enum { CALL, SKIP, QUEUED };
+
+/* The uncommon receivers: blocked, removed, HARK_ONCE, loop-bound. */
+static int slow_receiver(hark_signal *sig, const rent *e, uint32_t slow,
+                         void *sender, void *args, bool *strong_after) {
+  if (slow & ~(C_SLOW_ONCE | C_SLOW_LOOP))
+    return SKIP; /* removed, fired or blocked */
+  conn *c = e->c;
+  if (slow & C_SLOW_ONCE) {
+    if (atomic_fetch_or(&c->slow, C_FIRED) & C_FIRED)
+      return SKIP;
+    /* the connection holds self strongly until it goes: keep it alive
+     * across the call */
+    if (e->obj != NULL && (c->flags & HARK_STRONG)) {
+      hark__ref(e->obj);
+      *strong_after = true;
+    }
+    once_detach(sig, c);
+  }
+  if ((slow & C_SLOW_LOOP) && !hark__loop_is_current(ext(c)->loop)) {
+    int queued = queue_call(sig, e, sender, args) == 0;
+    if (*strong_after) {
+      *strong_after = false;
+      hark__unref(e->obj);
+    }
+    return queued ? QUEUED : SKIP;
+  }
+  return CALL;
+}
+
+/* The send loop, specialised per mode by the compiler. Returns the
+ * result of the send; sets *saw_dead when it met a dead receiver. */
+static inline __attribute__((always_inline)) int
+walk(hark_signal *sig, const rlist *r, void *sender, void *args,
+     const enum mode mode, const emit_ctx *ctx, bool *saw_dead) {
+  const size_t n = r->n;
+  const rent *v = r->v;
+  int called = 0, failed = 0;
+  for (size_t i = 0; i < n; i++) {
+    const rent *e = &v[i];
+    if (e->self != NULL && !hark__ctrl_alive(e->self)) {
+      *saw_dead = true;
+      continue;
+    }
+    uint32_t slow = atomic_load_explicit(&e->c->slow, memory_order_acquire);
+    bool strong_after = false;
+    if (__builtin_expect(slow != 0, 0)) {
+      int how = slow_receiver(sig, e, slow, sender, args, &strong_after);
+      if (how == QUEUED)
+        called++;
+      if (how != CALL)
+        continue;
+    }
+    int rv = e->fn(e->obj, sender, args);
+    called++;
+    if (__builtin_expect(strong_after, 0))
+      hark__unref(e->obj);
+    if (mode == M_SEND) {
+      if (rv != 0)
+        return rv;
+    } else if (mode == M_ROBUST) {
+      if (rv != 0)
+        failed++;
+      if (ctx->on_result != NULL)
+        ctx->on_result(ctx->data, e->fn, e->obj, rv);
+    } else if (ctx->acc(ctx->data, e->fn, e->obj, rv) != 0) {
+      break;
+    }
+  }
+  return mode == M_ROBUST ? failed : called;
+}
+
+static int emit(hark_signal *sig, void *sender, void *args,
+                const emit_ctx *ctx) {
   if (sig == NULL)
     return HARK_EINVAL;
   /* The send keeps the signal and the sender alive for its duration. */
-  hark_ref(sig);
+  hark__ref(sig);
   if (sender != NULL)
-    hark_ref(sender);
+    hark__ref(sender);
   hark__enter();
   send_depth++;
   rlist *r;
-  int ret = lookup(sig, sender, &r);
   bool saw_dead = false;
+  int ret = lookup(sig, sender, &r);
   if (ret == 0) {
-    int called = 0, failed = 0;
-    for (size_t i = 0; i < r->n; i++) {
-      conn *c = r->v[i];
-      if ((atomic_load(&c->state) & C_REMOVED) || atomic_load(&c->block) > 0)
-        continue;
-      void *self = NULL;
-      if (c->self != NULL) {
-        if (!hark__ctrl_alive(c->self)) {
-          saw_dead = true;
-          continue;
-        }
-        self = c->self->obj;
-      }
-      bool strong_after = false;
-      if (c->flags & HARK_ONCE) {
-        if (atomic_fetch_or(&c->state, C_FIRED) & C_FIRED)
-          continue;
-        /* keep self alive across the call although the connection,
-         * which held it, goes first */
-        if (self != NULL && (c->flags & HARK_STRONG)) {
-          hark_ref(self);
-          strong_after = true;
-        }
-        once_detach(sig, c);
-      }
-      if ((c->flags & C_LOOP) && !hark__loop_is_current(ext(c)->loop)) {
-        if (queue_call(sig, c, sender, args) == 0)
-          called++;
-        if (strong_after)
-          hark_unref(self);
-        continue;
-      }
-      int rv = c->fn(self, sender, args);
-      called++;
-      if (strong_after)
-        hark_unref(self);
-      if (ctx->mode == M_SEND) {
-        if (rv != 0) {
-          ret = rv;
-          goto done;
-        }
-      } else if (ctx->mode == M_ROBUST) {
-        if (rv != 0)
-          failed++;
-        if (ctx->on_result != NULL)
-          ctx->on_result(ctx->data, c->fn, self, rv);
-      } else if (ctx->acc(ctx->data, c->fn, self, rv) != 0) {
-        break;
-      }
-    }
-    ret = ctx->mode == M_ROBUST ? failed : called;
+    if (ctx->mode == M_SEND)
+      ret = walk(sig, r, sender, args, M_SEND, ctx, &saw_dead);
+    else if (ctx->mode == M_ROBUST)
+      ret = walk(sig, r, sender, args, M_ROBUST, ctx, &saw_dead);
+    else
+      ret = walk(sig, r, sender, args, M_ACC, ctx, &saw_dead);
   }
-done:
   send_depth--;
   if (saw_dead)
     purge_after_send(sig, sender);
   hark__leave();
   if (sender != NULL)
-    hark_unref(sender);
-  hark_unref(sig);
+    hark__unref(sender);
+  hark__unref(sig);
   return ret;
 }
 
@@ -1060,9 +1107,9 @@ bool hark_has_listeners(hark_signal *sig, void *sender) {
   rlist *r;
   if (lookup(sig, sender, &r) == 0) {
     for (size_t i = 0; i < r->n && !found; i++) {
-      conn *c = r->v[i];
-      found = !(atomic_load(&c->state) & (C_REMOVED | C_FIRED)) &&
-              atomic_load(&c->block) == 0 && !conn_dead(c);
+      conn *c = r->v[i].c;
+      found = !(atomic_load(&c->slow) & ~(C_SLOW_ONCE | C_SLOW_LOOP)) &&
+              !conn_dead(c);
     }
   } else {
     /* no memory for the list: answer from the buckets under the lock */
@@ -1071,7 +1118,7 @@ bool hark_has_listeners(hark_signal *sig, void *sender) {
     for (int pass = 0; pass < 2 && !found; pass++) {
       bucket *x = pass == 0 ? &sig->any : b;
       for (conn *c = x ? x->head : NULL; c != NULL && !found; c = c->u.l.next)
-        found = atomic_load(&c->block) == 0 && !conn_dead(c);
+        found = atomic_load(&c->slow) < C_BLOCK_ONE && !conn_dead(c);
     }
     unlock(sig);
   }
