@@ -1,0 +1,1 @@
+/* model: shared by the model test and its fuzzer */
