@@ -151,6 +151,7 @@ static void start_sending(load *ld) {
 }
 
 static void finish(load *ld);
+static void connect_more(load *ld);
 
 static void record(load *ld, const char *t) {
   unsigned long long ts = strtoull(t, NULL, 10);
@@ -179,18 +180,22 @@ static void became_ready(conn *c) {
   int want = ld->nclients + (ld->redis ? ld->nsenders : 0);
   if (ld->ready == want)
     start_sending(ld);
+  else
+    connect_more(ld);
 }
-
-static void connect_more(load *ld);
 
 static void handle_line(conn *c, char *line, size_t len) {
   load *ld = c->ld;
   line[len] = '\0';
+  if (getenv("CHATLOAD_TRACE"))
+    fprintf(stderr, "%d< %s\n", c->id, line);
   if (ld->redis) {
     if (strncmp(line, "t=", 2) == 0)
       record(ld, line + 2);
     else if (strcmp(line, "subscribe") == 0)
       became_ready(c);
+    else if (line[0] == '-')
+      fprintf(stderr, "chatload: connection %d: %s\n", c->id, line);
     return;
   }
   const char *sp = strchr(line, ' ');
@@ -212,7 +217,6 @@ static void handle_line(conn *c, char *line, size_t len) {
     write_raw(c, join, (size_t)n, 0);
   } else if (strncmp(sp, " 366 ", 5) == 0) {
     became_ready(c);
-    connect_more(ld);
   } else if (strncmp(sp, " 433 ", 5) == 0 || strncmp(sp, " 4", 2) == 0) {
     fprintf(stderr, "chatload: client %d: %s\n", c->id, line);
   }
@@ -276,7 +280,6 @@ static void on_connect(uv_connect_t *req, int status) {
   if (ld->redis) {
     if (!c->subscriber) {
       became_ready(c);
-      connect_more(ld);
       return;
     }
     char chan[32];
@@ -284,7 +287,6 @@ static void on_connect(uv_connect_t *req, int status) {
     n = snprintf(buf, sizeof buf, "*2\r\n$9\r\nSUBSCRIBE\r\n$%zu\r\n%s\r\n",
                  strlen(chan), chan);
     write_raw(c, buf, (size_t)n, 0);
-    connect_more(ld);
     return;
   }
   n = 0;
