@@ -1,0 +1,1 @@
+# libFuzzer harnesses: rules live here (included by the top Makefile.am).
