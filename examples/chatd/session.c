@@ -328,6 +328,18 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   hark_unref(s);
 }
 
+/* The read path without the socket (fuzz_seam.c): takes what fits in the
+ * input buffer, as one read would, and returns how much that was. */
+size_t session_feed(chat_session *s, const char *data, size_t len) {
+  size_t room = sizeof s->in - s->inlen;
+  if (len > room)
+    len = room;
+  memcpy(s->in + s->inlen, data, len);
+  uv_buf_t buf = uv_buf_init(s->in + s->inlen, (unsigned)len);
+  on_read((uv_stream_t *)&s->tcp, (ssize_t)len, &buf);
+  return len;
+}
+
 /* ---- life ------------------------------------------------------------- */
 
 static void on_handle_closed(uv_handle_t *h) {
