@@ -535,8 +535,63 @@ START_TEST(several_notifications_all_run) {
 }
 END_TEST
 
+/* The reference-cycle trap: a child that holds its parent strongly keeps
+ * both alive forever under reference counting; a weak back pointer lets
+ * both go when the last outside reference does. */
+typedef struct node {
+  hark_object base;
+  struct node *child;  /* strong: the parent owns the child */
+  struct node *parent; /* strong back pointer: the trap */
+  hark_weak parent_w;  /* weak back pointer: the fix */
+} node;
+
+static void node_finalize(void *obj) {
+  node *n = obj;
+  hark_weak_clear(&n->parent_w);
+  hark_unref(n->child);
+  hark_unref(n->parent);
+  test_free(n);
+}
+
+static const hark_type node_type = {"cycle_node", sizeof(node),
+                                     node_finalize};
+
+START_TEST(weak_back_pointer_breaks_a_parent_child_cycle) {
+  test_alloc_install();
+  node *parent = hark_new(&node_type);
+  node *child = hark_new(&node_type);
+  ck_assert_ptr_nonnull(parent);
+  ck_assert_ptr_nonnull(child);
+  parent->child = child; /* the parent's reference */
+  ck_assert_int_eq(hark_weak_set(&child->parent_w, parent), 0);
+  node *p = hark_weak_get(&child->parent_w);
+  ck_assert_ptr_eq(p, parent);
+  hark_unref(p);
+  hark_unref(parent); /* the last outside reference */
+  ck_assert_uint_eq(hark_live_count("cycle_node"), 0);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(strong_back_pointer_keeps_a_cycle_alive_until_broken) {
+  test_alloc_install();
+  node *parent = hark_new(&node_type);
+  node *child = hark_new(&node_type);
+  parent->child = child;
+  child->parent = hark_ref(parent); /* the trap */
+  hark_unref(parent);
+  ck_assert_uint_eq(hark_live_count("cycle_node"), 2); /* leaked */
+  node *back = child->parent;        /* break the cycle by hand */
+  child->parent = NULL;
+  hark_unref(back);
+  ck_assert_uint_eq(hark_live_count("cycle_node"), 0);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
 int main(void) {
-  Suite *s = suite_create("weak");
+  
+Suite *s = suite_create("weak");
   TCase *tc = tcase_create("weak");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, weak_init_points_at_nothing);
@@ -570,6 +625,8 @@ int main(void) {
   tcase_add_test(tc, notify_callback_may_register_and_remove_other_nodes);
   tcase_add_test(tc, notify_removed_by_a_sibling_callback_never_runs);
   tcase_add_test(tc, several_notifications_all_run);
+  tcase_add_test(tc, weak_back_pointer_breaks_a_parent_child_cycle);
+  tcase_add_test(tc, strong_back_pointer_keeps_a_cycle_alive_until_broken);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
