@@ -164,7 +164,10 @@ int channel_add(chat_channel *c, chat_session *s) {
       return r;
     }
   }
-  bool first = channel_count(c) == 0; /* the first to join is operator */
+  size_t remote;
+  fed_members(c, &remote);
+  /* the first to join (of the network, when federated) is operator */
+  bool first = channel_count(c) == 0 && remote == 0;
   chat_member *m = &c->members[c->nmembers++];
   m->op = first;
   hark_weak_set(&m->who, s);
@@ -219,6 +222,17 @@ void channel_names(chat_channel *c, chat_session *s) {
                             m->nick);
     hark_unref(m);
   }
+  size_t nremote;
+  fed_member *rm = fed_members(c, &nremote); /* members on other nodes */
+  for (size_t i = 0; i < nremote; i++) {
+    size_t need = strlen(rm[i].nick) + 2;
+    if (len > 0 && len + need > room) {
+      session_numeric(s, 353, "= %s :%s", c->name, list);
+      len = 0;
+    }
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s%s",
+                            len ? " " : "", rm[i].op ? "@" : "", rm[i].nick);
+  }
   if (len > 0)
     session_numeric(s, 353, "= %s :%s", c->name, list);
   session_numeric(s, 366, "%s :End of /NAMES list.", c->name);
@@ -235,5 +249,11 @@ void channel_who(chat_channel *c, chat_session *s) {
                     m->nick, c->members[i].op ? "@" : "", m->realname);
     hark_unref(m);
   }
+  size_t nremote;
+  fed_member *rm = fed_members(c, &nremote);
+  for (size_t i = 0; i < nremote; i++)
+    session_numeric(s, 352, "%s %s %s %s %s H%s :1 %s", c->name, rm[i].user,
+                    rm[i].host, rm[i].node, rm[i].nick, rm[i].op ? "@" : "",
+                    rm[i].real);
   session_numeric(s, 315, "%s :End of WHO list.", c->name);
 }

@@ -5,6 +5,9 @@
 #ifndef CHATD_H
 #define CHATD_H
 
+#ifdef HAVE_CONFIG_H
+#include <config.h> /* HARK_CHATD_REDIS */
+#endif
 #include <hark.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -13,6 +16,7 @@
 
 #include "log.h"
 #include "proto.h"
+#include "federation.h"
 
 #define CHATD_VERSION "hark-chatd-0.1"
 #define CHATD_NICK_MAX 64
@@ -43,6 +47,11 @@ typedef struct chat_options {
   double flood_rate; /* lines per second; 0 disables */
   double flood_burst;
   int log_level;
+  /* federation (federation.c): redis_port 0 is off */
+  char redis_host[64];
+  int redis_port;
+  char node_id[64]; /* "" : host-pid */
+  unsigned lease_ms;
 } chat_options;
 
 void chat_options_default(chat_options *o);
@@ -116,6 +125,7 @@ struct chat_server {
   time_t started;
   char *motd;
   unsigned long long lines_in, bufs_out, bytes_out, sendq_kills, flood_waits;
+  struct fed_bridge *fed; /* NULL: not federated */
   void (*on_stopped)(chat_server *srv, void *data); /* tests */
   void *on_stopped_data;
 };

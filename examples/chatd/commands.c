@@ -105,7 +105,20 @@ static void cmd_nick(chat_session *s, irc_msg *m) {
     session_numeric(s, 433, "%s :Nickname is already in use", nick);
     return;
   }
-  if (names_put(&srv->nicks, nick, s) != 0) {
+  /* Federated: the nick is claimed network-wide first (asynchronously);
+   * command_nick_apply follows, or 433. */
+  if (fed_nick_claim(s, nick))
+    return;
+  command_nick_apply(s, nick);
+}
+
+void command_nick_apply(chat_session *s, const char *nick) {
+  chat_server *srv = s->srv;
+  if (s->closing || s->closed || strcmp(nick, s->nick) == 0)
+    return;
+  chat_session *other = find_nick(srv, nick);
+  hark_unref(other);
+  if ((other != NULL && other != s) || names_put(&srv->nicks, nick, s) != 0) {
     session_numeric(s, 433, "%s :Nickname is already in use", nick);
     return;
   }
@@ -113,8 +126,10 @@ static void cmd_nick(chat_session *s, irc_msg *m) {
   memcpy(old, s->nick, sizeof old);
   session_mask(s, mask, sizeof mask);
   snprintf(s->nick, sizeof s->nick, "%s", nick);
-  if (old[0] != '\0' && irc_casecmp(old, nick) != 0)
+  if (old[0] != '\0' && irc_casecmp(old, nick) != 0) {
     names_del(&srv->nicks, old, s);
+    fed_nick_release(srv, old);
+  }
   if (!s->registered) {
     if (s->user[0] != '\0')
       welcome(s);
@@ -219,6 +234,33 @@ static void join_one(chat_session *s, const char *name, const char *key) {
     hark_unref(c);
     return;
   }
+  bool local = c != NULL;
+  hark_unref(c);
+  /* A channel without members here: the network decides (key, operator,
+   * topic, members), asynchronously; command_join_finish follows. */
+  if (!local && fed_join(s, name, key))
+    return;
+  command_join_finish(s, name, key, NULL);
+}
+
+void command_join_finish(chat_session *s, const char *name, const char *key,
+                         const fed_join_state *st) {
+  chat_server *srv = s->srv;
+  const chat_options *o = &srv->opt;
+  if (s->closing || s->closed)
+    return;
+  chat_channel *c = find_channel(srv, name);
+  if (c != NULL && session_in_channel(s, c)) {
+    hark_unref(c);
+    return;
+  }
+  if (st != NULL && !st->ok) {
+    session_numeric(s, 475, "%s :Cannot join channel (+k)",
+                    c != NULL ? c->name : name);
+    hark_unref(c);
+    return;
+  }
+  bool fresh = c == NULL;
   if (c == NULL) {
     if (o->max_channels && names_count(&srv->chans) >= o->max_channels) {
       session_numeric(s, 405, "%s :Too many channels on this server", name);
@@ -229,6 +271,7 @@ static void join_one(chat_session *s, const char *name, const char *key) {
       session_numeric(s, 403, "%s :No such channel", name);
       return;
     }
+    fed_channel_load(c, st);
   } else if (c->key != NULL && (key == NULL || strcmp(key, c->key) != 0)) {
     session_numeric(s, 475, "%s :Cannot join channel (+k)", c->name);
     hark_unref(c);
@@ -243,6 +286,11 @@ static void join_one(chat_session *s, const char *name, const char *key) {
     channel_remove(c, s);
     hark_unref(c);
     return;
+  }
+  if (st != NULL) { /* the network decided who is operator */
+    chat_member *me = channel_member(c, s);
+    if (me != NULL)
+      me->op = fresh && st->op;
   }
   char mask[IRC_LINE_MAX];
   session_mask(s, mask, sizeof mask);
@@ -370,8 +418,12 @@ static void list_one(void *obj, void *data) {
   chat_channel *c = obj;
   chat_session *s = data;
   if (may_see(s, c))
-    session_numeric(s, 322, "%s %zu :%s", c->name, channel_count(c),
+  {
+    size_t remote;
+    fed_members(c, &remote);
+    session_numeric(s, 322, "%s %zu :%s", c->name, channel_count(c) + remote,
                     c->topic);
+  }
 }
 
 static void cmd_list(chat_session *s, irc_msg *m) {
@@ -512,7 +564,12 @@ static void channel_mode(chat_session *s, chat_channel *c, irc_msg *m) {
       const char *nick = m->params[arg++];
       chat_session *t = find_nick(s->srv, nick);
       chat_member *tm = t != NULL ? channel_member(c, t) : NULL;
-      if (t == NULL)
+      fed_member *rm = t == NULL ? fed_member_find(c, nick) : NULL;
+      if (rm != NULL) { /* a member on another node */
+        rm->op = add;
+        line = chat_buf_printf(":%s MODE %s %co %s", mask, c->name,
+                               add ? '+' : '-', rm->nick);
+      } else if (t == NULL)
         session_numeric(s, 401, "%s :No such nick/channel", nick);
       else if (tm == NULL)
         session_numeric(s, 441, "%s %s :They aren't on that channel",
@@ -680,6 +737,8 @@ void command_quit_broadcast(chat_session *s, const char *reason) {
       channel_send(s->chans[i], srv->sig_quit, line, s, seq);
     chat_buf_unref(line);
   }
-  if (s->nick[0] != '\0')
+  if (s->nick[0] != '\0') {
     names_del(&srv->nicks, s->nick, s);
+    fed_nick_release(srv, s->nick);
+  }
 }

@@ -12,11 +12,16 @@ chatd_core_sources = \
 	examples/chatd/commands.c \
 	examples/chatd/server.c
 
+chatd_core_sources += examples/chatd/federation.h examples/chatd/federation.c
+if HAVE_HIREDIS
+CHATD_REDIS_LIBS = $(HIREDIS_LIBS)
+endif
+
 examples_chatd_hark_chatd_SOURCES = $(chatd_core_sources) \
 	examples/chatd/main.c
-examples_chatd_hark_chatd_CPPFLAGS = $(AM_CPPFLAGS)
+examples_chatd_hark_chatd_CPPFLAGS = $(AM_CPPFLAGS) $(HIREDIS_CFLAGS)
 examples_chatd_hark_chatd_CFLAGS = $(AM_CFLAGS)
-examples_chatd_hark_chatd_LDADD = libhark.la $(UV_LIBS)
+examples_chatd_hark_chatd_LDADD = libhark.la $(UV_LIBS) $(CHATD_REDIS_LIBS)
 
 examples_chatd_hark_chatload_SOURCES = examples/chatd/chatload.c
 examples_chatd_hark_chatload_CPPFLAGS = $(AM_CPPFLAGS)
@@ -40,6 +45,7 @@ tests_test_chatd_proto_LDADD = $(TEST_LDADD)
 
 tests_test_chatd_SOURCES = tests/chatd/test-chatd.c tests/chatd/client.h \
 	$(chatd_core_sources)
-tests_test_chatd_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/examples/chatd
+tests_test_chatd_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/examples/chatd \
+	$(HIREDIS_CFLAGS)
 tests_test_chatd_CFLAGS = $(TEST_CFLAGS)
-tests_test_chatd_LDADD = $(TEST_LDADD)
+tests_test_chatd_LDADD = $(TEST_LDADD) $(CHATD_REDIS_LIBS)

@@ -32,6 +32,12 @@ static const option_doc docs[] = {
                             "flood control)"},
     {"flood-burst", "LINES", "lines a client may send at once"},
     {"log-level", "LEVEL", "error, warn, info or debug"},
+    {"redis", "HOST:PORT", "federate with the daemons sharing this "
+                           "redis-server (none: alone)"},
+    {"node-id", "ID", "this daemon's name in the federation [default: "
+                      "host-pid]"},
+    {"lease-ms", "MS", "nick claims and heartbeat expire after this; a "
+                       "lost node's users quit within it"},
     {"help", NULL, "show this and exit"},
     {"version", NULL, "show the version and exit"},
 };
@@ -59,6 +65,7 @@ static void default_of(const chat_options *o, const char *name, char *buf,
   D("flood-rate", "%g", o->flood_rate);
   D("flood-burst", "%g", o->flood_burst);
   D("log-level", "%s", "info");
+  D("lease-ms", "%u", o->lease_ms);
 #undef D
 }
 
@@ -110,7 +117,8 @@ static int parse_options(int argc, char **argv, chat_options *o) {
                    strcmp(name, "password") && strcmp(name, "motd") &&
                    strcmp(name, "log-level") && strcmp(name, "help") &&
                    strcmp(name, "version") && strcmp(name, "flood-rate") &&
-                   strcmp(name, "flood-burst");
+                   strcmp(name, "flood-burst") && strcmp(name, "redis") &&
+                   strcmp(name, "node-id");
     if (numeric && parse_uint(optarg, &v) != 0) {
       fprintf(stderr, "hark-chatd: --%s wants a number, not '%s'\n", name,
               optarg);
@@ -139,6 +147,31 @@ static int parse_options(int argc, char **argv, chat_options *o) {
       }
       snprintf(o->host, sizeof o->host, "%.*s", (int)hl, h);
       o->port = (int)port;
+    } else if (!strcmp(name, "redis")) {
+#ifndef HARK_CHATD_REDIS
+      fprintf(stderr, "hark-chatd: built without Redis (hiredis): "
+                      "--redis is not available\n");
+      return -1;
+#endif
+      const char *colon = strrchr(optarg, ':');
+      unsigned long long port;
+      if (colon == NULL || parse_uint(colon + 1, &port) != 0 || port == 0 ||
+          port > 65535 || (size_t)(colon - optarg) >= sizeof o->redis_host) {
+        fprintf(stderr, "hark-chatd: --redis wants HOST:PORT\n");
+        return -1;
+      }
+      snprintf(o->redis_host, sizeof o->redis_host, "%.*s",
+               (int)(colon - optarg), optarg);
+      o->redis_port = (int)port;
+    } else if (!strcmp(name, "node-id")) {
+      if (strlen(optarg) >= sizeof o->node_id || optarg[0] == '\0' ||
+          strpbrk(optarg, " \t:") != NULL) {
+        fprintf(stderr, "hark-chatd: bad --node-id\n");
+        return -1;
+      }
+      snprintf(o->node_id, sizeof o->node_id, "%s", optarg);
+    } else if (!strcmp(name, "lease-ms")) {
+      o->lease_ms = v < 300 ? 300 : (unsigned)v;
     } else if (!strcmp(name, "name")) {
       if (strlen(optarg) >= sizeof o->name || strchr(optarg, ' ')) {
         fprintf(stderr, "hark-chatd: bad --name\n");

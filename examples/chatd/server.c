@@ -26,6 +26,7 @@ void chat_options_default(chat_options *o) {
   o->flood_rate = 20;
   o->flood_burst = 100;
   o->log_level = LOG_INFO;
+  o->lease_ms = 10000;
 }
 
 void server_mark_dirty(chat_server *srv, chat_session *s) {
@@ -136,6 +137,9 @@ void server_stats_line(chat_server *srv, char *buf, size_t cap) {
            hark_live_count(NULL), hark_live_count("chat_session"),
            hark_live_count("chat_channel"), srv->lines_in, srv->bytes_out,
            srv->sendq_kills, srv->flood_waits);
+  size_t used = strlen(buf);
+  if (used < cap)
+    fed_stats(srv, buf + used, cap - used);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -230,6 +234,11 @@ int server_start(chat_server *srv, uv_loop_t *loop, const chat_options *opt) {
   uv_signal_start(&srv->sigusr1, on_signal, SIGUSR1);
   uv_timer_start(&srv->tick, on_tick, 1000, 1000);
   uv_prepare_start(&srv->prepare, on_prepare);
+  if (fed_start(srv) != 0) {
+    log_error("federation: cannot start");
+    server_stop(srv, NULL);
+    return UV_ENOMEM;
+  }
   return 0;
 }
 
@@ -249,6 +258,7 @@ void server_stop(chat_server *srv, const char *why) {
       server_schedule_close(srv, s, why ? why : "Server shutting down");
   }
   run_closings(srv);
+  fed_stop(srv); /* after the QUITs went out */
   while (srv->dirty != NULL) { /* their closing writes were best effort */
     chat_session *s = srv->dirty;
     srv->dirty = s->dirty_next;
@@ -266,6 +276,7 @@ void server_stop(chat_server *srv, const char *why) {
 }
 
 void server_free(chat_server *srv) {
+  fed_free(srv);
   hark_signal **sigs[] = {&srv->sig_message, &srv->sig_join, &srv->sig_part,
                           &srv->sig_quit,    &srv->sig_nick, &srv->sig_topic,
                           &srv->sig_mode};
