@@ -41,13 +41,14 @@ fuzz/fuzz-session: fuzz/fuzz-session.c $(libhark_la_SOURCES) \
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(top_srcdir)/fuzz/fuzz-session.c \
 		$$srcs $(FUZZ_LIBS)
 
-fuzz/fuzz-model: fuzz/fuzz-model.c tests/model.h $(libhark_la_SOURCES) \
+fuzz/fuzz-model: fuzz/fuzz-model.c tests/model.h tests/util.h \
+		$(libhark_la_SOURCES) \
 		$(fuzz_headers)
 	@$(MKDIR_P) fuzz
 	@srcs=; list='$(libhark_la_SOURCES)'; $(fuzz_c); \
 	echo "$(FUZZ_CC) ... -o $@ fuzz/fuzz-model.c$$srcs"; \
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -I$(top_srcdir)/tests -o $@ \
-		$(top_srcdir)/fuzz/fuzz-model.c $$srcs $(FUZZ_LIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -I$(top_srcdir)/tests $(CHECK_CFLAGS) -o $@ \
+		$(top_srcdir)/fuzz/fuzz-model.c $$srcs $(CHECK_LIBS) $(FUZZ_LIBS)
 
 fuzz: $(fuzz_programs)
 
