@@ -1,14 +1,17 @@
 /* bench-signal: what a hark send, connect and connection cost, as ratios
- * to baselines measured in the same process (issue 3, "Performance").
+ * to baselines measured in the same process (issue 3, "Performance"), side
+ * by side with the peers configure found (issue 5): GObject signals,
+ * libsigc++ 3 and Boost.Signals2 (bench/peer-*.c*, see bench/peers.h).
  *
  * Every case has a list of implementations ("impls"): the first is the
  * baseline (the raw loop over an array of function pointers, ideal
  * per-sender arrays, a signal holding only the matching receivers, or an
- * empty signal), the others are timed against it: hark now, peers such as
- * GObject or libsigc++ later (one more impl entry per case). All of them
- * call the same receiver function on the same receiver objects, so the
- * receiver body is identical and each one's calls can be counted: after
- * every batch each receiver must have been called exactly as often as
+ * empty signal), the others are timed against it: hark, then the peers
+ * (appended at start-up to the send, filtered and connect cases). The
+ * baseline and hark call the same receiver function on the same receiver
+ * objects; a peer's receivers are its own (a sigc::trackable, a GObject,
+ * a shared_ptr'd object) with the same body, one increment. After every
+ * batch each receiver must have been called exactly as often as
  * expected, else the program says so and exits 1.
  *
  * Timing: batches of a calibrated number of iterations (about --batch-ms
@@ -19,11 +22,16 @@
  *   bench-signal                      all cases, one table
  *   bench-signal --case send64        one case
  *   bench-signal --list               case names
+ *   bench-signal --impls send64       the impls of a case (callgrind.sh)
+ *   bench-signal --data FILE          also write "case N impl ns ratio"
+ *                                     lines for bench/plot.sh
  *   bench-signal --case send64 --impl hark --iters 100000
  *       one run of fixed length without timing, for valgrind (prints the
  *       number of ops it made: callgrind.sh subtracts two such runs)
  */
 #include <hark.h>
+
+#include "peers.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -155,9 +163,10 @@ typedef struct impl {
   /* Runs iters iterations; returns the ops made (receiver calls, or
    * connect+disconnect pairs), or -1 if a call returned a wrong value. */
   long (*run)(void *st, long iters);
+  const bench_peer *peer; /* a peer: run and check are the peer's */
 } impl;
 
-#define MAX_IMPLS 6
+#define MAX_IMPLS 10
 
 typedef struct bcase {
   const char *id;    /* for --case */
@@ -173,6 +182,8 @@ typedef struct bcase {
   double target;         /* ratio (kind 'r') or ns per op (kind 'n') */
   char kind;             /* 'r', 'n', 'f' (ns and flat), '-' (none) */
   const char *target_text;
+  int peers; /* 1 + enum bench_kind of the peers' version, 0: hark only */
+  void *pst[MAX_IMPLS]; /* the peers' states while the case runs */
 } bcase;
 
 static int check_counts(rcv **r, size_t n, unsigned long want,
@@ -454,32 +465,38 @@ static int conn_check(void *p, int which, long iters) {
   return bad;
 }
 
+#define IMPLS(base, basefn, harkfn)                                           \
+  { {base, basefn, NULL}, {"hark", harkfn, NULL} }
+#define SEND(id, title, n, target, kind, text)                                 \
+  {id, title, "call", n, send_setup, send_teardown, send_check,                \
+   IMPLS("raw", send_raw, send_hark), target, kind, text, 1 + BENCH_SEND,     \
+   {NULL}}
+#define SCALE(id, title, nsend)                                                \
+  {id, title, "call", nsend, big_setup, big_teardown, big_check,               \
+   IMPLS("small-sig", big_small, big_hark), 1.2, 'r', "<=1.2x small", 0,      \
+   {NULL}}
+#define CONN(id, title, n)                                                     \
+  {id, title, "pair", n, conn_setup, conn_teardown, conn_check,                \
+   IMPLS("N=0", conn_empty, conn_hark), 100, 'f', "<=100 ns, flat",           \
+   1 + BENCH_CONNECT, {NULL}}
+
 static bcase cases[] = {
-    {"send1", "send, N=1 (ns per send)", "call", 1, send_setup, send_teardown,
-     send_check, {{"raw", send_raw}, {"hark", send_hark}}, 12, 'n',
-     "<=12 ns"},
-    {"send8", "send, N=8", "call", 8, send_setup, send_teardown, send_check,
-     {{"raw", send_raw}, {"hark", send_hark}}, 0, '-', "-"},
-    {"send64", "send, N=64", "call", 64, send_setup, send_teardown,
-     send_check, {{"raw", send_raw}, {"hark", send_hark}}, 1.3, 'r',
-     "<=1.3x raw"},
-    {"send512", "send, N=512", "call", 512, send_setup, send_teardown,
-     send_check, {{"raw", send_raw}, {"hark", send_hark}}, 0, '-', "-"},
+    SEND("send1", "send, N=1 (ns per send)", 1, 12, 'n', "<=12 ns"),
+    SEND("send8", "send, N=8", 8, 0, '-', "-"),
+    SEND("send64", "send, N=64", 64, 1.3, 'r', "<=1.3x raw"),
+    SEND("send512", "send, N=512", 512, 0, '-', "-"),
     {"filtered", "filtered, 512 rcv / 64 senders", "call", 64, filt_setup,
-     filt_teardown, filt_check, {{"ideal", filt_raw}, {"hark", filt_hark}},
-     1.5, 'r', "<=1.5x ideal"},
-    {"big", "filtered, 1e6 rcv / 1e5 senders", "call", 100000, big_setup,
-     big_teardown, big_check, {{"small-sig", big_small}, {"hark", big_hark}},
-     1.2, 'r', "<=1.2x small"},
-    {"connect0", "connect+disconnect, N=0", "pair", 0, conn_setup,
-     conn_teardown, conn_check, {{"N=0", conn_empty}, {"hark", conn_hark}},
-     100, 'f', "<=100 ns, flat"},
-    {"connect1k", "connect+disconnect, N=1000", "pair", 1000, conn_setup,
-     conn_teardown, conn_check, {{"N=0", conn_empty}, {"hark", conn_hark}},
-     100, 'f', "<=100 ns, flat"},
-    {"connect100k", "connect+disconnect, N=100000", "pair", 100000,
-     conn_setup, conn_teardown, conn_check,
-     {{"N=0", conn_empty}, {"hark", conn_hark}}, 100, 'f', "<=100 ns, flat"},
+     filt_teardown, filt_check, IMPLS("ideal", filt_raw, filt_hark), 1.5, 'r',
+     "<=1.5x ideal", 1 + BENCH_FILTERED, {NULL}},
+    /* the scaling case: 10 receivers per sender, ever more senders */
+    SCALE("scale100", "scaling, 1e2 rcv / 10 senders", 10),
+    SCALE("scale1k", "scaling, 1e3 rcv / 1e2 senders", 100),
+    SCALE("scale10k", "scaling, 1e4 rcv / 1e3 senders", 1000),
+    SCALE("scale100k", "scaling, 1e5 rcv / 1e4 senders", 10000),
+    SCALE("big", "scaling, 1e6 rcv / 1e5 senders", 100000),
+    CONN("connect0", "connect+disconnect, N=0", 0),
+    CONN("connect1k", "connect+disconnect, N=1000", 1000),
+    CONN("connect100k", "connect+disconnect, N=100000", 100000),
 };
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
 
@@ -508,12 +525,100 @@ static int nimpls(const bcase *c) {
   return n;
 }
 
+/* ---- peers ------------------------------------------------------------ */
+
+typedef struct peer_lib {
+  const char *lib, *pkg; /* library, Debian package */
+  const bench_peer *v;   /* variants; NULL: not found by configure */
+  int n;
+} peer_lib;
+
+static peer_lib libs[] = {
+    {"GObject", "libglib2.0-dev", NULL, 0},
+    {"libsigc++ 3", "libsigc++-3.0-dev", NULL, 0},
+    {"Boost.Signals2", "libboost-dev", NULL, 0},
+};
+#define NLIBS (sizeof(libs) / sizeof(libs[0]))
+
+/* Appends every peer variant found to the cases that have a peer form. */
+static void add_peers(bcase *cs, size_t ncases) {
+#ifdef BENCH_HAVE_GOBJECT
+  libs[0].v = bench_peers_gobject;
+  libs[0].n = bench_npeers_gobject;
+#endif
+#ifdef BENCH_HAVE_SIGCXX
+  libs[1].v = bench_peers_sigc;
+  libs[1].n = bench_npeers_sigc;
+#endif
+#ifdef BENCH_HAVE_BOOST
+  libs[2].v = bench_peers_boost;
+  libs[2].n = bench_npeers_boost;
+#endif
+  for (size_t k = 0; k < ncases; k++) {
+    int ni = 0;
+    while (ni < MAX_IMPLS && cs[k].impls[ni].run != NULL)
+      ni++;
+    if (cs[k].peers == 0)
+      continue;
+    for (size_t l = 0; l < NLIBS; l++)
+      for (int v = 0; v < libs[l].n && ni < MAX_IMPLS; v++) {
+        const bench_peer *p = &libs[l].v[v];
+        cs[k].impls[ni].name = p->name;
+        cs[k].impls[ni].run = p->run;
+        cs[k].impls[ni].peer = p;
+        ni++;
+      }
+  }
+}
+
+/* Sets up the case and its peers (only: just that impl's peer, or all
+ * when -1). */
+static void *case_setup(bcase *c, int only) {
+  void *st = c->setup(c->param);
+  for (int i = 0; i < MAX_IMPLS && c->impls[i].run != NULL; i++) {
+    const bench_peer *p = c->impls[i].peer;
+    if (p != NULL && (only < 0 || only == i) &&
+        (c->pst[i] = p->setup((enum bench_kind)(c->peers - 1), c->param)) ==
+            NULL)
+      die_oom(p->name);
+  }
+  return st;
+}
+
+static void case_teardown(bcase *c, void *st) {
+  for (int i = 0; i < MAX_IMPLS && c->impls[i].run != NULL; i++)
+    if (c->impls[i].peer != NULL && c->pst[i] != NULL) {
+      c->impls[i].peer->teardown(c->pst[i]);
+      c->pst[i] = NULL;
+    }
+  c->teardown(st);
+}
+
+/* receivers in the case (the plots' x axis) */
+static size_t case_n(const bcase *c) {
+  if (c->peers == 1 + BENCH_FILTERED)
+    return c->param * BENCH_PER;
+  if (c->peers == 0)
+    return c->param * 10; /* the scaling cases: 10 per sender */
+  return c->param;
+}
+
+static long impl_run(bcase *c, void *st, int i, long iters) {
+  const bench_peer *p = c->impls[i].peer;
+  return p != NULL ? p->run(c->pst[i], iters) : c->impls[i].run(st, iters);
+}
+
+static int impl_check(bcase *c, void *st, int i, long iters) {
+  const bench_peer *p = c->impls[i].peer;
+  return p != NULL ? p->check(c->pst[i], iters) : c->check(st, i, iters);
+}
+
 /* One batch: ns per op, or -1 after reporting a failure. */
 static double batch(bcase *c, void *st, int which, long iters) {
   double t0 = now_ns();
-  long ops = c->impls[which].run(st, iters);
+  long ops = impl_run(c, st, which, iters);
   double t1 = now_ns();
-  if (ops <= 0 || c->check(st, which, iters) != 0) {
+  if (ops <= 0 || impl_check(c, st, which, iters) != 0) {
     fprintf(stderr, "bench-signal: %s/%s: wrong calls or results\n", c->id,
             c->impls[which].name);
     failures++;
@@ -526,9 +631,11 @@ static long calibrate(bcase *c, void *st, int which, double batch_ns) {
   long iters = 1;
   for (;;) {
     double t0 = now_ns();
-    long ops = c->impls[which].run(st, iters);
+    long ops = impl_run(c, st, which, iters);
     double t = now_ns() - t0;
-    if (ops <= 0 || c->check(st, which, iters) != 0) {
+    if (ops <= 0 || impl_check(c, st, which, iters) != 0) {
+      fprintf(stderr, "bench-signal: %s/%s: wrong calls or results\n", c->id,
+              c->impls[which].name);
       failures++;
       return -1;
     }
@@ -547,7 +654,7 @@ typedef struct result {
 } result;
 
 static int time_case(bcase *c, int nbatches, double batch_ns, result *res) {
-  void *st = c->setup(c->param);
+  void *st = case_setup(c, -1);
   int ni = nimpls(c);
   long iters[MAX_IMPLS];
   double *samples = malloc((size_t)nbatches * ni * sizeof(double));
@@ -582,7 +689,7 @@ static int time_case(bcase *c, int nbatches, double batch_ns, result *res) {
       res->ns[i] = samples[i * nbatches + nbatches / 2];
     }
   free(samples);
-  c->teardown(st);
+  case_teardown(c, st);
   return ok ? 0 : -1;
 }
 
@@ -723,7 +830,8 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: bench-signal [--case ID] [--batches K] [--batch-ms MS]\n"
           "       bench-signal --case ID --impl NAME --iters N   (valgrind)\n"
-          "       bench-signal --list\n");
+          "       bench-signal --list | --impls ID\n"
+          "       bench-signal --data FILE   (also writes the plot data)\n");
 }
 
 static bcase *find_case(const char *id) {
@@ -747,12 +855,12 @@ static int single_run(bcase *c, const char *impl_name, long iters) {
     fprintf(stderr, ")\n");
     return 2;
   }
-  void *st = c->setup(c->param);
-  long ops = c->impls[which].run(st, 1);
-  int bad = ops <= 0 || c->check(st, which, 1) != 0;
-  long ops2 = bad ? -1 : c->impls[which].run(st, iters);
-  bad = bad || ops2 <= 0 || c->check(st, which, iters) != 0;
-  c->teardown(st);
+  void *st = case_setup(c, which);
+  long ops = impl_run(c, st, which, 1);
+  int bad = ops <= 0 || impl_check(c, st, which, 1) != 0;
+  long ops2 = bad ? -1 : impl_run(c, st, which, iters);
+  bad = bad || ops2 <= 0 || impl_check(c, st, which, iters) != 0;
+  case_teardown(c, st);
   if (bad) {
     fprintf(stderr, "bench-signal: %s/%s: wrong calls or results\n", c->id,
             impl_name);
@@ -764,11 +872,12 @@ static int single_run(bcase *c, const char *impl_name, long iters) {
 }
 
 int main(int argc, char **argv) {
-  const char *only = NULL, *impl_name = NULL;
+  const char *only = NULL, *impl_name = NULL, *data_path = NULL;
   long iters = 0;
   int nbatches = 21;
   double batch_ms = 2;
-  for (int i = 1; i < argc; i++) {
+  add_peers(cases, NCASES);
+  for (int i = 1; i < argc; i += 2) { /* OPTION VALUE pairs */
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--list") == 0) {
@@ -782,6 +891,17 @@ int main(int argc, char **argv) {
     } else if (v == NULL) {
       usage(stderr);
       return 2;
+    } else if (strcmp(a, "--impls") == 0) {
+      bcase *c = find_case(v);
+      if (c == NULL) {
+        fprintf(stderr, "bench-signal: no case %s (see --list)\n", v);
+        return 2;
+      }
+      for (int k = 0; k < nimpls(c); k++)
+        printf("%s\n", c->impls[k].name);
+      return 0;
+    } else if (strcmp(a, "--data") == 0) {
+      data_path = v;
     } else if (strcmp(a, "--case") == 0) {
       only = v;
     } else if (strcmp(a, "--impl") == 0) {
@@ -796,7 +916,6 @@ int main(int argc, char **argv) {
       usage(stderr);
       return 2;
     }
-    i++;
   }
   if (nbatches < 1 || batch_ms <= 0 || (iters > 0) != (impl_name != NULL) ||
       (iters > 0 && only == NULL)) {
@@ -813,10 +932,23 @@ int main(int argc, char **argv) {
   if (iters > 0)
     return single_run(find_case(only), impl_name, iters);
 
+  FILE *data = NULL;
+  if (data_path != NULL && (data = fopen(data_path, "w")) == NULL) {
+    fprintf(stderr, "bench-signal: %s: %s\n", data_path, strerror(errno));
+    return 2;
+  }
+  if (data != NULL)
+    fprintf(data, "# case N impl ns_per_op ratio_to_baseline\n");
+
   printf("hark bench-signal: medians of %d batches of ~%.0f ms, alternating "
-         "with the baseline\n\n", nbatches, batch_ms);
-  printf("%-36s %12s %12s %-10s %8s  %-15s %s\n", "case", "hark ns/op",
-         "base ns/op", "base", "ratio", "target", "met?");
+         "with the baseline\n", nbatches, batch_ms);
+  printf("peers:");
+  for (size_t l = 0; l < NLIBS; l++)
+    printf("%s %s %s", l ? "," : "", libs[l].lib,
+           libs[l].v != NULL ? "found" : "skipped (not installed)");
+  printf("\n\n");
+  printf("%-33s %-14s %10s %10s %-9s %8s  %-15s %s\n", "case", "impl",
+         "ns/op", "base ns", "base", "ratio", "target", "met?");
   int missed = 0;
   for (size_t k = 0; k < NCASES; k++) {
     bcase *c = &cases[k];
@@ -824,26 +956,41 @@ int main(int argc, char **argv) {
       continue;
     result res;
     if (time_case(c, nbatches, batch_ms * 1e6, &res) != 0) {
-      printf("%-36s FAILED (receivers not called as expected)\n", c->title);
+      printf("%-33s FAILED (receivers not called as expected)\n", c->title);
       continue;
     }
+    if (data != NULL)
+      fprintf(data, "%s %zu %s %.4f 1\n", c->id,
+              case_n(c),
+              c->impls[0].name, res.ns[0]);
     for (int i = 1; i < nimpls(c); i++) {
       double ratio = res.ratio[i];
       const char *met = "-";
-      if (c->kind == 'r')
+      if (i == 1 && c->kind == 'r')
         met = ratio <= c->target ? "yes" : "NO";
-      else if (c->kind == 'n')
+      else if (i == 1 && c->kind == 'n')
         met = res.ns[i] <= c->target ? "yes" : "NO";
-      else if (c->kind == 'f')
+      else if (i == 1 && c->kind == 'f')
         met = res.ns[i] <= c->target && ratio <= FLAT_RATIO ? "yes" : "NO";
       missed += strcmp(met, "NO") == 0;
-      char title[80];
-      snprintf(title, sizeof(title), "%s%s%s", c->title, i > 1 ? " " : "",
-               i > 1 ? c->impls[i].name : "");
-      printf("%-36s %12.2f %12.2f %-10s %7.2fx  %-15s %s\n", title, res.ns[i],
-             res.ns[0], c->impls[0].name, ratio, c->target_text, met);
+      printf("%-33s %-14s %10.2f %10.2f %-9s %7.2fx  %-15s %s\n",
+             i == 1 ? c->title : "", c->impls[i].name, res.ns[i], res.ns[0],
+             c->impls[0].name, ratio, i == 1 ? c->target_text : "", met);
+      if (data != NULL)
+        fprintf(data, "%s %zu %s %.4f %.4f\n", c->id,
+                case_n(c),
+                c->impls[i].name, res.ns[i], ratio);
       fflush(stdout);
     }
+    if (c->peers != 0)
+      for (size_t l = 0; l < NLIBS; l++)
+        if (libs[l].v == NULL)
+          printf("%-33s %-14s skipped (not installed: %s)\n", "",
+                 libs[l].lib, libs[l].pkg);
+  }
+  if (data != NULL && fclose(data) != 0) {
+    fprintf(stderr, "bench-signal: %s: %s\n", data_path, strerror(errno));
+    failures++;
   }
   if (only == NULL || strcmp(only, "memory") == 0) {
     static const struct {
@@ -854,17 +1001,24 @@ int main(int argc, char **argv) {
     for (size_t k = 0; k < sizeof(mem) / sizeof(mem[0]); k++) {
       memres mr;
       if (measure_memory(mem[k].m, mem[k].nsend, &mr) != 0) {
-        printf("%-36s FAILED\n", mem[k].title);
+        printf("%-33s FAILED\n", mem[k].title);
         continue;
       }
       const char *met = mr.foot <= 64 ? "yes" : "NO";
       missed += strcmp(met, "NO") == 0;
-      printf("%-36s %10.1f B %10.1f B %-10s %8s  %-15s %s\n", mem[k].title,
+      printf("%-33s %-14s %8.1f B %8.1f B %-9s %8s  %-15s %s\n",
+             mem[k].title, "hark",
              mr.foot, mr.req, "requested", "-", "<=64 B (malloc)", met);
     }
   }
-  printf("\nratio: median over batches of hark / the baseline batch run "
-         "beside it.\n");
+  printf("\nratio: median over batches of the impl / the baseline batch run "
+         "in the same round.\n");
+  printf("peers: gobject = g_signal_connect, gobject-object = "
+         "g_signal_connect_object (GObject\nreceivers), sigc++ = "
+         "sigc::trackable receivers, boost = plain slots, boost-tracked =\n"
+         "slot.track_foreign(shared_ptr); filtered: a GObject instance or a "
+         "signal per sender.\nTargets are hark's (issue 3); met? is for "
+         "hark only.\n");
   printf("base: raw = loop over an array of {fn, self} calling the same "
          "receiver; ideal = per-sender\narrays found by index; small-sig = "
          "a signal holding only the matching receivers; N=0 = the\nsame "

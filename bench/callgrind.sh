@@ -1,14 +1,16 @@
 #!/bin/sh
-# callgrind.sh: instructions per op of hark and of each case's baseline,
-# repeatable where wall-clock times are not (shared machines).
+# callgrind.sh: instructions per op of hark, of each peer bench-signal was
+# built with (GObject, libsigc++, Boost.Signals2) and of each case's
+# baseline, repeatable where wall-clock times are not (shared machines).
 #
-#   cd _build && ../bench/callgrind.sh [case ...]
+#   cd _build && ../bench/callgrind.sh [case ...]     (or make bench-callgrind)
 #
 # Each (case, impl) runs twice under valgrind --tool=callgrind with N1 and
 # N2 iterations; setup, warm-up and teardown are identical in both runs, so
 #   instructions/op = (Ir(N2) - Ir(N1)) / (ops(N2) - ops(N1)).
 # Environment: BENCH (the program, default bench/bench-signal in the
-# current build directory), N1, N2 (iterations; defaults per case below).
+# current build directory), N1, N2 (iterations; defaults per case below),
+# IMPLS (space-separated impls to measure; default: all of the case's).
 set -eu
 
 BENCH=${BENCH:-bench/bench-signal}
@@ -59,8 +61,8 @@ connect0 N=0 2000 12000 pair
 connect1k N=0 2000 12000 pair
 connect100k N=0 2000 12000 pair'
 
-printf '%-12s %-5s %12s %12s %-10s %8s\n' case unit "hark Ir/op" "base Ir/op" \
-  base ratio
+printf '%-12s %-5s %-15s %12s %12s %-10s %9s\n' case unit impl "Ir/op" \
+  "base Ir/op" base ratio
 echo "$cases" | while read -r c base n1 n2 unit; do
   if [ $# -gt 0 ]; then
     want=no
@@ -69,8 +71,13 @@ echo "$cases" | while read -r c base n1 n2 unit; do
   fi
   n1=${N1:-$n1}
   n2=${N2:-$n2}
-  h=$(per_op "$c" hark "$n1" "$n2")
   b=$(per_op "$c" "$base" "$n1" "$n2")
-  r=$(awk -v h="$h" -v b="$b" 'BEGIN { printf "%.2f", h / b }')
-  printf '%-12s %-5s %12s %12s %-10s %7sx\n' "$c" "$unit" "$h" "$b" "$base" "$r"
+  impls=${IMPLS:-$($RUN "$BENCH" --impls "$c" | grep -vx "$base")}
+  for i in $impls; do
+    "$BENCH" --impls "$c" | grep -qx "$i" || continue
+    h=$(per_op "$c" "$i" "$n1" "$n2")
+    r=$(awk -v h="$h" -v b="$b" 'BEGIN { printf "%.2f", h / b }')
+    printf '%-12s %-5s %-15s %12s %12s %-10s %8sx\n' "$c" "$unit" "$i" "$h" \
+      "$b" "$base" "$r"
+  done
 done
