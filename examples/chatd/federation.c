@@ -70,7 +70,7 @@ struct fed_bridge {
   int port;
   unsigned lease;
   redisAsyncContext *cmd, *sub;
-  bool cmd_up, sub_up, up, stopping;
+  bool cmd_up, sub_up, up, stopping, connecting;
   uv_timer_t tick, retry;
   unsigned backoff;
   uint64_t up_at;
@@ -96,7 +96,7 @@ static const char CLAIM[] =
 static const char RELEASE[] =
     "if redis.call('get',KEYS[1])==ARGV[1] then "
     "return redis.call('del',KEYS[1]) end return 0";
-/* KEYS mem meta ops; ARGV nick value key. Drops members of dead nodes,
+/* KEYS mem meta ops; ARGV nick value key name. Drops members of dead nodes,
  * checks the key, adds the member (operator if first), returns
  * {ok, op, meta, mem, ops}. */
 static const char JOIN[] =
@@ -108,6 +108,7 @@ static const char JOIN[] =
     "end "
     "local k=redis.call('hget',KEYS[2],'key') "
     "if k and k~=ARGV[3] then return {0} end "
+    "redis.call('hsetnx',KEYS[2],'name',ARGV[4]) "
     "local op=0 if redis.call('hlen',KEYS[1])==0 then op=1 "
     "redis.call('sadd',KEYS[3],ARGV[1]) end "
     "redis.call('hset',KEYS[1],ARGV[1],ARGV[2]) "
@@ -248,6 +249,8 @@ void fed_channel_load(chat_channel *c, const fed_join_state *st) {
     return;
   if (st->key != NULL && st->key[0] != '\0')
     channel_set_key(c, st->key);
+  if (st->name != NULL && irc_casecmp(st->name, c->name) == 0)
+    snprintf(c->name, sizeof c->name, "%s", st->name); /* the network's */
   if (st->topic != NULL && st->topic[0] != '\0') {
     snprintf(c->topic, sizeof c->topic, "%s", st->topic);
     snprintf(c->topic_by, sizeof c->topic_by, "%s",
@@ -664,6 +667,7 @@ static void free_state(fed_join_state *st) {
   if (st == NULL)
     return;
   free(st->key);
+  free(st->name);
   free(st->topic);
   free(st->topic_by);
   free(st->members);
@@ -695,6 +699,7 @@ static bool parse_join(fed_bridge *b, redisReply *r, fed_join_state *st) {
   st->op = r->element[1]->integer == 1;
   redisReply *meta = r->element[2], *mem = r->element[3], *ops = r->element[4];
   st->key = dup_or_null(hget(meta, "key"));
+  st->name = dup_or_null(hget(meta, "name"));
   st->topic = dup_or_null(hget(meta, "topic"));
   st->topic_by = dup_or_null(hget(meta, "topic_by"));
   const char *at = hget(meta, "topic_at");
@@ -764,8 +769,9 @@ static void join_send(join_req *r) {
   snprintf(r->nick, sizeof r->nick, "%s", s->nick);
   hark_unref(s);
   r->sub->pending++;
-  redisAsyncCommand(b->cmd, on_join_reply, r, "EVAL %s 3 %s %s %s %s %s %s",
-                    JOIN, mem, meta, ops, r->nick, val, r->key);
+  redisAsyncCommand(b->cmd, on_join_reply, r,
+                    "EVAL %s 3 %s %s %s %s %s %s %s", JOIN, mem, meta, ops,
+                    r->nick, val, r->key, r->name);
 }
 
 /* No Redis after all: the join goes on locally. */
@@ -1003,7 +1009,9 @@ static void scan_nodes(fed_bridge *b) {
 /* ---- the link ------------------------------------------------------------ */
 
 static void heartbeat(fed_bridge *b) {
-  fire(b, "SET hark:hb:%s %s PX %u", b->node, b->node, b->lease);
+  /* renewed every lease/3 and lasting 2/3 of it: a dead node is seen by
+   * the scan (also every lease/3) within the lease */
+  fire(b, "SET hark:hb:%s %s PX %u", b->node, b->node, b->lease * 2 / 3);
 }
 
 static void renew_all(fed_bridge *b) {
@@ -1050,6 +1058,8 @@ static void readd_channel(void *obj, void *data) {
 
 static void link_up(fed_bridge *b) {
   b->up = true;
+  b->connecting = false;
+  uv_timer_stop(&b->retry);
   b->up_at = uv_now(b->srv->loop);
   b->backoff = 100;
   log_info("redis %s:%d: connected as node %s", b->host, b->port, b->node);
@@ -1061,19 +1071,19 @@ static void link_up(fed_bridge *b) {
 }
 
 static void on_retry(uv_timer_t *t);
+static void drop_ctx(redisAsyncContext *ac);
 
 static void link_down(fed_bridge *b, const char *why) {
   if (b->up)
     log_warn("redis %s:%d: lost (%s); serving local traffic, reconnecting",
              b->host, b->port, why);
   b->up = false;
+  b->connecting = false;
   b->cmd_up = b->sub_up = false;
   redisAsyncContext *cmd = b->cmd, *sub = b->sub;
   b->cmd = b->sub = NULL;
-  if (cmd != NULL)
-    redisAsyncDisconnect(cmd);
-  if (sub != NULL)
-    redisAsyncDisconnect(sub);
+  drop_ctx(cmd);
+  drop_ctx(sub);
   /* Joins waiting for a subscription go on locally. */
   for (fed_sub *s = b->subs; s != NULL; s = s->next) {
     s->state = SUB_NONE;
@@ -1097,6 +1107,7 @@ static void on_connect(const redisAsyncContext *ac, int status) {
   if (ac != b->cmd && ac != b->sub)
     return; /* given up on already */
   if (status != REDIS_OK) {
+    log_debug("redis %s:%d: %s", b->host, b->port, ac->errstr);
     if (ac == b->cmd)
       b->cmd = NULL; /* hiredis frees it */
     else
@@ -1142,15 +1153,47 @@ static redisAsyncContext *connect_one(fed_bridge *b) {
   return ac;
 }
 
+static void drop_ctx(redisAsyncContext *ac) {
+  if (ac == NULL)
+    return;
+  if (ac->c.flags & REDIS_CONNECTED)
+    redisAsyncDisconnect(ac);
+  else
+    redisAsyncFree(ac);
+}
+
+/* Reconnects, and gives up on a connection attempt that has not finished
+ * within the deadline: hiredis 0.14's libuv adapter drops the poll error
+ * of a refused connection, which would otherwise never finish. */
 static void on_retry(uv_timer_t *t) {
   fed_bridge *b = t->data;
-  if (b->stopping || b->cmd != NULL || b->sub != NULL)
+  if (b->stopping)
+    return;
+  if (b->connecting) {
+    b->connecting = false;
+    if (b->up)
+      return;
+    log_debug("redis %s:%d: connection attempt timed out", b->host, b->port);
+    redisAsyncContext *cmd = b->cmd, *sub = b->sub;
+    b->cmd = b->sub = NULL;
+    b->cmd_up = b->sub_up = false;
+    drop_ctx(cmd);
+    drop_ctx(sub);
+    link_down(b, "connect timeout");
+    return;
+  }
+  if (b->cmd != NULL || b->sub != NULL)
     return;
   b->reconnects++;
+  log_debug("redis %s:%d: reconnecting", b->host, b->port);
   b->cmd = connect_one(b);
   b->sub = connect_one(b);
-  if (b->cmd == NULL || b->sub == NULL)
+  if (b->cmd == NULL || b->sub == NULL) {
     link_down(b, "connect");
+    return;
+  }
+  b->connecting = true;
+  uv_timer_start(&b->retry, on_retry, 1000, 0);
 }
 
 static void on_tick(uv_timer_t *t) {
@@ -1224,10 +1267,7 @@ int fed_start(chat_server *srv) {
   unsigned period = b->lease / 3 ? b->lease / 3 : 1;
   uv_timer_start(&b->tick, on_tick, period, period);
   srv->fed = b;
-  b->cmd = connect_one(b);
-  b->sub = connect_one(b);
-  if (b->cmd == NULL || b->sub == NULL)
-    link_down(b, "connect");
+  on_retry(&b->retry);
   log_info("federation: node %s, redis %s:%d, lease %u ms", b->node, b->host,
            b->port, b->lease);
   return 0;
@@ -1243,10 +1283,8 @@ void fed_stop(chat_server *srv) {
   redisAsyncContext *cmd = b->cmd, *sub = b->sub;
   b->cmd = b->sub = NULL;
   b->up = false;
-  if (cmd != NULL)
-    redisAsyncDisconnect(cmd);
-  if (sub != NULL)
-    redisAsyncDisconnect(sub);
+  drop_ctx(cmd);
+  drop_ctx(sub);
   uv_close((uv_handle_t *)&b->tick, NULL);
   uv_timer_stop(&b->retry);
   uv_close((uv_handle_t *)&b->retry, NULL);

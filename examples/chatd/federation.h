@@ -25,7 +25,7 @@ typedef struct fed_member {
 typedef struct fed_join_state {
   bool ok;  /* false: bad key (475) */
   bool op;  /* first member of the network: operator */
-  char *key, *topic, *topic_by;
+  char *key, *name, *topic, *topic_by;
   long long topic_at;
   fed_member *members; /* the other nodes' members */
   size_t nmembers;

@@ -49,3 +49,14 @@ tests_test_chatd_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/examples/chatd \
 	$(HIREDIS_CFLAGS)
 tests_test_chatd_CFLAGS = $(TEST_CFLAGS)
 tests_test_chatd_LDADD = $(TEST_LDADD) $(CHATD_REDIS_LIBS)
+
+# Federation: a redis-server and three daemons as child processes (skipped
+# when redis-server is not installed).
+EXTRA_DIST += examples/chatd/federation-bench.sh
+if HAVE_HIREDIS
+check_PROGRAMS += tests/test-federation
+TESTS += tests/test-federation
+tests_test_federation_SOURCES = tests/chatd/test-federation.c
+tests_test_federation_CFLAGS = $(TEST_CFLAGS)
+tests_test_federation_LDADD = $(CHECK_LIBS)
+endif
