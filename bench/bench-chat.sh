@@ -68,7 +68,8 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pick_port() {
   local p
   for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 30000))
+    # below the ephemeral range (32768-): chatload's clients use those
+    p=$((10000 + RANDOM % 20000))
     if port_free "$p"; then
       echo "$p"
       return 0
@@ -76,8 +77,8 @@ pick_port() {
   done
   return 1
 }
-wait_listen() { # port pid
-  for _ in $(seq 100); do
+wait_listen() { # port pid (30 s: a loaded machine starts inspircd slowly)
+  for _ in $(seq 300); do
     kill -0 "$2" 2>/dev/null || return 1
     port_free "$1" || return 0
     sleep 0.1
@@ -178,6 +179,7 @@ if [ -n "$data" ]; then
   echo "# server case delivered_msgs_per_s p50_us p99_us" >"$data"
 fi
 
+echo "hark bench-chat: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 printf '%-11s %-12s %14s %10s %10s  %s\n' server case "delivered/s" "p50 us" \
   "p99 us" "clients x channels, senders x messages"
 failed=0
@@ -204,7 +206,7 @@ for srv in $servers; do
     pids+=("$pid")
     if ! wait_listen "$port" "$pid"; then
       printf '%-11s %-12s FAILED to start (see below)\n' "$srv" "$name"
-      tail -5 "$dir"/*log* >&2
+      tail -n 5 "$dir"/*log* >&2
       stop "$pid"
       failed=$((failed + 1))
       continue
@@ -219,7 +221,7 @@ for srv in $servers; do
     rps=$(sed -n 's/^delivered .*: \([0-9]*\) msg\/s$/\1/p' "$dir/out")
     got=$(sed -n 's/^delivered \([0-9]*\/[0-9]*\) .*/\1/p' "$dir/out")
     p50=$(sed -n 's/^latency p50 \([0-9]*\) us.*/\1/p' "$dir/out")
-    p99=$(sed -n 's/.* p99 \([0-9]*\) us.*/\1/p' "$dir/out")
+    p99=$(sed -n 's/^latency .* p99 \([0-9]*\) us.*/\1/p' "$dir/out")
     what="$clients x $channels, $([ "$senders" = 0 ] && echo all ||
       echo "$senders") x $messages"
     [ "$rate" != 0 ] && what="$what at $rate msg/s"
