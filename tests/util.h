@@ -125,4 +125,14 @@ static inline int test_failure_met(void) {
   return f != 0 && atomic_load(&test_allocs) >= f;
 }
 
+/* n scaled by HARK_TEST_SCALE, for slow runs (valgrind): a value above 1
+ * divides (HARK_TEST_SCALE=20), one between 0 and 1 multiplies
+ * (HARK_TEST_SCALE=0.05); the result is at least 1. */
+static inline long test_scaled(long n) {
+  const char *e = getenv("HARK_TEST_SCALE");
+  double v = e != NULL ? strtod(e, NULL) : 1.0;
+  double r = v > 1.0 ? (double)n / v : v > 0.0 ? (double)n * v : (double)n;
+  return r < 1.0 ? 1 : (long)r;
+}
+
 #endif
