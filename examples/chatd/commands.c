@@ -69,6 +69,7 @@ static void welcome(chat_session *s) {
                   "NETWORK=hark :are supported by this server",
                   o->nicklen, o->channellen, o->max_chans_per_client);
   send_motd(s);
+  fed_user_info(s);
   log_info("%s registered from %s", s->nick, s->host);
 }
 
@@ -137,6 +138,7 @@ void command_nick_apply(chat_session *s, const char *nick) {
   }
   /* One line for the session itself and, once each, for everyone sharing
    * a channel with it. */
+  fed_user_info(s);
   chat_buf *line = chat_buf_printf(":%s NICK :%s", mask, nick);
   session_send_buf(s, line);
   unsigned long seq = ++srv->seq;
@@ -373,6 +375,9 @@ static void message(chat_session *s, irc_msg *m, const char *cmd,
       hark_unref(c);
     } else {
       chat_session *to = find_nick(srv, t);
+      /* Not here: the nick's node delivers it, in this sender's order. */
+      if (to == NULL && fed_privmsg(s, t, cmd, m->params[1], notice))
+        continue;
       if (to == NULL || !to->registered) {
         if (!notice)
           session_numeric(s, 401, "%s :No such nick/channel", t);
@@ -408,7 +413,7 @@ static void cmd_names(chat_session *s, irc_msg *m) {
     chat_channel *c = find_channel(s->srv, name);
     if (c != NULL && may_see(s, c))
       channel_names(c, s);
-    else
+    else if (c != NULL || !fed_names(s, name, false)) /* or the network's */
       session_numeric(s, 366, "%s :End of /NAMES list.", name);
     hark_unref(c);
   }
@@ -426,20 +431,39 @@ static void list_one(void *obj, void *data) {
   }
 }
 
-static void cmd_list(chat_session *s, irc_msg *m) {
+/* The channels of this node, then those of the network (remote: the
+ * channels without members here; keyed ones are not shown to outsiders). */
+void command_list_finish(chat_session *s, const char *filter,
+                         const fed_chan_info *remote, size_t n) {
   session_numeric(s, 321, "Channel :Users  Name");
-  if (m->nparams > 0) {
-    char *list = (char *)m->params[0], *name;
+  if (filter != NULL) {
+    char buf[IRC_LINE_MAX + 1];
+    snprintf(buf, sizeof buf, "%s", filter);
+    char *list = buf, *name;
     while ((name = irc_next_item(&list)) != NULL) {
       chat_channel *c = find_channel(s->srv, name);
       if (c != NULL)
         list_one(c, s);
       hark_unref(c);
+      for (size_t i = 0; c == NULL && i < n; i++)
+        if (!remote[i].keyed && irc_casecmp(remote[i].name, name) == 0)
+          session_numeric(s, 322, "%s %zu :%s", remote[i].name,
+                          remote[i].users, remote[i].topic);
     }
   } else {
     names_foreach(&s->srv->chans, list_one, s);
+    for (size_t i = 0; i < n; i++)
+      if (!remote[i].keyed)
+        session_numeric(s, 322, "%s %zu :%s", remote[i].name, remote[i].users,
+                        remote[i].topic);
   }
   session_numeric(s, 323, ":End of /LIST");
+}
+
+static void cmd_list(chat_session *s, irc_msg *m) {
+  const char *filter = m->nparams > 0 ? m->params[0] : NULL;
+  if (!fed_list(s, filter)) /* the network's channels follow */
+    command_list_finish(s, filter, NULL, 0);
 }
 
 static void cmd_topic(chat_session *s, irc_msg *m) {
@@ -497,7 +521,7 @@ static void cmd_who(chat_session *s, irc_msg *m) {
   chat_channel *c = find_channel(s->srv, mask);
   if (c != NULL && may_see(s, c))
     channel_who(c, s);
-  else
+  else if (c != NULL || !fed_names(s, mask, true)) /* or the network's */
     session_numeric(s, 315, "%s :End of WHO list.", mask);
   hark_unref(c);
 }
@@ -618,6 +642,8 @@ static void cmd_mode(chat_session *s, irc_msg *m) {
 static void cmd_whois(chat_session *s, irc_msg *m) {
   const char *nick = m->params[m->nparams > 1 ? 1 : 0];
   chat_session *t = find_nick(s->srv, nick);
+  if (t == NULL && fed_whois(s, nick)) /* on another node, or 401 */
+    return;
   if (t == NULL || !t->registered) {
     session_numeric(s, 401, "%s :No such nick/channel", nick);
   } else {
@@ -632,6 +658,8 @@ static void cmd_whois(chat_session *s, irc_msg *m) {
 static void cmd_ison(chat_session *s, irc_msg *m) {
   char list[IRC_LINE_MAX] = "";
   size_t len = 0;
+  char *missing[64]; /* not here: asked of the network */
+  size_t nmissing = 0;
   for (int i = 0; i < m->nparams; i++) {
     char *items = (char *)m->params[i], *nick;
     while ((nick = strsep(&items, " ")) != NULL) {
@@ -639,10 +667,14 @@ static void cmd_ison(chat_session *s, irc_msg *m) {
       if (t != NULL && t->registered && len + strlen(t->nick) + 2 < 400)
         len += (size_t)snprintf(list + len, sizeof list - len, "%s%s",
                                 len ? " " : "", t->nick);
+      else if (t == NULL && *nick && nmissing < 64 &&
+               irc_valid_nick(nick, CHATD_NICK_MAX))
+        missing[nmissing++] = nick;
       hark_unref(t);
     }
   }
-  session_numeric(s, 303, ":%s", list);
+  if (!fed_ison(s, list, missing, nmissing))
+    session_numeric(s, 303, ":%s", list);
 }
 
 static void cmd_motd(chat_session *s, irc_msg *m) { send_motd(s); }

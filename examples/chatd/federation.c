@@ -3,13 +3,15 @@
  * Redis layout (names folded with the rfc1459 casemapping):
  *   hark:hb:NODE      heartbeat, SET PX lease, renewed every lease/3
  *   hark:nick:NICK    NODE, PX lease: the nick's claim (renewed likewise)
+ *   hark:info:NICK    "nick user host realname", PX lease: for WHOIS
+ *   hark:chans        set of the channels with members (LIST)
  *   hark:mem:CHAN     hash nick -> "NODE user host realname": members
  *   hark:ops:CHAN     set of operator nicks
  *   hark:meta:CHAN    hash key, topic, topic_by, topic_at
  *   hark:c:CHAN       pub/sub: the channel's events, one message each:
  *                     NODE \t seq \t kind \t nick \t a1 \t a2 \t a3 \t a4 \t line
- *   hark:n:NODE       pub/sub: the node's own channel (keeps the subscriber
- *                     connection subscribed)
+ *   hark:n:NODE       pub/sub: the node's own channel: private messages to
+ *                     its users, NODE \t kind \t target \t cmd \t mask \t text
  * Two connections: one for SUBSCRIBE, one for everything else; the node's
  * publishes all go through the latter, in order, so that each sender's
  * messages arrive in order everywhere. */
@@ -72,6 +74,8 @@ struct fed_bridge {
   redisAsyncContext *cmd, *sub;
   bool cmd_up, sub_up, up, stopping, connecting;
   uv_timer_t tick, retry;
+  uv_timer_t guard;                /* bounds the disconnect at shutdown */
+  redisAsyncContext *lingering[2]; /* disconnecting at shutdown */
   unsigned backoff;
   uint64_t up_at;
   hark_weakmap *chans; /* chat_channel -> fed_chan */
@@ -93,9 +97,10 @@ static const char CLAIM[] =
     "local v=redis.call('get',KEYS[1]) "
     "if v==false or v==ARGV[1] then "
     "redis.call('set',KEYS[1],ARGV[1],'px',ARGV[2]) return 1 end return 0";
+/* KEYS claim info; ARGV node */
 static const char RELEASE[] =
     "if redis.call('get',KEYS[1])==ARGV[1] then "
-    "return redis.call('del',KEYS[1]) end return 0";
+    "return redis.call('del',KEYS[1],KEYS[2]) end return 0";
 /* KEYS mem meta ops; ARGV nick value key name. Drops members of dead nodes,
  * checks the key, adds the member (operator if first), returns
  * {ok, op, meta, mem, ops}. */
@@ -108,6 +113,7 @@ static const char JOIN[] =
     "end "
     "local k=redis.call('hget',KEYS[2],'key') "
     "if k and k~=ARGV[3] then return {0} end "
+    "redis.call('sadd','hark:chans',string.sub(KEYS[1],10)) "
     "redis.call('hsetnx',KEYS[2],'name',ARGV[4]) "
     "local op=0 if redis.call('hlen',KEYS[1])==0 then op=1 "
     "redis.call('sadd',KEYS[3],ARGV[1]) end "
@@ -118,7 +124,7 @@ static const char JOIN[] =
 static const char PART[] =
     "redis.call('hdel',KEYS[1],ARGV[1]) redis.call('srem',KEYS[3],ARGV[1]) "
     "if redis.call('hlen',KEYS[1])==0 then redis.call('del',KEYS[2],KEYS[3]) "
-    "end return 0";
+    "redis.call('srem','hark:chans',string.sub(KEYS[1],10)) end return 0";
 /* KEYS mem ops; ARGV old new value */
 static const char RENAME[] =
     "redis.call('hdel',KEYS[1],ARGV[1]) "
@@ -297,6 +303,7 @@ static void prefix_nick(const chat_buf *line, char *out, size_t cap) {
 }
 
 static void sub_ensure(fed_bridge *b, const char *name);
+static void apply_direct(fed_bridge *b, const char *data, size_t len);
 
 /* ---- receivers: local events out to Redis ------------------------------- */
 
@@ -324,6 +331,7 @@ static int out_join(void *self, void *sender, void *args) {
   chan_keys(c->name, mem, meta, ops, sizeof mem);
   member_value(s, val, sizeof val, b->node);
   fire(b, "HSET %s %s %s", mem, s->nick, val);
+  fire(b, "SADD hark:chans %s", mem + 9);
   if (op)
     fire(b, "SADD %s %s", ops, s->nick);
   char real[64];
@@ -632,6 +640,12 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *priv) {
     return;
   const char *what = reply->element[0]->str;
   const char *chan = reply->element[1]->str;
+  if (strncmp(chan, "hark:n:", 7) == 0) {
+    redisReply *m = reply->element[2];
+    if (strcmp(what, "message") == 0 && m->type == REDIS_REPLY_STRING)
+      apply_direct(b, m->str, m->len);
+    return;
+  }
   if (strncmp(chan, "hark:c:", 7) != 0)
     return;
   const char *fold = chan + 7;
@@ -732,14 +746,33 @@ static void join_done(join_req *r, redisReply *reply) {
   fed_join_state st;
   bool have = parse_join(b, reply, &st);
   chat_session *s = hark_weak_get(&r->who);
+  bool joined = false;
   if (s != NULL && !s->closing && !s->closed) {
     command_join_finish(s, r->name, r->has_key ? r->key : NULL,
                         have ? &st : NULL);
-  } else if (have && st.ok && cmd_ok(b)) { /* gone meanwhile: undo */
-    char mem[256], meta[256], ops[256];
-    chan_keys(r->name, mem, meta, ops, sizeof mem);
-    redisAsyncCommand(b->cmd, NULL, NULL, "EVAL %s 3 %s %s %s %s", PART, mem,
-                      meta, ops, r->nick);
+    chat_channel *c = names_get(&b->srv->chans, r->name);
+    joined = c != NULL && session_in_channel(s, c);
+    hark_unref(c);
+  }
+  /* Redis added the member under the nick it had when the JOIN went out.
+   * Gone meanwhile, or not joined after all: undo. Renamed meanwhile (the
+   * JOIN went out before the new nick's claim came back): the member is
+   * there under its new nick (out_join), the old entry goes, unless
+   * another member of ours has taken that nick since. */
+  if (have && st.ok && cmd_ok(b) &&
+      (!joined || strcmp(s->nick, r->nick) != 0)) {
+    chat_channel *c = names_get(&b->srv->chans, r->name);
+    chat_session *o = names_get(&b->srv->nicks, r->nick);
+    bool taken = joined && o != NULL && o != s && c != NULL &&
+                 session_in_channel(o, c);
+    hark_unref(o);
+    hark_unref(c);
+    if (!taken) {
+      char mem[256], meta[256], ops[256];
+      chan_keys(r->name, mem, meta, ops, sizeof mem);
+      redisAsyncCommand(b->cmd, NULL, NULL, "EVAL %s 3 %s %s %s %s", PART,
+                        mem, meta, ops, r->nick);
+    }
   }
   hark_unref(s);
   if (have)
@@ -882,10 +915,393 @@ void fed_nick_release(chat_server *srv, const char *nick) {
   hark_unref(o);
   if (o != NULL)
     return; /* another session of ours has it */
-  char key[256];
+  char key[256], info[256];
   key_of(key, sizeof key, "nick", nick);
-  redisAsyncCommand(b->cmd, NULL, NULL, "EVAL %s 1 %s %s", RELEASE, key,
-                    b->node);
+  key_of(info, sizeof info, "info", nick);
+  redisAsyncCommand(b->cmd, NULL, NULL, "EVAL %s 2 %s %s %s", RELEASE, key,
+                    info, b->node);
+}
+
+/* ---- users on other nodes: private messages, WHOIS, ISON ---------------- */
+
+/* KEYS claim; ARGV our node, payload: publishes on the nick's node. In
+ * the order of the node's other publishes (one connection, one script). */
+static const char PM[] =
+    "local n=redis.call('get',KEYS[1]) "
+    "if n==false or n==ARGV[1] then return 0 end "
+    "redis.call('publish','hark:n:'..n,ARGV[2]) return 1";
+/* KEYS claim info: {node, info} */
+static const char WHOIS[] =
+    "return {redis.call('get',KEYS[1]) or '',redis.call('get',KEYS[2]) or ''}";
+/* KEYS claim1..claimN info1..infoN; ARGV nick1..nickN: the nicks claimed */
+static const char ISON[] =
+    "local n=#ARGV local r={} for i=1,n do "
+    "if redis.call('exists',KEYS[i])==1 then local nk=ARGV[i] "
+    "local v=redis.call('get',KEYS[n+i]) "
+    "if v then nk=string.match(v,'^(%S+)') or nk end r[#r+1]=nk end end "
+    "return r";
+
+/* A request that answers a session later. */
+typedef struct ask_req {
+  fed_bridge *b;
+  hark_weak who;
+  bool notice, who_list;
+  char nick[CHATD_NICK_MAX + 1];
+  char name[CHATD_CHAN_MAX + 1];
+  char text[IRC_LINE_MAX + 1]; /* ISON's local list, LIST's filter */
+  bool has_filter;
+} ask_req;
+
+static ask_req *ask_new(fed_bridge *b, chat_session *s) {
+  ask_req *q = calloc(1, sizeof *q);
+  if (q == NULL)
+    return NULL;
+  q->b = b;
+  hark_weak_set(&q->who, s);
+  return q;
+}
+
+/* The asking session, if it is still there (new reference), and q freed. */
+static chat_session *ask_end(ask_req *q) {
+  chat_session *s = hark_weak_get(&q->who);
+  hark_weak_clear(&q->who);
+  if (s != NULL && (s->closing || s->closed || q->b->stopping)) {
+    hark_unref(s);
+    s = NULL;
+  }
+  return s;
+}
+
+static void on_pm_reply(redisAsyncContext *ac, void *r, void *priv) {
+  ask_req *q = priv;
+  redisReply *reply = r;
+  chat_session *s = ask_end(q);
+  if (s != NULL && !q->notice &&
+      (reply == NULL || (reply->type == REDIS_REPLY_INTEGER &&
+                         reply->integer == 0)))
+    session_numeric(s, 401, "%s :No such nick/channel", q->nick);
+  hark_unref(s);
+  free(q);
+}
+
+bool fed_privmsg(chat_session *s, const char *target, const char *cmd,
+                 const char *text, bool notice) {
+  fed_bridge *b = bridge_of(s->srv);
+  if (b == NULL || !cmd_ok(b))
+    return false;
+  ask_req *q = ask_new(b, s);
+  if (q == NULL)
+    return false;
+  q->notice = notice;
+  snprintf(q->nick, sizeof q->nick, "%s", target);
+  char key[256], mask[IRC_LINE_MAX], payload[IRC_LINE_MAX * 2 + 256];
+  key_of(key, sizeof key, "nick", target);
+  session_mask(s, mask, sizeof mask);
+  for (char *p = mask; *p; p++)
+    if (*p == '\t')
+      *p = '_';
+  int n = snprintf(payload, sizeof payload, "%s\tpm\t%s\t%s\t%s\t%s",
+                   b->node, target, cmd, mask, text);
+  if (n < 0 || (size_t)n >= sizeof payload)
+    n = (int)sizeof payload - 1;
+  redisAsyncCommand(b->cmd, on_pm_reply, q, "EVAL %s 1 %s %s %b", PM, key,
+                    b->node, payload, (size_t)n);
+  b->published++;
+  return true;
+}
+
+/* What arrives on hark:n:NODE: a private message to one of our users. */
+static void apply_direct(fed_bridge *b, const char *data, size_t len) {
+  char buf[IRC_LINE_MAX * 2 + 256];
+  if (len >= sizeof buf)
+    return;
+  memcpy(buf, data, len);
+  buf[len] = '\0';
+  char *f[6], *p = buf;
+  for (int i = 0; i < 5; i++) {
+    f[i] = p;
+    p = strchr(p, '\t');
+    if (p == NULL)
+      return;
+    *p++ = '\0';
+  }
+  f[5] = p;
+  if (strcmp(f[1], "pm") != 0)
+    return;
+  b->received++;
+  chat_session *to = names_get(&b->srv->nicks, f[2]);
+  if (to != NULL && to->registered && !to->closing && !to->closed)
+    session_sendf(to, ":%s %s %s :%s", f[4], f[3], to->nick, f[5]);
+  hark_unref(to);
+}
+
+static void on_whois_reply(redisAsyncContext *ac, void *r, void *priv) {
+  ask_req *q = priv;
+  redisReply *reply = r;
+  chat_session *s = ask_end(q);
+  if (s != NULL) {
+    const char *node = NULL, *info = "";
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
+        reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        reply->element[0]->str[0] != '\0') {
+      node = reply->element[0]->str;
+      if (reply->element[1]->type == REDIS_REPLY_STRING)
+        info = reply->element[1]->str;
+    }
+    if (node == NULL) {
+      session_numeric(s, 401, "%s :No such nick/channel", q->nick);
+    } else {
+      char nick[65] = "", user[32] = "", host[64] = "";
+      int off = 0;
+      const char *real = "";
+      if (sscanf(info, "%64s %31s %63s %n", nick, user, host, &off) >= 3)
+        real = info + off;
+      session_numeric(s, 311, "%s %s %s * :%s", nick[0] ? nick : q->nick,
+                      user[0] ? user : "~u", host[0] ? host : "remote", real);
+      session_numeric(s, 312, "%s %s :hark-chatd node %s",
+                      nick[0] ? nick : q->nick, node, node);
+    }
+    session_numeric(s, 318, "%s :End of /WHOIS list.", q->nick);
+  }
+  hark_unref(s);
+  free(q);
+}
+
+bool fed_whois(chat_session *s, const char *nick) {
+  fed_bridge *b = bridge_of(s->srv);
+  if (b == NULL || !cmd_ok(b))
+    return false;
+  ask_req *q = ask_new(b, s);
+  if (q == NULL)
+    return false;
+  snprintf(q->nick, sizeof q->nick, "%s", nick);
+  char key[256], info[256];
+  key_of(key, sizeof key, "nick", nick);
+  key_of(info, sizeof info, "info", nick);
+  redisAsyncCommand(b->cmd, on_whois_reply, q, "EVAL %s 2 %s %s", WHOIS, key,
+                    info);
+  return true;
+}
+
+static void on_ison_reply(redisAsyncContext *ac, void *r, void *priv) {
+  ask_req *q = priv;
+  redisReply *reply = r;
+  chat_session *s = ask_end(q);
+  if (s != NULL) {
+    size_t len = strlen(q->text);
+    for (size_t i = 0; reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
+                       i < reply->elements;
+         i++) {
+      redisReply *e = reply->element[i];
+      if (e->type != REDIS_REPLY_STRING || len + e->len + 2 >= 400)
+        continue;
+      len += (size_t)snprintf(q->text + len, sizeof q->text - len, "%s%s",
+                              len ? " " : "", e->str);
+    }
+    session_numeric(s, 303, ":%s", q->text);
+  }
+  hark_unref(s);
+  free(q);
+}
+
+bool fed_ison(chat_session *s, const char *local, char **missing, size_t n) {
+  fed_bridge *b = bridge_of(s->srv);
+  if (b == NULL || !cmd_ok(b) || n == 0 || n > 64)
+    return false;
+  ask_req *q = ask_new(b, s);
+  size_t argc = 3 + 3 * n;
+  const char **argv = calloc(argc, sizeof *argv);
+  char(*keys)[256] = calloc(2 * n, sizeof *keys);
+  char num[16];
+  if (q == NULL || argv == NULL || keys == NULL) {
+    if (q != NULL)
+      hark_weak_clear(&q->who);
+    free(q);
+    free(argv);
+    free(keys);
+    return false;
+  }
+  snprintf(q->text, sizeof q->text, "%s", local);
+  snprintf(num, sizeof num, "%zu", 2 * n);
+  argv[0] = "EVAL";
+  argv[1] = ISON;
+  argv[2] = num;
+  for (size_t i = 0; i < n; i++) {
+    key_of(keys[i], sizeof keys[i], "nick", missing[i]);
+    key_of(keys[n + i], sizeof keys[n + i], "info", missing[i]);
+    argv[3 + i] = keys[i];
+    argv[3 + n + i] = keys[n + i];
+    argv[3 + 2 * n + i] = missing[i];
+  }
+  redisAsyncCommandArgv(b->cmd, on_ison_reply, q, (int)argc, argv, NULL);
+  free(argv);
+  free(keys);
+  return true;
+}
+
+void fed_user_info(chat_session *s) {
+  fed_bridge *b = bridge_of(s->srv);
+  if (b == NULL || !cmd_ok(b) || !s->registered || s->nick[0] == '\0')
+    return;
+  char key[256], val[256], real[64];
+  key_of(key, sizeof key, "info", s->nick);
+  snprintf(real, sizeof real, "%s", s->realname);
+  snprintf(val, sizeof val, "%s %s %s %s", s->nick,
+           s->user[0] ? s->user : "~u", s->host, real);
+  fire(b, "SET %s %s PX %u", key, val, b->lease);
+}
+
+/* ---- channels without members here: LIST, NAMES, WHO --------------------- */
+
+/* The channels with live members: {fold, name, users, topic, keyed} each;
+ * a channel whose member hash is empty leaves the set. */
+static const char LIST[] =
+    "local out={} for _,f in ipairs(redis.call('smembers','hark:chans')) do "
+    "local m=redis.call('hgetall','hark:mem:'..f) local live=0 "
+    "for i=1,#m,2 do local n=string.match(m[i+1],'^(%S+)') "
+    "if n and redis.call('exists','hark:hb:'..n)==1 then live=live+1 end end "
+    "if #m==0 then redis.call('srem','hark:chans',f) "
+    "elseif live>0 then "
+    "local x=redis.call('hmget','hark:meta:'..f,'name','topic','key') "
+    "local k=0 if x[3] then k=1 end "
+    "out[#out+1]={f,x[1] or f,live,x[2] or '',k} end end return out";
+/* KEYS mem meta ops: {keyed, name, {nick, value}..., ops} of live nodes */
+static const char CHAN[] =
+    "local m=redis.call('hgetall',KEYS[1]) local live={} "
+    "for i=1,#m,2 do local n=string.match(m[i+1],'^(%S+)') "
+    "if n and redis.call('exists','hark:hb:'..n)==1 then "
+    "live[#live+1]=m[i] live[#live+1]=m[i+1] end end "
+    "local x=redis.call('hmget',KEYS[2],'name','key') local k=0 "
+    "if x[2] then k=1 end "
+    "return {k,x[1] or '',live,redis.call('smembers',KEYS[3])}";
+
+static void on_list_reply(redisAsyncContext *ac, void *r, void *priv) {
+  ask_req *q = priv;
+  redisReply *reply = r;
+  chat_session *s = ask_end(q);
+  if (s != NULL) {
+    size_t n = 0;
+    fed_chan_info *ci = NULL;
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
+        reply->elements > 0)
+      ci = calloc(reply->elements, sizeof *ci);
+    for (size_t i = 0; ci != NULL && i < reply->elements; i++) {
+      redisReply *e = reply->element[i];
+      if (e->type != REDIS_REPLY_ARRAY || e->elements < 5 ||
+          e->element[0]->type != REDIS_REPLY_STRING ||
+          e->element[1]->type != REDIS_REPLY_STRING ||
+          e->element[2]->type != REDIS_REPLY_INTEGER)
+        continue;
+      chat_channel *c = names_get(&s->srv->chans, e->element[0]->str);
+      hark_unref(c);
+      if (c != NULL)
+        continue; /* members here: listed from the local channel */
+      snprintf(ci[n].name, sizeof ci[n].name, "%s", e->element[1]->str);
+      ci[n].users = (size_t)e->element[2]->integer;
+      if (e->element[3]->type == REDIS_REPLY_STRING)
+        snprintf(ci[n].topic, sizeof ci[n].topic, "%s", e->element[3]->str);
+      ci[n].keyed = e->element[4]->type == REDIS_REPLY_INTEGER &&
+                    e->element[4]->integer == 1;
+      n++;
+    }
+    command_list_finish(s, q->has_filter ? q->text : NULL, ci, n);
+    free(ci);
+  }
+  hark_unref(s);
+  free(q);
+}
+
+bool fed_list(chat_session *s, const char *filter) {
+  fed_bridge *b = bridge_of(s->srv);
+  if (b == NULL || !cmd_ok(b))
+    return false;
+  ask_req *q = ask_new(b, s);
+  if (q == NULL)
+    return false;
+  q->has_filter = filter != NULL;
+  snprintf(q->text, sizeof q->text, "%s", filter ? filter : "");
+  redisAsyncCommand(b->cmd, on_list_reply, q, "EVAL %s 0", LIST);
+  return true;
+}
+
+static bool is_op(redisReply *ops, const char *nick) {
+  for (size_t j = 0; ops->type == REDIS_REPLY_ARRAY && j < ops->elements; j++)
+    if (ops->element[j]->type == REDIS_REPLY_STRING &&
+        strcmp(ops->element[j]->str, nick) == 0)
+      return true;
+  return false;
+}
+
+static void on_chan_reply(redisAsyncContext *ac, void *r, void *priv) {
+  ask_req *q = priv;
+  redisReply *reply = r;
+  chat_session *s = ask_end(q);
+  if (s == NULL) {
+    free(q);
+    return;
+  }
+  const char *name = q->name;
+  if (reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
+      reply->elements == 4 && reply->element[0]->type == REDIS_REPLY_INTEGER &&
+      reply->element[0]->integer == 0 &&
+      reply->element[2]->type == REDIS_REPLY_ARRAY) {
+    /* no key: an outsider may see it (+k channels show nothing) */
+    if (reply->element[1]->type == REDIS_REPLY_STRING &&
+        reply->element[1]->str[0] != '\0')
+      name = reply->element[1]->str;
+    redisReply *mem = reply->element[2], *ops = reply->element[3];
+    char list[IRC_LINE_MAX];
+    size_t len = 0;
+    size_t room = IRC_BODY_MAX - strlen(s->srv->opt.name) - strlen(s->nick) -
+                  strlen(name) - 16;
+    for (size_t i = 0; i + 1 < mem->elements; i += 2) {
+      if (mem->element[i]->type != REDIS_REPLY_STRING ||
+          mem->element[i + 1]->type != REDIS_REPLY_STRING)
+        continue;
+      const char *nick = mem->element[i]->str;
+      bool op = is_op(ops, nick);
+      if (q->who_list) {
+        fed_member m;
+        memset(&m, 0, sizeof m);
+        parse_value(&m, mem->element[i + 1]->str);
+        session_numeric(s, 352, "%s %s %s %s %s H%s :1 %s", name, m.user,
+                        m.host, m.node, nick, op ? "@" : "", m.real);
+        continue;
+      }
+      size_t need = strlen(nick) + 2;
+      if (len > 0 && len + need > room) {
+        session_numeric(s, 353, "= %s :%s", name, list);
+        len = 0;
+      }
+      len += (size_t)snprintf(list + len, sizeof list - len, "%s%s%s",
+                              len ? " " : "", op ? "@" : "", nick);
+    }
+    if (len > 0)
+      session_numeric(s, 353, "= %s :%s", name, list);
+  }
+  if (q->who_list)
+    session_numeric(s, 315, "%s :End of WHO list.", name);
+  else
+    session_numeric(s, 366, "%s :End of /NAMES list.", name);
+  hark_unref(s);
+  free(q);
+}
+
+bool fed_names(chat_session *s, const char *name, bool who) {
+  fed_bridge *b = bridge_of(s->srv);
+  if (b == NULL || !cmd_ok(b) || !irc_valid_channel(name, CHATD_CHAN_MAX))
+    return false;
+  ask_req *q = ask_new(b, s);
+  if (q == NULL)
+    return false;
+  q->who_list = who;
+  snprintf(q->name, sizeof q->name, "%s", name);
+  char mem[256], meta[256], ops[256];
+  chan_keys(name, mem, meta, ops, sizeof mem);
+  redisAsyncCommand(b->cmd, on_chan_reply, q, "EVAL %s 3 %s %s %s", CHAN, mem,
+                    meta, ops);
+  return true;
 }
 
 /* ---- node loss ----------------------------------------------------------- */
@@ -1016,8 +1432,10 @@ static void heartbeat(fed_bridge *b) {
 
 static void renew_all(fed_bridge *b) {
   for (chat_session *s = b->srv->sessions; s != NULL; s = s->next)
-    if (!s->closing && !s->closed && s->nick[0] != '\0')
+    if (!s->closing && !s->closed && s->nick[0] != '\0') {
       claim(b, s, s->nick, true);
+      fed_user_info(s);
+    }
 }
 
 /* After a (re)connection: this node's members, ops, keys and topics back
@@ -1029,6 +1447,8 @@ static void readd_channel(void *obj, void *data) {
   char mem[256], meta[256], ops[256], val[256], mask[IRC_LINE_MAX];
   chan_keys(c->name, mem, meta, ops, sizeof mem);
   fc_get(b, c, true);
+  fire(b, "SADD hark:chans %s", mem + 9);
+  fire(b, "HSETNX %s name %s", meta, c->name);
   if (c->key != NULL)
     fire(b, "HSETNX %s key %s", meta, c->key);
   if (c->topic[0] != '\0')
@@ -1125,6 +1545,15 @@ static void on_connect(const redisAsyncContext *ac, int status) {
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
   fed_bridge *b = ac->data;
+  if (b->stopping) {
+    for (int i = 0; i < 2; i++)
+      if (b->lingering[i] == ac)
+        b->lingering[i] = NULL;
+    if (b->lingering[0] == NULL && b->lingering[1] == NULL &&
+        b->guard.loop != NULL && !uv_is_closing((uv_handle_t *)&b->guard))
+      uv_close((uv_handle_t *)&b->guard, NULL);
+    return;
+  }
   if (ac != b->cmd && ac != b->sub)
     return;
   if (ac == b->cmd)
@@ -1263,7 +1692,8 @@ int fed_start(chat_server *srv) {
   }
   uv_timer_init(srv->loop, &b->tick);
   uv_timer_init(srv->loop, &b->retry);
-  b->tick.data = b->retry.data = b;
+  uv_timer_init(srv->loop, &b->guard);
+  b->tick.data = b->retry.data = b->guard.data = b;
   unsigned period = b->lease / 3 ? b->lease / 3 : 1;
   uv_timer_start(&b->tick, on_tick, period, period);
   srv->fed = b;
@@ -1273,18 +1703,45 @@ int fed_start(chat_server *srv) {
   return 0;
 }
 
+/* A Redis that stops answering would hold the disconnect (it waits for
+ * the replies) and the loop forever: after the guard, the connections
+ * are freed as they are. */
+static void on_guard(uv_timer_t *t) {
+  fed_bridge *b = t->data;
+  for (int i = 0; i < 2; i++) {
+    redisAsyncContext *ac = b->lingering[i];
+    b->lingering[i] = NULL;
+    if (ac != NULL) {
+      log_warn("redis %s:%d: no answer at shutdown; closing anyway", b->host,
+               b->port);
+      redisAsyncFree(ac);
+    }
+  }
+  if (!uv_is_closing((uv_handle_t *)&b->guard))
+    uv_close((uv_handle_t *)&b->guard, NULL);
+}
+
+#define FED_STOP_GUARD_MS 2000
+
 void fed_stop(chat_server *srv) {
   fed_bridge *b = bridge_of(srv);
   if (b == NULL || b->stopping)
     return;
-  b->stopping = true;
   if (cmd_ok(b))
     redisAsyncCommand(b->cmd, NULL, NULL, "DEL hark:hb:%s", b->node);
-  redisAsyncContext *cmd = b->cmd, *sub = b->sub;
+  b->stopping = true;
+  redisAsyncContext *ctx[2] = {b->cmd, b->sub};
   b->cmd = b->sub = NULL;
   b->up = false;
-  drop_ctx(cmd);
-  drop_ctx(sub);
+  for (int i = 0; i < 2; i++)
+    if (ctx[i] != NULL && (ctx[i]->c.flags & REDIS_CONNECTED))
+      b->lingering[i] = ctx[i];
+  for (int i = 0; i < 2; i++)
+    drop_ctx(ctx[i]); /* may call on_disconnect at once */
+  if (b->lingering[0] != NULL || b->lingering[1] != NULL)
+    uv_timer_start(&b->guard, on_guard, FED_STOP_GUARD_MS, 0);
+  else if (!uv_is_closing((uv_handle_t *)&b->guard))
+    uv_close((uv_handle_t *)&b->guard, NULL);
   uv_close((uv_handle_t *)&b->tick, NULL);
   uv_timer_stop(&b->retry);
   uv_close((uv_handle_t *)&b->retry, NULL);
