@@ -168,6 +168,8 @@ static void setup(void) {
 }
 
 static void teardown(void) {
+  if (redis_pid > 0)
+    kill(redis_pid, SIGCONT); /* test_shutdown_redis_hung stops it */
   for (int i = 0; i < NNODES; i++)
     stop_pid(&node_pid[i], SIGTERM);
   stop_pid(&redis_pid, SIGTERM);
@@ -351,6 +353,7 @@ START_TEST(test_chat_across_nodes) {
   /* the operator of node 0 gives +o to bobby on node 1 */
   cl_send(a, "MODE #hark +o bobby");
   EXPECT(c, "MODE #hark +o bobby");
+  EXPECT(b, "MODE #hark +o bobby"); /* node 1 knows before bobby uses it */
   cl_send(b, "MODE #hark -k");
   EXPECT(a, "MODE #hark -k");
   cl_send(d, "JOIN #hark");
@@ -554,6 +557,228 @@ START_TEST(test_order_per_sender) {
 }
 END_TEST
 
+
+/* Whether a NAMES reply line lists nick (with or without @). */
+static bool names_has(const char *line, const char *nick) {
+  const char *p = strstr(line, " :");
+  if (p == NULL)
+    return false;
+  p += 2;
+  size_t n = strlen(nick);
+  while (*p) {
+    if (*p == '@')
+      p++;
+    size_t w = strcspn(p, " ");
+    if (w == n && strncmp(p, nick, n) == 0)
+      return true;
+    p += w;
+    while (*p == ' ')
+      p++;
+  }
+  return false;
+}
+
+START_TEST(test_private_across_nodes) {
+  client *a = cl_register(0, "amy");
+  client *b = cl_register(1, "ben");
+  cl_send(a, "PRIVMSG ben :hi ben");
+  EXPECT(b, ":amy!amy@127.0.0.1 PRIVMSG ben :hi ben");
+  cl_send(a, "NOTICE BEN :a notice");
+  EXPECT(b, ":amy!amy@127.0.0.1 NOTICE ben :a notice");
+  cl_send(b, "PRIVMSG amy,nobody :back");
+  EXPECT(a, ":ben!ben@127.0.0.1 PRIVMSG amy :back");
+  EXPECT(b, " 401 ben nobody :No such nick");
+  cl_send(b, "NOTICE nobody :quiet");
+  cl_none(b, " 401 ", 300); /* NOTICE never gets an error */
+  cl_none(a, "PRIVMSG ben", 100); /* no echo */
+
+  /* one sender's private and channel messages keep their order */
+  cl_join(a, "#pm", NULL);
+  cl_join(b, "#pm", NULL);
+  EXPECT(a, ":ben!");
+  for (int k = 0; k < 200; k++)
+    cl_send(a, "PRIVMSG %s :o %d", k % 2 ? "#pm" : "ben", k);
+  for (int k = 0; k < 200; k++) {
+    ck_assert_msg(cl_wait(b, " :o ", 3000), "message %d missing", k);
+    int got = -1;
+    sscanf(strstr(b->line, " :o ") + 4, "%d", &got);
+    ck_assert_int_eq(got, k);
+  }
+  cl_none(b, " :o ", 200); /* and none twice */
+
+  /* WHOIS and ISON see the other nodes' nicks */
+  cl_send(a, "WHOIS ben");
+  EXPECT(a, " 311 amy ben ben 127.0.0.1 * :Real ben");
+  EXPECT(a, " 312 amy ben n1 :");
+  EXPECT(a, " 318 amy ben ");
+  cl_send(a, "WHOIS nobody");
+  EXPECT(a, " 401 amy nobody ");
+  EXPECT(a, " 318 amy nobody ");
+  cl_send(a, "ISON amy nobody BEN");
+  EXPECT(a, " 303 amy :");
+  ck_assert_ptr_nonnull(strstr(a->line, ":amy ben"));
+  ck_assert_ptr_null(strstr(a->line, "nobody"));
+  /* a renamed user is found under the new nick, and the old one frees */
+  cl_send(b, "NICK benny");
+  EXPECT(b, "NICK :benny");
+  cl_send(a, "PRIVMSG benny :renamed");
+  EXPECT(b, ":amy!amy@127.0.0.1 PRIVMSG benny :renamed");
+  bool gone = false;
+  for (int i = 0; i < 20 && !gone; i++) {
+    cl_send(a, "ISON ben benny");
+    EXPECT(a, " 303 amy :");
+    gone = strcmp(strstr(a->line, " 303 amy :") + 10, "benny") == 0;
+    if (!gone)
+      usleep(50000);
+  }
+  ck_assert_msg(gone, "ISON: %s", a->line);
+  cl_send(a, "WHOIS benny");
+  EXPECT(a, " 311 amy benny ben 127.0.0.1 * :Real ben");
+  cl_free(a);
+  cl_free(b);
+}
+END_TEST
+
+/* LIST lines until 323: whether one names chan, with that count. */
+static bool list_has(client *c, const char *chan, int users) {
+  char want[128];
+  snprintf(want, sizeof want, " %s %d :", chan, users);
+  bool seen = false;
+  for (;;) {
+    ck_assert_msg(cl_line(c, 3000) > 0, "LIST did not end");
+    if (strstr(c->line, " 323 ") != NULL)
+      return seen;
+    char name[128];
+    snprintf(name, sizeof name, " %s ", chan);
+    if (strstr(c->line, " 322 ") != NULL && strstr(c->line, name) != NULL) {
+      ck_assert_msg(users < 0 || strstr(c->line, want) != NULL, "LIST: %s",
+                    c->line);
+      seen = true;
+    }
+  }
+}
+
+START_TEST(test_list_names_network) {
+  client *a = cl_register(0, "al");
+  client *b = cl_register(1, "bea");
+  client *c = cl_register(2, "cat");
+  cl_join(b, "#far", NULL);
+  cl_send(b, "TOPIC #far :far away");
+  EXPECT(b, "TOPIC #far :far away");
+  cl_join(c, "#Far", NULL);
+  EXPECT(b, ":cat!");
+  cl_join(b, "#sec", NULL);
+  cl_send(b, "MODE #sec +k hush");
+  EXPECT(b, "MODE #sec +k hush");
+  cl_join(a, "#near", NULL);
+  /* al, a member of nothing on nodes 1 and 2, sees the network */
+  cl_send(a, "LIST");
+  EXPECT(a, " 321 ");
+  bool far = false, sec = false, near = false;
+  for (;;) {
+    ck_assert_msg(cl_line(a, 3000) > 0, "LIST did not end");
+    if (strstr(a->line, " 323 ") != NULL)
+      break;
+    if (strstr(a->line, " 322 al #far 2 :far away") != NULL)
+      far = true;
+    if (strstr(a->line, "#sec") != NULL)
+      sec = true;
+    if (strstr(a->line, " 322 al #near 1 :") != NULL)
+      near = true;
+  }
+  ck_assert(far);
+  ck_assert(near);
+  ck_assert_msg(!sec, "a keyed channel listed to an outsider");
+  cl_send(a, "LIST #FAR,#sec");
+  ck_assert(list_has(a, "#far", 2));
+  /* NAMES and WHO of a channel with no member here */
+  cl_send(a, "NAMES #far");
+  EXPECT(a, " 353 al = #far :");
+  ck_assert(names_has(a->line, "bea"));
+  ck_assert_ptr_nonnull(strstr(a->line, "@bea"));
+  ck_assert(names_has(a->line, "cat"));
+  EXPECT(a, " 366 al #far ");
+  cl_send(a, "WHO #far");
+  int who = 0;
+  while (cl_line(a, 2000) > 0 && strstr(a->line, " 315 ") == NULL)
+    who += strstr(a->line, " 352 al #far cat 127.0.0.1 n2 cat H") != NULL ||
+           strstr(a->line, " 352 al #far bea 127.0.0.1 n1 bea H@") != NULL;
+  ck_assert_int_eq(who, 2);
+  cl_send(a, "NAMES #sec"); /* keyed: nothing for an outsider */
+  EXPECT(a, " 366 al #sec ");
+  ck_assert_ptr_null(strstr(a->line, "bea"));
+  cl_send(a, "NAMES #nowhere");
+  EXPECT(a, " 366 al #nowhere ");
+  /* a channel whose members have all left leaves the list */
+  cl_send(b, "PART #far");
+  cl_send(c, "PART #far");
+  EXPECT(c, "PART #far");
+  bool left = false;
+  for (int i = 0; i < 20 && !left; i++) {
+    cl_send(a, "LIST");
+    left = !list_has(a, "#far", -1);
+    if (!left)
+      usleep(50000);
+  }
+  ck_assert(left);
+  cl_free(a);
+  cl_free(b);
+  cl_free(c);
+}
+END_TEST
+
+/* NICK while the JOIN of a channel without members here is in Redis: the
+ * member stays under its new nick only. */
+START_TEST(test_rename_during_join) {
+  client *x = cl_register(0, "xa");
+  cl_join(x, "#st", NULL);
+  /* the channel dies with the PART, its subscription stays a moment: the
+   * JOIN goes to Redis at once, before the new nick's claim has come back */
+  cl_send(x, "PART #st\r\nNICK xb\r\nJOIN #st");
+  EXPECT(x, ":xa!xa@127.0.0.1 NICK :xb");
+  EXPECT(x, " 366 xb #st ");
+  client *y = cl_register(1, "yu");
+  cl_send(y, "JOIN #st");
+  EXPECT(y, " 353 yu = #st :");
+  ck_assert_msg(names_has(y->line, "xb"), "NAMES: %s", y->line);
+  ck_assert_msg(!names_has(y->line, "xa"), "stale member: %s", y->line);
+  client *z = cl_register(2, "zo");
+  cl_send(z, "NAMES #st");
+  EXPECT(z, " 353 zo = #st :");
+  ck_assert_msg(!names_has(z->line, "xa"), "stale member: %s", z->line);
+  ck_assert(names_has(z->line, "xb"));
+  ck_assert(names_has(z->line, "yu"));
+  cl_free(x);
+  cl_free(y);
+  cl_free(z);
+}
+END_TEST
+
+/* SIGTERM while Redis hangs (SIGSTOP): the node still stops, cleanly,
+ * within its guard. */
+START_TEST(test_shutdown_redis_hung) {
+  client *a = cl_register(0, "hal");
+  cl_join(a, "#h", NULL);
+  kill(redis_pid, SIGSTOP);
+  cl_send(a, "PRIVMSG #h :into the void");
+  usleep(100000);
+  long long t0 = now_ms();
+  kill(node_pid[0], SIGTERM);
+  int status = -1;
+  pid_t r = 0;
+  while ((r = waitpid(node_pid[0], &status, WNOHANG)) == 0 &&
+         now_ms() - t0 < 6000)
+    usleep(10000);
+  long long took = now_ms() - t0;
+  kill(redis_pid, SIGCONT);
+  ck_assert_msg(r == node_pid[0], "the node hung at shutdown");
+  node_pid[0] = 0;
+  ck_assert_msg(took < 3500, "shutdown took %lld ms", took);
+  ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  cl_free(a);
+}
+END_TEST
+
 static bool have_redis(void) {
   return system("command -v redis-server >/dev/null 2>&1") == 0;
 }
@@ -578,6 +803,10 @@ int main(void) {
   tcase_add_test(tc, test_node_killed);
   tcase_add_test(tc, test_redis_restart);
   tcase_add_test(tc, test_order_per_sender);
+  tcase_add_test(tc, test_private_across_nodes);
+  tcase_add_test(tc, test_list_names_network);
+  tcase_add_test(tc, test_rename_during_join);
+  tcase_add_test(tc, test_shutdown_redis_hung);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
