@@ -46,12 +46,8 @@ static hark_loop_stats stats(void) {
   return s;
 }
 
-/* HARK_TEST_SCALE=n divides the big counts (for valgrind). */
-static long scaled(long n) {
-  const char *e = getenv("HARK_TEST_SCALE");
-  long s = e != NULL ? atol(e) : 1;
-  return s > 1 ? (n / s > 0 ? n / s : 1) : n;
-}
+/* The big counts, scaled by HARK_TEST_SCALE for slow runs (valgrind). */
+static long scaled(long n) { return test_scaled(n); }
 
 /* Payloads: a posting thread's number and its sequence number. */
 typedef struct msg {
@@ -1024,6 +1020,510 @@ START_TEST(send_async_fails_cleanly_at_every_allocation) {
 }
 END_TEST
 
+/* ---- more loop-bound receivers --------------------------------------------
+ */
+
+/* A HARK_ONCE | HARK_STRONG loop-bound receiver whose self only the
+ * connection keeps: a send from another thread queues its one call and
+ * counts it as called, so the call must run on the loop even though the
+ * connection (and with it the strong reference) went at the send. */
+START_TEST(once_strong_loop_bound_receiver_sent_elsewhere_is_called_once) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("bound-once");
+  ck_assert_int_eq(hark_signal_set_args_ops(sig, copy_msg, msg_free), 0);
+  test_obj *self = hark_new(&test_obj_type);
+  ck_assert_int_eq(hark_connect_loop(sig, hl, bound_receiver, self, NULL,
+                                     HARK_STRONG | HARK_ONCE),
+                   0);
+  hark_unref(self); /* the connection keeps it */
+  ck_assert_uint_eq(hark_live_count("test_obj"), 1);
+  pthread_t t;
+  void *ret;
+  ck_assert_int_eq(pthread_create(&t, NULL, send_thread, sig), 0);
+  pthread_join(t, &ret);
+  ck_assert_int_eq((int)(intptr_t)ret, 1); /* counted as called */
+  ck_assert_uint_eq(hark_signal_receivers(sig), 0); /* once: gone */
+  step();
+  ck_assert_int_eq(received, 1);
+  ck_assert_int_eq(off_thread_calls, 0);
+  ck_assert_int_eq(freed, 1);
+  ck_assert_uint_eq(stats().dropped, 0);
+  /* once called, nothing holds self any more */
+  ck_assert_uint_eq(hark_live_count("test_obj"), 0);
+  /* a second send calls nothing */
+  ck_assert_int_eq(pthread_create(&t, NULL, send_thread, sig), 0);
+  pthread_join(t, &ret);
+  ck_assert_int_eq((int)(intptr_t)ret, 0);
+  step();
+  ck_assert_int_eq(received, 1);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* Without args ops a queued call gets the sender's args pointer as is. */
+static msg shared_msg = {7, 42};
+
+static void *send_shared_thread(void *arg) {
+  return (void *)(intptr_t)hark_send(arg, NULL, &shared_msg);
+}
+
+static void *seen_args;
+
+static int args_receiver(void *self, void *sender, void *args) {
+  seen_args = args;
+  atomic_fetch_add(&received, 1);
+  return 0;
+}
+
+START_TEST(loop_bound_call_without_args_ops_passes_the_args_pointer) {
+  loop_open();
+  reset_counts();
+  seen_args = NULL;
+  hark_signal *sig = hark_signal_new("bound-raw");
+  ck_assert_int_eq(hark_connect_loop(sig, hl, args_receiver, NULL, NULL, 0),
+                   0);
+  pthread_t t;
+  void *ret;
+  ck_assert_int_eq(pthread_create(&t, NULL, send_shared_thread, sig), 0);
+  pthread_join(t, &ret);
+  ck_assert_int_eq((int)(intptr_t)ret, 1);
+  step();
+  ck_assert_int_eq(received, 1);
+  ck_assert_ptr_eq(seen_args, &shared_msg);
+  ck_assert_int_eq(freed, 0);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* A queued call the loop refuses (full queue, closed loop) is not counted
+ * as called, and the copy of its args is freed at once. */
+START_TEST(loop_bound_call_refused_by_a_full_or_closed_loop_is_not_counted) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("bound-full");
+  ck_assert_int_eq(hark_signal_set_args_ops(sig, copy_msg, msg_free), 0);
+  ck_assert_int_eq(hark_connect_loop(sig, hl, bound_receiver, NULL, NULL, 0),
+                   0);
+  ck_assert_int_eq(hark_loop_set_queue_limit(hl, 1), 0);
+  pthread_t t;
+  void *ret;
+  ck_assert_int_eq(pthread_create(&t, NULL, send_thread, sig), 0);
+  pthread_join(t, &ret);
+  ck_assert_int_eq((int)(intptr_t)ret, 1);
+  ck_assert_int_eq(pthread_create(&t, NULL, send_thread, sig), 0);
+  pthread_join(t, &ret);
+  ck_assert_int_eq((int)(intptr_t)ret, 0); /* refused: not called */
+  ck_assert_int_eq(freed, 1);              /* its copy, freed at once */
+  ck_assert_uint_eq(stats().rejected, 1);
+  step();
+  ck_assert_int_eq(received, 1);
+  ck_assert_int_eq(freed, 2);
+  hark_loop_close(hl);
+  ck_assert_int_eq(pthread_create(&t, NULL, send_thread, sig), 0);
+  pthread_join(t, &ret);
+  ck_assert_int_eq((int)(intptr_t)ret, 0); /* canceled: not called */
+  ck_assert_int_eq(freed, 3);
+  ck_assert_int_eq(received, 1);
+  hark_unref(sig); /* the connection still holds the loop */
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- more life cycle ---------------------------------------------------- */
+
+static void *close_thread(void *arg) {
+  hark_loop_close(arg);
+  return NULL;
+}
+
+START_TEST(close_off_the_loop_thread_is_ignored) {
+  loop_open();
+  reset_counts();
+  hark_signal *sig = hark_signal_new("sig");
+  ck_assert_int_eq(hark_connect(sig, count_receiver, NULL, NULL, 0), 0);
+  fflush(stderr);
+  int saved = dup(2);
+  FILE *err = tmpfile();
+  ck_assert_ptr_nonnull(err);
+  dup2(fileno(err), 2);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, close_thread, hl), 0);
+  pthread_join(t, NULL);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  char buf[512] = {0};
+  rewind(err);
+  size_t n = fread(buf, 1, sizeof(buf) - 1, err);
+  fclose(err);
+  ck_assert_msg(n > 0 && strstr(buf, "off the loop thread") != NULL,
+                "no warning: \"%s\"", buf);
+  /* still open: a post is accepted and delivered */
+  ck_assert_int_eq(hark_post(hl, sig, NULL, msg_new(0, 0), msg_free), 0);
+  step();
+  ck_assert_int_eq(received, 1);
+  ck_assert_int_eq(freed, 1);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* An object whose last reference is gone (its memory is the caller's, so
+ * it can still be named) is not a valid sender. */
+typedef struct kept {
+  hark_object base;
+} kept;
+
+static void kept_finalize(void *obj) { (void)obj; }
+
+static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
+
+START_TEST(post_and_send_later_from_a_finalized_sender_are_einval) {
+  loop_open();
+  hark_signal *sig = hark_signal_new("sig");
+  kept k;
+  ck_assert_int_eq(hark_object_init(&k, &kept_type), 0);
+  hark_unref(&k);
+  ck_assert_int_eq(hark_post(hl, sig, &k, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_send_later(hl, sig, &k, NULL, NULL), HARK_EINVAL);
+  hark_loop_stats s = stats();
+  ck_assert_uint_eq(s.posted + s.rejected, 0);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- more deferred work ------------------------------------------------- */
+
+static int later_calls;
+
+static int closing_later_receiver(void *self, void *sender, void *args) {
+  later_calls++;
+  hark_loop_close(hl);
+  return 0;
+}
+
+START_TEST(deferred_receiver_closing_the_loop_drops_the_rest) {
+  loop_open();
+  reset_counts();
+  later_calls = 0;
+  hark_signal *sig = hark_signal_new("later-close");
+  ck_assert_int_eq(hark_connect(sig, closing_later_receiver, NULL, NULL, 0),
+                   0);
+  ck_assert_int_eq(hark_send_later(hl, sig, NULL, msg_new(0, 1), msg_free), 0);
+  ck_assert_int_eq(hark_send_later(hl, sig, NULL, msg_new(0, 2), msg_free), 0);
+  ck_assert_int_eq(hark_send_later(hl, sig, NULL, msg_new(0, 3), msg_free), 0);
+  step();
+  ck_assert_int_eq(later_calls, 1);
+  ck_assert_int_eq(freed, 3);
+  hark_loop_stats s = stats();
+  ck_assert_uint_eq(s.delivered, 1);
+  ck_assert_uint_eq(s.dropped, 2);
+  ck_assert_int_eq(hark_send_later(hl, sig, NULL, NULL, NULL), HARK_ECANCELED);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(later_calls, 1);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- more asynchronous receivers ---------------------------------------- */
+
+START_TEST(async_sends_pending_together_finish_in_any_order) {
+  loop_open();
+  reset_async();
+  hark_signal *sig = hark_signal_new("async-many");
+  ck_assert_int_eq(hark_connect(sig, async_receiver, NULL, NULL, 0), 0);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(
+        hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls), 0);
+  ck_assert_int_eq(ntokens, 3);
+  step();
+  ck_assert_int_eq(done_calls, 0);
+  complete_on_thread(tokens[1], 0); /* the middle one first */
+  step();
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 0);
+  complete_on_thread(tokens[2], 7); /* the newest */
+  step();
+  ck_assert_int_eq(done_calls, 2);
+  ck_assert_int_eq(done_failures, 1);
+  complete_on_thread(tokens[0], 0);
+  step();
+  ck_assert_int_eq(done_calls, 3);
+  ck_assert_int_eq(done_failures, 0);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* Close with three tokens out: the one completed (its completion queued,
+ * not yet run) counts by its result, the two never completed as failed. */
+START_TEST(close_runs_queued_completions_and_fails_the_tokens_still_out) {
+  loop_open();
+  reset_async();
+  hark_signal *sig = hark_signal_new("async-close");
+  ck_assert_int_eq(hark_connect_uid(sig, "t0", async_receiver, NULL, NULL, 0),
+                   0);
+  ck_assert_int_eq(hark_connect_uid(sig, "t1", async_receiver, NULL, NULL, 0),
+                   0);
+  ck_assert_int_eq(hark_connect_uid(sig, "t2", async_receiver, NULL, NULL, 0),
+                   0);
+  ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                   0);
+  ck_assert_int_eq(ntokens, 3);
+  complete_on_thread(tokens[2], 0); /* queued; the loop has not run it */
+  fflush(stderr);
+  int saved = dup(2);
+  int devnull = open("/dev/null", O_WRONLY);
+  dup2(devnull, 2);
+  hark_loop_close(hl);
+  dup2(saved, 2);
+  close(saved);
+  close(devnull);
+  ck_assert_int_eq(done_calls, 0); /* from the close callbacks */
+  hark_unref(hl);
+  hl = NULL;
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 2);
+  ck_assert_int_eq(uv_loop_close(&uvl), 0);
+  complete_on_thread(tokens[0], 0); /* orphaned: only freed */
+  complete_on_thread(tokens[1], 0);
+  hark_unref(sig);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+START_TEST(close_before_an_async_sends_deferred_finish_reports_it_once) {
+  loop_open();
+  reset_async();
+  hark_signal *sig = hark_signal_new("async-finish");
+  ck_assert_int_eq(hark_connect(sig, failing_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                   0);
+  hark_loop_close(hl); /* its on_done was waiting for the next iteration */
+  ck_assert_int_eq(done_calls, 0);
+  hark_unref(hl);
+  hl = NULL;
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 1);
+  ck_assert_int_eq(uv_loop_close(&uvl), 0);
+  hark_unref(sig);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+static int plain_closing_receiver(void *self, void *sender, void *args) {
+  hark_loop_close(hl);
+  return 0;
+}
+
+static int late_taker(void *self, void *sender, void *args) {
+  ck_assert_ptr_null(hark_token_take()); /* the loop is closed */
+  return 3;
+}
+
+START_TEST(no_token_once_an_earlier_receiver_closed_the_loop) {
+  loop_open();
+  reset_async();
+  hark_signal *sig = hark_signal_new("async-late");
+  ck_assert_int_eq(hark_connect(sig, plain_closing_receiver, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(sig, late_taker, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                   0);
+  ck_assert_int_eq(done_calls, 0);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(done_calls, 1);
+  ck_assert_int_eq(done_failures, 1); /* late_taker's return value */
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- sweeping while a signal is being finalized elsewhere --------------- */
+
+static _Atomic int blocker_in, blocker_go;
+
+static int blocker(void *self, void *sender, void *args) {
+  atomic_store(&blocker_in, 1);
+  while (!atomic_load(&blocker_go))
+    sched_yield();
+  return 0;
+}
+
+static void *blocked_send_thread(void *arg) {
+  return (void *)(intptr_t)hark_send(arg, NULL, NULL);
+}
+
+/* A send in flight on another thread defers the finalize of a signal
+ * whose last reference goes meanwhile: the idle sweep must skip that
+ * signal, still sweep the others, and the signal goes when the send ends. */
+START_TEST(idle_sweep_skips_a_signal_whose_finalize_waits_for_a_send) {
+  loop_open();
+  atomic_store(&blocker_in, 0);
+  atomic_store(&blocker_go, 0);
+  hark_signal *busy = hark_signal_new("busy");
+  hark_signal *live = hark_signal_new("live");
+  hark_signal *dying = hark_signal_new("dying");
+  ck_assert_int_eq(hark_connect(busy, blocker, NULL, NULL, 0), 0);
+  test_obj *self = hark_new(&test_obj_type);
+  ck_assert_int_eq(hark_connect(live, count_receiver, self, NULL, 0), 0);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, blocked_send_thread, busy), 0);
+  while (!atomic_load(&blocker_in))
+    sched_yield();
+  hark_unref(dying); /* its finalize waits for the send */
+  ck_assert_uint_eq(hark_live_count("hark_signal"), 3);
+  hark_unref(self);
+  step();
+  ck_assert_uint_eq(stats().swept, 1);
+  ck_assert_uint_eq(hark_signal_receivers(live), 0);
+  ck_assert_uint_eq(hark_live_count("hark_signal"), 3);
+  atomic_store(&blocker_go, 1);
+  void *ret;
+  pthread_join(t, &ret);
+  ck_assert_int_eq((int)(intptr_t)ret, 1);
+  ck_assert_uint_eq(hark_live_count("hark_signal"), 2);
+  ck_assert_uint_eq(hark_live_count("test_obj"), 0);
+  hark_unref(busy);
+  hark_unref(live);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* ---- more allocation failure --------------------------------------------- */
+
+/* hark_token_take under allocation failure: NULL, and the receiver then
+ * completes with its return value. */
+static int maybe_async_receiver(void *self, void *sender, void *args) {
+  hark_token *tok = hark_token_take();
+  if (tok == NULL) {
+    ck_assert(failure_met());
+    return 4; /* completes now, failed */
+  }
+  tokens[ntokens++] = tok;
+  return 0;
+}
+
+static int token_scenario(void *arg) {
+  reset_async();
+  uv_loop_t loop;
+  ck_assert_int_eq(uv_loop_init(&loop), 0);
+  hark_loop *l = hark_loop_new(&loop);
+  hark_signal *sig = hark_signal_new("oom-token");
+  int err = 0;
+  if (l == NULL || sig == NULL)
+    goto out;
+  if (hark_connect(sig, maybe_async_receiver, NULL, NULL, 0) != 0 ||
+      hark_connect(sig, plain_receiver, NULL, NULL, 0) != 0)
+    goto out;
+  err = hark_send_async(l, sig, NULL, NULL, on_done, &done_calls);
+  if (err != 0) {
+    ck_assert_int_eq(err, HARK_ENOMEM);
+    ck_assert_int_eq(ntokens, 0);
+  }
+  uv_run(&loop, UV_RUN_NOWAIT);
+  if (ntokens == 1) {
+    ck_assert_int_eq(done_calls, 0);
+    complete_on_thread(tokens[0], 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    ck_assert_int_eq(done_calls, 1);
+    ck_assert_int_eq(done_failures, 0);
+  } else if (err == 0) {
+    ck_assert_int_eq(done_calls, 1);
+    ck_assert_int_eq(done_failures, 1);
+  } else {
+    ck_assert_int_eq(done_calls, 0);
+  }
+out:
+  oom_loop_finish(&loop, l);
+  hark_unref(sig);
+  bool met = failure_met();
+  ck_assert(met || ntokens == 1);
+  return !met;
+}
+
+START_TEST(token_take_fails_cleanly_at_every_allocation) {
+  test_alloc_install();
+  loop_thread = uv_thread_self();
+  ck_assert_int_ge(test_oom_loop(token_scenario, NULL), 4);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+typedef struct oom_send {
+  hark_signal *sig;
+  int result;
+} oom_send;
+
+static void *oom_send_thread(void *arg) {
+  oom_send *o = arg;
+  msg m = {7, 42};
+  o->result = hark_send(o->sig, NULL, &m);
+  return NULL;
+}
+
+/* hark_connect_loop, then a send from another thread whose queued call
+ * may meet the failure: the connect changes nothing, the send reports
+ * HARK_ENOMEM or skips the call (not counted, its args copy freed). */
+static int bound_scenario(void *arg) {
+  reset_counts();
+  uv_loop_t loop;
+  ck_assert_int_eq(uv_loop_init(&loop), 0);
+  hark_loop *l = hark_loop_new(&loop);
+  hark_signal *sig = hark_signal_new("oom-bound");
+  test_obj *self = hark_new(&test_obj_type);
+  oom_send o = {sig, -1};
+  if (l == NULL || sig == NULL || self == NULL)
+    goto out;
+  ck_assert_int_eq(hark_signal_set_args_ops(sig, copy_msg, msg_free), 0);
+  int err = hark_connect_loop(sig, l, bound_receiver, self, NULL, 0);
+  if (err != 0) {
+    ck_assert_int_eq(err, HARK_ENOMEM);
+    ck_assert_uint_eq(hark_signal_receivers(sig), 0);
+    goto out;
+  }
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, oom_send_thread, &o), 0);
+  pthread_join(t, NULL);
+  ck_assert(o.result == HARK_ENOMEM || o.result == 0 || o.result == 1);
+  if (o.result != 1)
+    ck_assert(failure_met());
+  uv_run(&loop, UV_RUN_NOWAIT);
+  ck_assert_int_eq(received, o.result == 1);
+  ck_assert_int_eq(self->calls, o.result == 1);
+  ck_assert_int_eq(freed, o.result != HARK_ENOMEM);
+out:
+  oom_loop_finish(&loop, l);
+  hark_unref(self);
+  hark_unref(sig);
+  bool met = failure_met();
+  ck_assert(met || o.result == 1);
+  return !met;
+}
+
+START_TEST(connect_loop_and_queued_calls_fail_cleanly_at_every_allocation) {
+  test_alloc_install();
+  loop_thread = uv_thread_self();
+  ck_assert_int_ge(test_oom_loop(bound_scenario, NULL), 5);
+  ck_assert_int_eq(test_blocks(), 0);
+  ck_assert_uint_eq(hark_live_count(NULL), 0);
+}
+END_TEST
+
+
 /* ---- the suite ------------------------------------------------------------
  */
 
@@ -1036,6 +1536,8 @@ int main(void) {
   tcase_add_test(tc,
                  dropping_the_last_reference_on_another_thread_closes_the_loop);
   tcase_add_test(tc, bad_arguments_are_einval);
+  tcase_add_test(tc, close_off_the_loop_thread_is_ignored);
+  tcase_add_test(tc, post_and_send_later_from_a_finalized_sender_are_einval);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("post");
@@ -1060,6 +1562,7 @@ int main(void) {
       tc, send_later_from_a_deferred_receiver_waits_for_the_next_iteration);
   tcase_add_test(tc, send_later_off_the_loop_thread_is_einval);
   tcase_add_test(tc, send_later_queue_is_bounded_too);
+  tcase_add_test(tc, deferred_receiver_closing_the_loop_drops_the_rest);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("bound");
@@ -1068,6 +1571,11 @@ int main(void) {
   tcase_add_test(tc,
                  loop_bound_receiver_is_called_directly_from_the_loop_thread);
   tcase_add_test(tc, queued_loop_bound_call_is_skipped_when_its_receiver_dies);
+  tcase_add_test(
+      tc, once_strong_loop_bound_receiver_sent_elsewhere_is_called_once);
+  tcase_add_test(tc, loop_bound_call_without_args_ops_passes_the_args_pointer);
+  tcase_add_test(
+      tc, loop_bound_call_refused_by_a_full_or_closed_loop_is_not_counted);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("async");
@@ -1082,16 +1590,27 @@ int main(void) {
   tcase_add_test(tc,
                  close_inside_an_async_receiver_finishes_the_send_after_return);
   tcase_add_test(tc, send_async_off_the_loop_thread_is_einval);
+  tcase_add_test(tc, async_sends_pending_together_finish_in_any_order);
+  tcase_add_test(
+      tc, close_runs_queued_completions_and_fails_the_tokens_still_out);
+  tcase_add_test(
+      tc, close_before_an_async_sends_deferred_finish_reports_it_once);
+  tcase_add_test(tc, no_token_once_an_earlier_receiver_closed_the_loop);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("housekeeping");
   tcase_add_test(tc, dead_weak_receivers_are_swept_in_idle_time_without_a_send);
+  tcase_add_test(tc,
+                 idle_sweep_skips_a_signal_whose_finalize_waits_for_a_send);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("oom");
   tcase_add_test(tc, loop_new_fails_cleanly_at_every_allocation);
   tcase_add_test(tc, post_and_close_fail_cleanly_at_every_allocation);
   tcase_add_test(tc, send_async_fails_cleanly_at_every_allocation);
+  tcase_add_test(tc, token_take_fails_cleanly_at_every_allocation);
+  tcase_add_test(
+      tc, connect_loop_and_queued_calls_fail_cleanly_at_every_allocation);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
