@@ -115,10 +115,12 @@ bool hark__loop_is_current(hark_loop *hl);
 /* Queues a call fn(self, sender, args) on hl's thread. self_ctrl and
  * sender_ctrl (either may be NULL) are checked alive before the call and
  * held weakly meanwhile; args_free(args) runs once afterwards or when the
- * call is dropped. Returns 0, HARK_ENOMEM, HARK_EAGAIN, HARK_ECANCELED;
- * on failure args stays the caller's. */
+ * call is dropped. hold, if not NULL, is a strong reference the queued
+ * call takes over and drops after the call or when the call is dropped.
+ * Returns 0, HARK_ENOMEM, HARK_EAGAIN, HARK_ECANCELED; on failure args
+ * and hold stay the caller's. */
 int hark__loop_queue_call(hark_loop *hl, hark_receiver_fn fn,
                           hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
-                          void *args, void (*args_free)(void *));
+                          void *hold, void *args, void (*args_free)(void *));
 
 #endif /* HARK_INTERNAL_H */

@@ -29,6 +29,7 @@ typedef struct item {
   hark_receiver_fn fn;     /* CALL */
   hark__ctrl *self_ctrl;   /* CALL: weak, NULL for none */
   hark__ctrl *sender_ctrl; /* POST, CALL: weak, NULL for none */
+  void *hold;              /* CALL: strong, or NULL; dropped with the item */
   void *args;
   void (*args_free)(void *args);
 } item;
@@ -152,6 +153,7 @@ static void item_release(item *it, bool free_args) {
     hark__ctrl_weak_release(it->sender_ctrl);
   if (free_args && it->args_free != NULL)
     it->args_free(it->args);
+  hark_unref(it->hold);
   hark__free(it);
 }
 
@@ -490,16 +492,19 @@ int hark_post(hark_loop *hl, hark_signal *sig, void *sender, void *args,
 
 int hark__loop_queue_call(hark_loop *hl, hark_receiver_fn fn,
                           hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
-                          void *args, void (*args_free)(void *)) {
+                          void *hold, void *args, void (*args_free)(void *)) {
   if (hl == NULL || fn == NULL)
     return HARK_EINVAL;
   item *it = item_new(ITEM_CALL, NULL, self_ctrl, sender_ctrl, args, args_free);
   if (it == NULL)
     return HARK_ENOMEM;
   it->fn = fn;
+  it->hold = hold;
   int err = enqueue(hl, it);
-  if (err != 0)
+  if (err != 0) {
+    it->hold = NULL; /* stays the caller's */
     item_release(it, false);
+  }
   return err;
 }
 

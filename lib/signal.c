@@ -956,7 +956,7 @@ static void once_detach(hark_signal *sig, conn *c) {
 
 /* A queued call of a loop-bound receiver from another thread. */
 static int queue_call(hark_signal *sig, const rent *e, void *sender,
-                      void *args) {
+                      void *hold, void *args) {
   void *a = args;
   void (*afree)(void *) = NULL;
   if (sig->args_copy != NULL) {
@@ -966,8 +966,8 @@ static int queue_call(hark_signal *sig, const rent *e, void *sender,
     afree = sig->args_free;
   }
   int err = hark__loop_queue_call(ext(e->c)->loop, e->fn, e->self,
-                                  sender ? hark__ctrl_of(sender) : NULL, a,
-                                  afree);
+                                  sender ? hark__ctrl_of(sender) : NULL, hold,
+                                  a, afree);
   if (err != 0 && afree != NULL)
     afree(a);
   return err;
@@ -993,10 +993,14 @@ static int slow_receiver(hark_signal *sig, const rent *e, uint32_t slow,
     once_detach(sig, c);
   }
   if ((slow & C_SLOW_LOOP) && !hark__loop_is_current(ext(c)->loop)) {
-    int queued = queue_call(sig, e, sender, args) == 0;
+    /* the reference keeping self alive across the call goes with the
+     * queued call: the connection that held self strongly is gone */
+    void *hold = *strong_after ? e->obj : NULL;
+    int queued = queue_call(sig, e, sender, hold, args) == 0;
     if (*strong_after) {
       *strong_after = false;
-      hark__unref(e->obj);
+      if (!queued)
+        hark__unref(e->obj);
     }
     return queued ? QUEUED : SKIP;
   }

@@ -1042,7 +1042,7 @@ START_TEST(once_strong_loop_bound_receiver_sent_elsewhere_is_called_once) {
   void *ret;
   ck_assert_int_eq(pthread_create(&t, NULL, send_thread, sig), 0);
   pthread_join(t, &ret);
-  ck_assert_int_eq((int)(intptr_t)ret, 1); /* counted as called */
+  ck_assert_int_eq((int)(intptr_t)ret, 1);          /* counted as called */
   ck_assert_uint_eq(hark_signal_receivers(sig), 0); /* once: gone */
   step();
   ck_assert_int_eq(received, 1);
@@ -1083,8 +1083,7 @@ START_TEST(loop_bound_call_without_args_ops_passes_the_args_pointer) {
   reset_counts();
   seen_args = NULL;
   hark_signal *sig = hark_signal_new("bound-raw");
-  ck_assert_int_eq(hark_connect_loop(sig, hl, args_receiver, NULL, NULL, 0),
-                   0);
+  ck_assert_int_eq(hark_connect_loop(sig, hl, args_receiver, NULL, NULL, 0), 0);
   pthread_t t;
   void *ret;
   ck_assert_int_eq(pthread_create(&t, NULL, send_shared_thread, sig), 0);
@@ -1216,8 +1215,7 @@ START_TEST(deferred_receiver_closing_the_loop_drops_the_rest) {
   reset_counts();
   later_calls = 0;
   hark_signal *sig = hark_signal_new("later-close");
-  ck_assert_int_eq(hark_connect(sig, closing_later_receiver, NULL, NULL, 0),
-                   0);
+  ck_assert_int_eq(hark_connect(sig, closing_later_receiver, NULL, NULL, 0), 0);
   ck_assert_int_eq(hark_send_later(hl, sig, NULL, msg_new(0, 1), msg_free), 0);
   ck_assert_int_eq(hark_send_later(hl, sig, NULL, msg_new(0, 2), msg_free), 0);
   ck_assert_int_eq(hark_send_later(hl, sig, NULL, msg_new(0, 3), msg_free), 0);
@@ -1243,8 +1241,8 @@ START_TEST(async_sends_pending_together_finish_in_any_order) {
   hark_signal *sig = hark_signal_new("async-many");
   ck_assert_int_eq(hark_connect(sig, async_receiver, NULL, NULL, 0), 0);
   for (int i = 0; i < 3; i++)
-    ck_assert_int_eq(
-        hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls), 0);
+    ck_assert_int_eq(hark_send_async(hl, sig, NULL, NULL, on_done, &done_calls),
+                     0);
   ck_assert_int_eq(ntokens, 3);
   step();
   ck_assert_int_eq(done_calls, 0);
@@ -1523,7 +1521,6 @@ START_TEST(connect_loop_and_queued_calls_fail_cleanly_at_every_allocation) {
 }
 END_TEST
 
-
 /* ---- the suite ------------------------------------------------------------
  */
 
@@ -1571,8 +1568,8 @@ int main(void) {
   tcase_add_test(tc,
                  loop_bound_receiver_is_called_directly_from_the_loop_thread);
   tcase_add_test(tc, queued_loop_bound_call_is_skipped_when_its_receiver_dies);
-  tcase_add_test(
-      tc, once_strong_loop_bound_receiver_sent_elsewhere_is_called_once);
+  tcase_add_test(tc,
+                 once_strong_loop_bound_receiver_sent_elsewhere_is_called_once);
   tcase_add_test(tc, loop_bound_call_without_args_ops_passes_the_args_pointer);
   tcase_add_test(
       tc, loop_bound_call_refused_by_a_full_or_closed_loop_is_not_counted);
@@ -1591,17 +1588,16 @@ int main(void) {
                  close_inside_an_async_receiver_finishes_the_send_after_return);
   tcase_add_test(tc, send_async_off_the_loop_thread_is_einval);
   tcase_add_test(tc, async_sends_pending_together_finish_in_any_order);
-  tcase_add_test(
-      tc, close_runs_queued_completions_and_fails_the_tokens_still_out);
-  tcase_add_test(
-      tc, close_before_an_async_sends_deferred_finish_reports_it_once);
+  tcase_add_test(tc,
+                 close_runs_queued_completions_and_fails_the_tokens_still_out);
+  tcase_add_test(tc,
+                 close_before_an_async_sends_deferred_finish_reports_it_once);
   tcase_add_test(tc, no_token_once_an_earlier_receiver_closed_the_loop);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("housekeeping");
   tcase_add_test(tc, dead_weak_receivers_are_swept_in_idle_time_without_a_send);
-  tcase_add_test(tc,
-                 idle_sweep_skips_a_signal_whose_finalize_waits_for_a_send);
+  tcase_add_test(tc, idle_sweep_skips_a_signal_whose_finalize_waits_for_a_send);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("oom");
