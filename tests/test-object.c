@@ -104,6 +104,8 @@ START_TEST(object_init_sets_up_caller_owned_memory) {
   hark_unref(&e);
   ck_assert_int_eq(e.finalized, 1);
   ck_assert_ptr_eq(e.seen, &e);
+  /* no longer an object: it has no type */
+  ck_assert_ptr_null(hark_object_type(&e));
 }
 END_TEST
 

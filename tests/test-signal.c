@@ -1687,7 +1687,9 @@ static int run_in_child(const char *hark_debug, int (*body)(void), char *out,
     dup2(fd, 2);
     int code = body();
     fflush(stderr);
-    _exit(code);
+    /* exit, not _exit: a coverage build writes the child's profile at
+     * exit; stdio was flushed before the fork, so nothing is written twice */
+    exit(code);
   }
   int status;
   while (waitpid(pid, &status, 0) < 0)
@@ -1933,6 +1935,349 @@ START_TEST(send_after_a_connect_reports_allocation_failure_and_stays_usable) {
 }
 END_TEST
 
+/* ---- arguments, finalized objects, once, robust and accumulate ---------- */
+
+static void *args_copy_fn(void *args) { return args; }
+static void args_free_fn(void *args) { (void)args; }
+
+START_TEST(accessors_and_calls_reject_null_and_half_set_arguments) {
+  begin();
+  ck_assert_int_eq(hark_connect(g_sig, fn_a, NULL, NULL, 0), 0);
+  ck_assert_ptr_null(hark_signal_name(NULL));
+  ck_assert_uint_eq(hark_signal_receivers(NULL), 0);
+  hark_signal_set_max_receivers(NULL, 3); /* a no-op */
+  ck_assert_int_eq(hark_signal_set_args_ops(NULL, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_signal_set_args_ops(g_sig, args_copy_fn, NULL),
+                   HARK_EINVAL);
+  ck_assert_int_eq(hark_signal_set_args_ops(g_sig, NULL, args_free_fn),
+                   HARK_EINVAL);
+  ck_assert_int_eq(hark_signal_set_args_ops(g_sig, NULL, NULL), 0);
+  ck_assert_int_eq(hark_connect_loop(g_sig, NULL, fn_b, NULL, NULL, 0),
+                   HARK_EINVAL);
+  ck_assert_int_eq(hark_disconnect(NULL, fn_a, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_disconnect(g_sig, NULL, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_disconnect_uid(g_sig, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_disconnect_uid(g_sig, "", NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_block(NULL, fn_a, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_block(g_sig, NULL, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_block_uid(g_sig, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_unblock_uid(g_sig, NULL, NULL), HARK_EINVAL);
+  ck_assert_int_eq(hark_send_accumulate(g_sig, NULL, NULL, NULL, NULL),
+                   HARK_EINVAL);
+  ck_assert(!hark_has_listeners(NULL, NULL));
+  ck_assert_uint_eq(hark_signal_sweep(NULL), 0);
+  /* none of them changed anything */
+  ck_assert_uint_eq(hark_signal_receivers(g_sig), 1);
+  log_reset();
+  ck_assert_int_eq(hark_send(g_sig, NULL, NULL), 1);
+  ASSERT_CALLS(901);
+  end_signal();
+  assert_all_released();
+}
+END_TEST
+
+/* Caller-owned memory whose last reference is gone: still nameable, but
+ * no longer a hark object. */
+typedef struct kept {
+  hark_object base;
+} kept;
+
+static void kept_finalize(void *obj) { (void)obj; }
+
+static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
+
+START_TEST(connect_with_a_finalized_self_or_sender_returns_enoent) {
+  begin();
+  kept k;
+  ck_assert_int_eq(hark_object_init(&k, &kept_type), 0);
+  hark_unref(&k);
+  ck_assert_int_eq(hark_connect(g_sig, rx, &k, NULL, 0), HARK_ENOENT);
+  ck_assert_int_eq(hark_connect(g_sig, fn_a, NULL, &k, 0), HARK_ENOENT);
+  ck_assert_int_eq(hark_connect_uid(g_sig, "u", fn_a, NULL, &k, 0),
+                   HARK_ENOENT);
+  ck_assert_uint_eq(hark_signal_receivers(g_sig), 0);
+  end_signal();
+  assert_all_released();
+}
+END_TEST
+
+START_TEST(robust_and_accumulate_skip_dead_blocked_and_spent_once_receivers) {
+  begin();
+  rx_obj *a = rx_new(1), *b = rx_new(2), *c = rx_new(3), *d = rx_new(4);
+  d->ret = 6;
+  ck_assert_int_eq(hark_connect(g_sig, rx, a, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(g_sig, rx, b, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(g_sig, rx, c, NULL, HARK_ONCE), 0);
+  ck_assert_int_eq(hark_connect(g_sig, rx, d, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(g_sig, fn_a, NULL, NULL, HARK_ONCE), 0);
+  ck_assert_int_eq(hark_block(g_sig, rx, b, NULL), 0);
+  hark_unref(a); /* dead, not yet swept */
+  robust_log_n = 0;
+  log_reset();
+  ck_assert_int_eq(hark_send_robust(g_sig, NULL, NULL, on_result, NULL), 1);
+  ASSERT_CALLS(3, 4, 901);
+  ck_assert_int_eq(robust_log_n, 3);
+  ck_assert_ptr_eq(robust_log[2].self, NULL);         /* the plain function */
+  ck_assert_uint_eq(hark_signal_receivers(g_sig), 2); /* a purged, once gone */
+  robust_log_n = 0;
+  log_reset();
+  ck_assert_int_eq(hark_send_robust(g_sig, NULL, NULL, on_result, NULL), 1);
+  ASSERT_CALLS(4);
+  /* the same mix for an accumulating send */
+  rx_obj *e = rx_new(5);
+  ck_assert_int_eq(hark_connect(g_sig, rx, e, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(g_sig, rx, c, NULL, HARK_ONCE), 0);
+  ck_assert_int_eq(hark_connect(g_sig, fn_a, NULL, NULL, HARK_ONCE), 0);
+  hark_unref(e);
+  acc_stop_after = 1000;
+  acc_seen = 0;
+  robust_log_n = 0;
+  log_reset();
+  int data;
+  ck_assert_int_eq(hark_send_accumulate(g_sig, NULL, NULL, acc, &data), 3);
+  ASSERT_CALLS(4, 3, 901);
+  ck_assert_int_eq(robust_log_n, 3);
+  log_reset();
+  ck_assert_int_eq(hark_send_accumulate(g_sig, NULL, NULL, acc, &data), 1);
+  ASSERT_CALLS(4);
+  ck_assert_uint_eq(hark_signal_receivers(g_sig), 2);
+  ck_assert_int_eq(hark_unblock(g_sig, rx, b, NULL), 0);
+  log_reset();
+  ck_assert_int_eq(hark_send_accumulate(g_sig, NULL, NULL, acc, &data), 2);
+  ASSERT_CALLS(2, 4);
+  hark_unref(b);
+  hark_unref(c);
+  hark_unref(d);
+  end_signal();
+  assert_all_released();
+}
+END_TEST
+
+/* hark_has_listeners must rebuild a stale list; without memory for it, it
+ * answers from the connections themselves, with the same rules: dead and
+ * blocked receivers do not count, sender filtering does. */
+START_TEST(has_listeners_without_memory_for_the_list_answers_all_the_same) {
+  begin();
+  rx_obj *a = rx_new(1);
+  test_obj *s1 = sender_new(1), *s2 = sender_new(2);
+  ck_assert_int_eq(hark_connect(g_sig, rx, a, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(g_sig, fn_a, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(g_sig, fn_b, NULL, s1, 0), 0);
+  ck_assert_int_eq(hark_block(g_sig, fn_a, NULL, NULL), 0);
+  hark_unref(a); /* dead, not swept */
+  long blocks = test_blocks();
+  test_fail_nth(1);
+  ck_assert(!hark_has_listeners(g_sig, NULL));
+  ck_assert(test_failure_met());
+  test_fail_nth(1);
+  ck_assert(hark_has_listeners(g_sig, s1));
+  ck_assert(test_failure_met());
+  test_fail_nth(1);
+  ck_assert(!hark_has_listeners(g_sig, s2));
+  ck_assert(test_failure_met());
+  test_fail_nth(0);
+  ck_assert_int_eq(test_blocks(), blocks); /* nothing was built */
+  ck_assert_int_eq(hark_unblock(g_sig, fn_a, NULL, NULL), 0);
+  test_fail_nth(1);
+  ck_assert(hark_has_listeners(g_sig, NULL));
+  ck_assert(test_failure_met());
+  test_fail_nth(1);
+  ck_assert(hark_has_listeners(g_sig, s2));
+  test_fail_nth(0);
+  /* with memory, the same answers */
+  ck_assert(hark_has_listeners(g_sig, NULL));
+  ck_assert(hark_has_listeners(g_sig, s1));
+  ck_assert(hark_has_listeners(g_sig, s2));
+  ck_assert_int_eq(hark_block(g_sig, fn_a, NULL, NULL), 0);
+  ck_assert(!hark_has_listeners(g_sig, s2));
+  ck_assert(hark_has_listeners(g_sig, s1));
+  hark_unref(s1);
+  hark_unref(s2);
+  end_signal();
+  assert_all_released();
+}
+END_TEST
+
+/* Sends from sender s and returns how many times fn_a (s's receiver) and
+ * fn_b (the any-sender uids) ran; a send that meets the failure is
+ * retried (the failure is spent). */
+static void send_counting(hark_signal *sig, void *s, int *own, int *any) {
+  log_reset();
+  int r = hark_send(sig, s, NULL);
+  if (r == HARK_ENOMEM) {
+    ck_assert(test_failure_met());
+    ASSERT_NO_CALLS();
+    r = hark_send(sig, s, NULL);
+  }
+  ck_assert_int_ge(r, 0);
+  *own = log_count(901);
+  *any = log_count(902);
+  ck_assert_int_eq(r, *own + *any);
+}
+
+#define GROW_N 24
+
+/* Many senders (the sender table grows) and many connections (the
+ * identity index grows), then disconnect/reconnect churn (tombstones make
+ * both rehash): a failure anywhere is HARK_ENOMEM and changes nothing. */
+static int growth_scenario(void *arg) {
+  int ok = 1, own, any;
+  test_obj *snd[GROW_N] = {NULL};
+  hark_signal *sig = hark_signal_new("grow");
+  if (sig == NULL) {
+    ck_assert(test_failure_met());
+    return 0;
+  }
+  for (int i = 0; i < GROW_N; i++) {
+    snd[i] = hark_new(&test_obj_type);
+    if (snd[i] == NULL) {
+      ck_assert(test_failure_met());
+      ok = 0;
+      goto out;
+    }
+  }
+  for (int i = 0; i < GROW_N; i++) {
+    int r = hark_connect(sig, fn_a, NULL, snd[i], 0);
+    if (r == HARK_ENOMEM) {
+      ck_assert(test_failure_met());
+      ck_assert_uint_eq(hark_signal_receivers(sig), 2 * (size_t)i);
+      send_counting(sig, snd[i], &own, &any);
+      ck_assert_int_eq(own, 0);
+      ck_assert_int_eq(any, i);
+      if (i > 0) {
+        send_counting(sig, snd[i - 1], &own, &any);
+        ck_assert_int_eq(own, 1);
+      }
+      ck_assert_int_eq(hark_connect(sig, fn_a, NULL, snd[i], 0), 0);
+      send_counting(sig, snd[i], &own, &any);
+      ck_assert_int_eq(own, 1);
+      ok = 0;
+      goto out;
+    }
+    ck_assert_int_eq(r, 0);
+    char uid[16];
+    snprintf(uid, sizeof uid, "any-%d", i);
+    r = hark_connect_uid(sig, uid, fn_b, NULL, NULL, 0);
+    if (r == HARK_ENOMEM) {
+      ck_assert(test_failure_met());
+      ck_assert_uint_eq(hark_signal_receivers(sig), 2 * (size_t)i + 1);
+      send_counting(sig, NULL, &own, &any);
+      ck_assert_int_eq(any, i);
+      ck_assert_int_eq(hark_connect_uid(sig, uid, fn_b, NULL, NULL, 0), 0);
+      send_counting(sig, NULL, &own, &any);
+      ck_assert_int_eq(any, i + 1);
+      ok = 0;
+      goto out;
+    }
+    ck_assert_int_eq(r, 0);
+  }
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < GROW_N; i += 2) {
+      ck_assert_int_eq(hark_disconnect(sig, fn_a, NULL, snd[i]), 1);
+      int r = hark_connect(sig, fn_a, NULL, snd[i], 0);
+      if (r == HARK_ENOMEM) {
+        ck_assert(test_failure_met());
+        ck_assert_uint_eq(hark_signal_receivers(sig), 2 * GROW_N - 1);
+        send_counting(sig, snd[i], &own, &any);
+        ck_assert_int_eq(own, 0);
+        ck_assert_int_eq(any, GROW_N);
+        ok = 0;
+        goto out;
+      }
+      ck_assert_int_eq(r, 0);
+    }
+  }
+  for (int i = 0; i < GROW_N; i++) {
+    send_counting(sig, snd[i], &own, &any);
+    ck_assert_int_eq(own, 1);
+    ck_assert_int_eq(any, GROW_N);
+  }
+  ck_assert_uint_eq(hark_signal_receivers(sig), 2 * GROW_N);
+  if (test_failure_met())
+    ok = 0;
+out:
+  for (int i = 0; i < GROW_N; i++)
+    hark_unref(snd[i]);
+  hark_unref(sig);
+  return ok;
+}
+
+START_TEST(
+    table_and_index_growth_report_allocation_failure_and_change_nothing) {
+  test_alloc_install();
+  oom_warm_up();
+  ck_assert_int_gt(test_oom_loop(growth_scenario, NULL), 2 * GROW_N);
+  assert_all_released();
+}
+END_TEST
+
+/* HARK_DEBUG=receivers adds an allocation to a weak connect: every
+ * allocation point of it fails cleanly too, and the report comes for a
+ * receiver that dies connected, never for one disconnected first. */
+static int debug_oom_scenario(void) {
+  test_alloc_install();
+  long base = test_blocks();
+  size_t live = hark_live_count(NULL);
+  int reports = 0;
+  for (long n = 1; n < 1000; n++) {
+    test_fail_nth(n);
+    hark_signal *sig = hark_signal_new("dbg-oom");
+    rx_obj *a = hark_new(&rx_type), *b = hark_new(&rx_type);
+    int done = 0;
+    if (sig != NULL && a != NULL && b != NULL) {
+      int r = hark_connect(sig, rx, a, NULL, 0);
+      if (r == HARK_ENOMEM) {
+        if (!test_failure_met() || hark_signal_receivers(sig) != 0)
+          return 30;
+        if (hark_connect(sig, rx, a, NULL, 0) != 0) /* usable again */
+          return 31;
+      } else if (r != 0) {
+        return 32;
+      }
+      r = hark_connect(sig, rx, b, NULL, 0);
+      if (r == HARK_ENOMEM) {
+        if (!test_failure_met() || hark_signal_receivers(sig) != 1)
+          return 33;
+      } else if (r != 0) {
+        return 34;
+      } else if (hark_disconnect(sig, rx, b, NULL) != 1) {
+        return 35;
+      }
+      done = !test_failure_met();
+      reports++; /* a dies connected */
+    } else if (!test_failure_met()) {
+      return 36;
+    }
+    test_fail_nth(0);
+    hark_unref(b); /* never reported: not connected */
+    hark_unref(a);
+    if (sig != NULL)
+      hark_signal_sweep(sig);
+    hark_unref(sig);
+    if (test_blocks() != base || hark_live_count(NULL) != live)
+      return 37;
+    if (done) {
+      fprintf(stderr, "expected reports: %d\n", reports);
+      return n > 4 ? 0 : 38;
+    }
+  }
+  return 39;
+}
+
+START_TEST(hark_debug_receivers_connect_fails_cleanly_at_every_allocation) {
+  char out[32768];
+  int code = run_in_child("receivers", debug_oom_scenario, out, sizeof out);
+  ck_assert_msg(code == 0, "scenario check %d failed (stderr: %s)", code, out);
+  const char *e = strstr(out, "expected reports: ");
+  ck_assert_ptr_nonnull(e);
+  int want = atoi(e + strlen("expected reports: "));
+  ck_assert_int_gt(want, 0);
+  ck_assert_int_eq(
+      count_substr(out, "died while connected to signal 'dbg-oom'"), want);
+  ck_assert_int_eq(count_substr(out, "(rx_obj)"), want);
+}
+END_TEST
+
 /* ---- everything released ----------------------------------------------- */
 
 START_TEST(everything_is_released_once_all_objects_and_signals_are_dropped) {
@@ -2002,6 +2347,8 @@ static Suite *signal_suite(void) {
   tcase_add_test(tc, connect_uid_rejects_a_null_or_empty_uid);
   tcase_add_test(tc, connect_uid_copies_the_uid);
   tcase_add_test(tc, disconnect_uid_returns_one_then_zero);
+  tcase_add_test(tc, accessors_and_calls_reject_null_and_half_set_arguments);
+  tcase_add_test(tc, connect_with_a_finalized_self_or_sender_returns_enoent);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("filtering");
@@ -2046,6 +2393,8 @@ static Suite *signal_suite(void) {
   tcase_add_test(tc, send_stops_at_the_first_non_zero_return_and_returns_it);
   tcase_add_test(tc, send_rejects_a_null_signal);
   tcase_add_test(tc, send_robust_calls_every_receiver_and_returns_the_failures);
+  tcase_add_test(
+      tc, robust_and_accumulate_skip_dead_blocked_and_spent_once_receivers);
   tcase_add_test(tc, send_accumulate_stops_when_the_accumulator_says_so);
   tcase_add_test(tc, blocked_receiver_is_skipped_until_unblocked_as_many_times);
   tcase_add_test(tc, block_of_an_unknown_connection_returns_enoent);
@@ -2097,6 +2446,12 @@ static Suite *signal_suite(void) {
   tcase_add_test(tc, signal_new_reports_allocation_failure_at_every_point);
   tcase_add_test(
       tc, send_after_a_connect_reports_allocation_failure_and_stays_usable);
+  tcase_add_test(
+      tc, has_listeners_without_memory_for_the_list_answers_all_the_same);
+  tcase_add_test(
+      tc, table_and_index_growth_report_allocation_failure_and_change_nothing);
+  tcase_add_test(
+      tc, hark_debug_receivers_connect_fails_cleanly_at_every_allocation);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -320,6 +320,37 @@ START_TEST(print_diff_shows_freed_objects_as_negative) {
 }
 END_TEST
 
+/* Two types share a name: the same number of objects, of different sizes,
+ * is still a change the table shows. */
+static const hark_type morph_small = {"morph", 16, NULL};
+static const hark_type morph_big = {"morph", 48, NULL};
+
+START_TEST(print_diff_shows_a_row_whose_count_is_unchanged_but_bytes_are_not) {
+  void *small = make(&morph_small);
+  hark_snapshot *before = hark_snapshot_take();
+  ck_assert_ptr_nonnull(before);
+  hark_unref(small);
+  void *big = make(&morph_big);
+  hark_snapshot *after = hark_snapshot_take();
+  ck_assert_ptr_nonnull(after);
+  FILE *f = tmpfile();
+  ck_assert_ptr_nonnull(f);
+  hark_snapshot_print_diff(f, before, after);
+  const char *text = slurp(f);
+  long objects, bytes;
+  ck_assert_msg(find_row(text, "morph", &objects, &bytes), "%s", text);
+  ck_assert_int_eq(objects, 0);
+  ck_assert_int_eq(bytes, 32);
+  ck_assert_msg(find_row(text, "(total)", &objects, &bytes), "%s", text);
+  ck_assert_int_eq(objects, 0);
+  ck_assert_int_eq(bytes, 32);
+  fclose(f);
+  hark_snapshot_free(before);
+  hark_snapshot_free(after);
+  hark_unref(big);
+}
+END_TEST
+
 START_TEST(print_diff_of_equal_snapshots_shows_only_a_zero_total) {
   void *w = make(&widget_type);
   hark_snapshot *a = hark_snapshot_take();
@@ -417,6 +448,8 @@ static int leak_child(const char *mode) {
     hark_unref(c);
     return a != NULL && b != NULL ? 0 : 1;
   }
+  if (strcmp(mode, "one-leak") == 0)
+    return hark_new(&leaky_type) != NULL ? 0 : 1;
   if (strcmp(mode, "no-leaks") == 0) {
     void *a = hark_new(&leaky_type);
     hark_unref(a);
@@ -480,6 +513,16 @@ START_TEST(debug_leaks_prints_live_objects_at_exit) {
 }
 END_TEST
 
+START_TEST(debug_leaks_counts_a_single_live_object_in_the_singular) {
+  const char *err = run_leak_child("one-leak", "leaks");
+  ck_assert_msg(strstr(err, "1 live object at exit") != NULL, "%s", err);
+  long objects, bytes;
+  ck_assert_msg(find_row(err, "leaky_widget", &objects, &bytes), "%s", err);
+  ck_assert_int_eq(objects, 1);
+  ck_assert_int_eq(bytes, 24);
+}
+END_TEST
+
 START_TEST(debug_leaks_says_no_live_objects_when_none_are_left) {
   const char *err = run_leak_child("no-leaks", "leaks");
   ck_assert_msg(strstr(err, "no live objects") != NULL, "%s", err);
@@ -521,6 +564,8 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, types_sharing_a_name_are_counted_together);
   tcase_add_test(tc, type_without_a_name_is_counted_as_unnamed);
   tcase_add_test(tc, live_count_does_not_read_a_type_freed_after_its_objects);
+  tcase_add_test(
+      tc, print_diff_shows_a_row_whose_count_is_unchanged_but_bytes_are_not);
   /* last: fills the table, later new types share the overflow row */
   tcase_add_test(tc, types_beyond_the_table_are_counted_as_other_types);
   suite_add_tcase(s, tc);
@@ -539,6 +584,7 @@ int main(int argc, char **argv) {
   tc = tcase_create("debug");
   tcase_add_test(tc, debug_leaks_prints_live_objects_at_exit);
   tcase_add_test(tc, debug_leaks_says_no_live_objects_when_none_are_left);
+  tcase_add_test(tc, debug_leaks_counts_a_single_live_object_in_the_singular);
   tcase_add_test(tc, debug_leaks_is_read_from_a_comma_separated_list);
   tcase_add_test(tc, no_leak_report_without_debug_leaks);
   suite_add_tcase(s, tc);

@@ -662,6 +662,122 @@ START_TEST(
 }
 END_TEST
 
+/* ---- keys that are no longer objects, values that are the same --------- */
+
+/* Caller-owned memory whose last reference is gone: nameable, but no longer
+ * a hark object. */
+typedef struct kept {
+  hark_object base;
+} kept;
+
+static void kept_finalize(void *obj) { (void)obj; }
+
+static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
+
+START_TEST(weakmap_with_a_finalized_key_finds_nothing_and_stores_nothing) {
+  test_alloc_install();
+  freed_count = 0;
+  static int v;
+  hark_weakmap *m = hark_weakmap_new(value_free_log);
+  kept k;
+  ck_assert_int_eq(hark_object_init(&k, &kept_type), 0);
+  ck_assert_int_eq(hark_weakmap_set(m, &k, &v), 0);
+  hark_unref(&k); /* the entry goes with it */
+  ck_assert_int_eq(value_was_freed(&v), 1);
+  ck_assert_int_eq(hark_weakmap_set(m, &k, &v), HARK_ENOENT);
+  ck_assert_ptr_null(hark_weakmap_get(m, &k));
+  ck_assert_int_eq(hark_weakmap_remove(m, &k), 0);
+  ck_assert_uint_eq(hark_weakmap_size(m), 0);
+  ck_assert_int_eq(freed_count, 1); /* the refused value stays ours */
+  hark_weakmap_free(m);
+  assert_all_released();
+}
+END_TEST
+
+START_TEST(weakmap_setting_the_same_value_again_keeps_it_and_null_is_no_value) {
+  test_alloc_install();
+  freed_count = 0;
+  static int v;
+  hark_weakmap *m = hark_weakmap_new(value_free_log);
+  test_obj *k = key_new(1), *k2 = key_new(2);
+  ck_assert_int_eq(hark_weakmap_set(m, k, &v), 0);
+  ck_assert_int_eq(hark_weakmap_set(m, k, &v), 0); /* same value: kept */
+  ck_assert_int_eq(freed_count, 0);
+  ck_assert_ptr_eq(hark_weakmap_get(m, k), &v);
+  ck_assert_int_eq(hark_weakmap_set(m, k2, NULL), 0);
+  ck_assert_uint_eq(hark_weakmap_size(m), 2);
+  ck_assert_int_eq(hark_weakmap_remove(m, k2), 1); /* NULL is not freed */
+  ck_assert_int_eq(freed_count, 0);
+  ck_assert_int_eq(hark_weakmap_set(m, k2, NULL), 0);
+  hark_unref(k2);
+  ck_assert_int_eq(freed_count, 0);
+  ck_assert_uint_eq(hark_weakmap_size(m), 1);
+  hark_unref(k);
+  ck_assert_int_eq(freed_count, 1);
+  ck_assert_int_eq(value_was_freed(&v), 1);
+  hark_weakmap_free(m);
+  assert_all_released();
+}
+END_TEST
+
+/* Many keys: the table grows several times; a failure to grow (or to add
+ * the entry) is HARK_ENOMEM and leaves every earlier entry in place. */
+#define WM_N 40
+static int growth_values[WM_N];
+
+static int weakmap_growth_scenario(void *arg) {
+  int ok = 1;
+  test_obj *k[WM_N] = {NULL};
+  oom_values_freed = 0;
+  hark_weakmap *m = hark_weakmap_new(oom_value_free);
+  if (m == NULL) {
+    ck_assert(test_failure_met());
+    return 0;
+  }
+  for (int i = 0; i < WM_N; i++) {
+    k[i] = hark_new(&test_obj_type);
+    if (k[i] == NULL) {
+      ck_assert(test_failure_met());
+      ok = 0;
+      goto out;
+    }
+  }
+  for (int i = 0; i < WM_N; i++) {
+    int r = hark_weakmap_set(m, k[i], &growth_values[i]);
+    if (r == HARK_ENOMEM) {
+      ck_assert(test_failure_met());
+      ck_assert_uint_eq(hark_weakmap_size(m), (size_t)i);
+      ck_assert_ptr_null(hark_weakmap_get(m, k[i]));
+      for (int j = 0; j < i; j++)
+        ck_assert_ptr_eq(hark_weakmap_get(m, k[j]), &growth_values[j]);
+      ck_assert_int_eq(oom_values_freed, 0);
+      ck_assert_int_eq(hark_weakmap_set(m, k[i], &growth_values[i]), 0);
+      ck_assert_uint_eq(hark_weakmap_size(m), (size_t)i + 1);
+      ok = 0;
+      goto out;
+    }
+    ck_assert_int_eq(r, 0);
+  }
+  for (int j = 0; j < WM_N; j++)
+    ck_assert_ptr_eq(hark_weakmap_get(m, k[j]), &growth_values[j]);
+  if (test_failure_met())
+    ok = 0;
+out:
+  for (int i = 0; i < WM_N; i += 2) /* half by their keys' death */
+    hark_unref(k[i]);
+  hark_weakmap_free(m);
+  for (int i = 1; i < WM_N; i += 2)
+    hark_unref(k[i]);
+  return ok;
+}
+
+START_TEST(weakmap_growth_reports_allocation_failure_and_keeps_every_entry) {
+  test_alloc_install();
+  ck_assert_int_gt(test_oom_loop(weakmap_growth_scenario, NULL), WM_N);
+  assert_all_released();
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------- */
 
 static Suite *weakmap_suite(void) {
@@ -684,6 +800,12 @@ static Suite *weakmap_suite(void) {
   tcase_add_test(
       tc,
       weakmap_set_reports_allocation_failure_at_every_point_and_leaks_nothing);
+  tcase_add_test(tc,
+                 weakmap_with_a_finalized_key_finds_nothing_and_stores_nothing);
+  tcase_add_test(
+      tc, weakmap_setting_the_same_value_again_keeps_it_and_null_is_no_value);
+  tcase_add_test(
+      tc, weakmap_growth_reports_allocation_failure_and_keeps_every_entry);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("lifetime");
