@@ -280,8 +280,10 @@ HARK_EXTERN int hark_connect_loop(hark_signal *sig, hark_loop *hl,
                                   void *sender, unsigned flags);
 
 /* Removes the connection (fn, self, sender). self and sender are compared
- * by identity and may already be dead (pass the same pointers used to
- * connect). Returns 1 if removed, 0 if there was none, HARK_EINVAL.
+ * by identity (the pointers used to connect). A connection whose weak
+ * receiver has died counts as already gone (it was dropped by itself), so
+ * a new object at a dead receiver's address is never mistaken for it.
+ * Returns 1 if removed, 0 if there was none, HARK_EINVAL.
  * Any thread, also from inside a receiver: a receiver disconnected before
  * its turn in a running send is not called. */
 HARK_EXTERN int hark_disconnect(hark_signal *sig, hark_receiver_fn fn,

@@ -446,6 +446,22 @@ static size_t purge(hark_signal *sig, bucket *b, conn **chain) {
   return n;
 }
 
+/* Finds the connection with this identity (lock held). One whose weak
+ * receiver has died counts as gone: it is dropped here, so that a new
+ * object at a dead receiver's address is never taken for it. */
+static conn **find_live(hark_signal *sig, hark_receiver_fn fn, const void *self,
+                        const char *uid, const void *sender, conn **chain) {
+  conn **slot = index_find(sig, fn, self, uid, sender);
+  if (slot != NULL && conn_dead(*slot)) {
+    conn *old = *slot;
+    bucket *b = old->b;
+    detach(sig, old, chain, true);
+    maybe_drop_bucket(sig, b);
+    slot = NULL;
+  }
+  return slot;
+}
+
 static void unpin(hark_signal *sig) {
   if (atomic_fetch_sub(&sig->pins, 1) == 1) {
     pthread_mutex_destroy(&sig->lock);
@@ -635,15 +651,7 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
   bucket *fresh = NULL;
   int err = 0;
   lock(sig);
-  conn **slot = index_find(sig, fn, self, uid, sender);
-  if (slot != NULL && conn_dead(*slot)) {
-    /* a dead receiver whose address a new object reuses is not it */
-    conn *old = *slot;
-    bucket *ob = old->b;
-    detach(sig, old, &chain, true);
-    maybe_drop_bucket(sig, ob);
-    slot = NULL;
-  }
+  conn **slot = find_live(sig, fn, self, uid, sender, &chain);
   if (slot != NULL) {
     err = HARK_EEXIST;
     goto out;
@@ -745,7 +753,7 @@ static int do_disconnect(hark_signal *sig, hark_receiver_fn fn, void *self,
     return HARK_EINVAL;
   conn *chain = NULL;
   lock(sig);
-  conn **slot = index_find(sig, fn, self, uid, sender);
+  conn **slot = find_live(sig, fn, self, uid, sender, &chain);
   if (slot != NULL) {
     conn *c = *slot;
     bucket *b = c->b;
@@ -773,8 +781,9 @@ static int do_block(hark_signal *sig, hark_receiver_fn fn, void *self,
   if (sig == NULL || (uid == NULL && fn == NULL))
     return HARK_EINVAL;
   int err = 0;
+  conn *chain = NULL;
   lock(sig);
-  conn **slot = index_find(sig, fn, self, uid, sender);
+  conn **slot = find_live(sig, fn, self, uid, sender, &chain);
   if (slot == NULL) {
     err = HARK_ENOENT;
   } else if (delta > 0) {
@@ -785,6 +794,7 @@ static int do_block(hark_signal *sig, hark_receiver_fn fn, void *self,
     atomic_fetch_sub(&(*slot)->slow, C_BLOCK_ONE);
   }
   unlock(sig);
+  release_chain(chain);
   return err;
 }
 

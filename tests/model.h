@@ -355,15 +355,15 @@ static int find_ident(int s, int fn, int uid, unsigned self, unsigned sender) {
   return -1;
 }
 
-/* Known library bug, tolerated unless HARK_MODEL_STRICT_REUSE=1: a dead
- * weak receiver not yet dropped is found by disconnect/block through a
- * new object that reuses its self's address (DESIGN.md: the receiver
- * index must never confuse the two). The zombie at selfp, or -1. */
+/* A dead weak receiver not yet dropped must never be found by
+ * disconnect/block through a new object that reuses its self's address
+ * (DESIGN.md). That was a library bug; HARK_MODEL_STRICT_REUSE=0 still
+ * tolerates it, for bisecting. The zombie at selfp, or -1. */
 static int reuse_zombie(int s, int fn, int uid, void *selfp, unsigned sender) {
   static int strict = -1;
   if (strict < 0) {
     const char *e = getenv("HARK_MODEL_STRICT_REUSE");
-    strict = e != NULL && atoi(e) > 0;
+    strict = e == NULL || atoi(e) > 0;
   }
   if (strict || uid >= 0 || selfp == NULL)
     return -1;
