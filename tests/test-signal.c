@@ -1473,6 +1473,39 @@ START_TEST(new_sender_at_a_freed_senders_address_inherits_no_receivers) {
 }
 END_TEST
 
+/* Regression: disconnect and block used to find a dead weak receiver, not
+ * yet dropped, through a new object that reused its address. */
+START_TEST(disconnect_and_block_never_find_a_dead_receiver_through_its_address) {
+  begin();
+  rx_obj *dead[16], *fresh[16];
+  for (int i = 0; i < 16; i++) {
+    dead[i] = rx_new(i);
+    ck_assert_int_eq(hark_connect(g_sig, rx, dead[i], NULL, 0), 0);
+  }
+  void *addr[16];
+  for (int i = 0; i < 16; i++) {
+    addr[i] = dead[i];
+    hark_unref(dead[i]); /* weak: the connections are still listed */
+  }
+  for (int i = 0; i < 16; i++)
+    fresh[i] = rx_new(100 + i);
+  for (int i = 0; i < 16; i++) {
+    /* whether or not fresh[i] reuses a dead address, it has no
+     * connection of its own */
+    ck_assert_int_eq(hark_block(g_sig, rx, fresh[i], NULL), HARK_ENOENT);
+    ck_assert_int_eq(hark_disconnect(g_sig, rx, fresh[i], NULL), 0);
+  }
+  /* and the dead ones count as gone, under their own pointers too */
+  for (int i = 0; i < 16; i++)
+    ck_assert_int_eq(hark_disconnect(g_sig, rx, addr[i], NULL), 0);
+  ck_assert_uint_eq(hark_signal_receivers(g_sig), 0);
+  for (int i = 0; i < 16; i++)
+    hark_unref(fresh[i]);
+  end_signal();
+  assert_all_released();
+}
+END_TEST
+
 START_TEST(new_receiver_at_a_dead_receivers_address_is_a_new_connection) {
   begin();
   for (int i = 0; i < 2000; i++) {
@@ -2379,6 +2412,8 @@ static Suite *signal_suite(void) {
                  new_sender_at_a_freed_senders_address_inherits_no_receivers);
   tcase_add_test(tc,
                  new_receiver_at_a_dead_receivers_address_is_a_new_connection);
+  tcase_add_test(
+      tc, disconnect_and_block_never_find_a_dead_receiver_through_its_address);
   tcase_add_test(
       tc, everything_is_released_once_all_objects_and_signals_are_dropped);
   suite_add_tcase(s, tc);
