@@ -976,9 +976,9 @@ static void on_pm_reply(redisAsyncContext *ac, void *r, void *priv) {
   ask_req *q = priv;
   redisReply *reply = r;
   chat_session *s = ask_end(q);
-  if (s != NULL && !q->notice &&
-      (reply == NULL || (reply->type == REDIS_REPLY_INTEGER &&
-                         reply->integer == 0)))
+  /* no reply (Redis lost meanwhile): unknown, and no error claimed */
+  if (s != NULL && !q->notice && reply != NULL &&
+      reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
     session_numeric(s, 401, "%s :No such nick/channel", q->nick);
   hark_unref(s);
   free(q);
