@@ -12,7 +12,8 @@
 #include <uv.h>
 
 #define BATCH 64
-#define HIST_US 1000000 /* 1 µs buckets up to 1 s, then one overflow */
+#define HIST_US 1000000 /* 1 µs buckets up to 1 s */
+#define HIST_MS 600000  /* then 1 ms buckets up to 10 min, then overflow */
 
 typedef struct conn conn;
 
@@ -26,12 +27,24 @@ typedef struct load {
   unsigned timeout;
   conn *conns;
   int connecting, next_to_connect, ready, closed;
+  int unheard; /* connections the server has not spoken on yet */
   long long expected, delivered, sent, total;
-  uint64_t t_start, t_last;
-  uint32_t *hist;
+  uint64_t t_begin, t_start, t_last; /* uv_hrtime: launch, first send, last delivery */
+  uint32_t *hist, *hist_ms;
   long long overflow;
+  int next_sender; /* --rate: round robin over the senders */
+  double load_start[3]; /* uv_loadavg when the sending starts */
+  bool trace, penalty_noted;
   uint64_t max_ns;
-  uv_timer_t progress, pace;
+  uv_timer_t progress, pace, probe;
+  /* The tool's own loop lag: how late a 1 ms timer fires while sending.
+   * A delivery cannot be timestamped sooner than the loop gets to it, so
+   * this is the floor under the latencies measured (the tool's work plus
+   * the machine's other jobs; libuv's millisecond timers alone make it up
+   * to 1 ms). */
+  uint64_t probe_last, lag_max;
+  uint32_t lag_hist[100001]; /* 10 µs buckets up to 1 s, then the last */
+  long long lag_n;
   bool sending, done;
   int pid;
 } load;
@@ -41,7 +54,7 @@ struct conn {
   uv_connect_t creq;
   load *ld;
   int id, chan;
-  bool sender, ready, subscriber, closing;
+  bool sender, ready, subscriber, closing, heard, registered;
   int sent, inflight;
   char in[65536];
   size_t inlen;
@@ -120,25 +133,52 @@ static void on_pace(uv_timer_t *t) {
   long long due = (long long)(secs * ld->rate);
   if (due > ld->total)
     due = ld->total;
-  for (int guard = 0; ld->sent < due && guard < ld->nsenders; guard++) {
-    for (int i = 0; i < ld->nclients + (ld->redis ? ld->nsenders : 0) &&
-                    ld->sent < due;
-         i++) {
-      conn *c = &ld->conns[i];
-      if (!c->sender || c->sent >= ld->messages)
-        continue;
-      char buf[256];
-      size_t n = format_msg(ld, c, buf, sizeof buf);
-      write_raw(c, buf, n, 0);
-    }
+  /* One message per due slot, each from the next sender in turn (not all
+   * of sender 0's first): the rate is the total over all senders. */
+  int n = ld->nclients + (ld->redis ? ld->nsenders : 0);
+  for (int idle = 0; ld->sent < due && idle < n; idle++) {
+    conn *c = &ld->conns[ld->next_sender];
+    ld->next_sender = (ld->next_sender + 1) % n;
+    if (!c->sender || c->sent >= ld->messages || c->closing)
+      continue;
+    char buf[256];
+    size_t len = format_msg(ld, c, buf, sizeof buf);
+    write_raw(c, buf, len, 0);
+    idle = -1;
   }
   if (ld->sent >= ld->total)
     uv_timer_stop(t);
 }
 
+static void on_probe(uv_timer_t *t) {
+  load *ld = t->data;
+  uint64_t now = uv_hrtime();
+  uint64_t gap = now - ld->probe_last, lag = gap > 1000000 ? gap - 1000000 : 0;
+  ld->probe_last = now;
+  uint64_t b = lag / 10000;
+  ld->lag_hist[b < 100000 ? b : 100000]++;
+  ld->lag_n++;
+  if (lag > ld->lag_max)
+    ld->lag_max = lag;
+}
+
+static double lag_pct(load *ld, double p) {
+  long long want = (long long)(p * (double)ld->lag_n), acc = 0;
+  if (want >= ld->lag_n)
+    want = ld->lag_n - 1;
+  for (int i = 0; i <= 100000; i++) {
+    acc += ld->lag_hist[i];
+    if (acc > want)
+      return i * 10.0;
+  }
+  return (double)ld->lag_max / 1000.0;
+}
+
 static void start_sending(load *ld) {
   ld->sending = true;
-  ld->t_start = uv_hrtime();
+  uv_loadavg(ld->load_start);
+  ld->t_start = ld->probe_last = uv_hrtime();
+  uv_timer_start(&ld->probe, on_probe, 1, 1);
   fprintf(stderr, "\nchatload: all %d ready, sending\n", ld->ready);
   if (ld->rate > 0) {
     uv_timer_start(&ld->pace, on_pace, 0, 1);
@@ -152,6 +192,7 @@ static void start_sending(load *ld) {
 
 static void finish(load *ld);
 static void connect_more(load *ld);
+static void heard(conn *c);
 
 static void record(load *ld, const char *t) {
   unsigned long long ts = strtoull(t, NULL, 10);
@@ -160,6 +201,8 @@ static void record(load *ld, const char *t) {
   uint64_t us = lat / 1000;
   if (us < HIST_US)
     ld->hist[us]++;
+  else if (us / 1000 < HIST_MS)
+    ld->hist_ms[us / 1000]++;
   else
     ld->overflow++;
   if (lat > ld->max_ns)
@@ -187,7 +230,7 @@ static void became_ready(conn *c) {
 static void handle_line(conn *c, char *line, size_t len) {
   load *ld = c->ld;
   line[len] = '\0';
-  if (getenv("CHATLOAD_TRACE"))
+  if (ld->trace)
     fprintf(stderr, "%d< %s\n", c->id, line);
   if (ld->redis) {
     if (strncmp(line, "t=", 2) == 0)
@@ -212,12 +255,26 @@ static void handle_line(conn *c, char *line, size_t len) {
     if (t != NULL)
       record(ld, t + 3);
   } else if (strncmp(sp, " 001 ", 5) == 0) {
+    c->registered = true;
     char join[64];
     int n = snprintf(join, sizeof join, "JOIN #load%d\r\n", c->chan);
     write_raw(c, join, (size_t)n, 0);
+  } else if (strncmp(sp, " 005 ", 5) == 0) {
+    /* ngircd advertises its command penalties (1 s per command beyond a
+     * few queued ones): they throttle a load test to a few lines/s per
+     * client. ngircd >= 26: MaxPenaltyTime = 0 in [Limits] turns them
+     * off. */
+    if (!ld->penalty_noted && strstr(sp, " PENALTY") != NULL) {
+      ld->penalty_noted = true;
+      fprintf(stderr, "chatload: the server has command penalties "
+                      "(ISUPPORT PENALTY; ngircd: MaxPenaltyTime = 0 in "
+                      "[Limits] disables them): expect a throttled run\n");
+    }
   } else if (strncmp(sp, " 366 ", 5) == 0) {
     became_ready(c);
-  } else if (strncmp(sp, " 433 ", 5) == 0 || strncmp(sp, " 4", 2) == 0) {
+  } else if (strncmp(sp, " 4", 2) == 0 && strncmp(sp, " 422 ", 5) != 0 &&
+             (c->registered || strncmp(sp, " 451 ", 5) != 0)) {
+    /* an error numeric (not 422, no MOTD, nor 451 for our early PING) */
     fprintf(stderr, "chatload: client %d: %s\n", c->id, line);
   }
 }
@@ -243,8 +300,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       c->closing = true;
       uv_close((uv_handle_t *)&c->tcp, on_closed);
     }
+    if (!c->ld->done)
+      heard(c); /* its slot goes to the next connection */
     return;
   }
+  if (nread > 0 && !c->heard)
+    heard(c);
   c->inlen += (size_t)nread;
   size_t off = 0;
   for (;;) {
@@ -279,6 +340,7 @@ static void on_connect(uv_connect_t *req, int status) {
   int n;
   if (ld->redis) {
     if (!c->subscriber) {
+      heard(c);
       became_ready(c);
       return;
     }
@@ -293,16 +355,36 @@ static void on_connect(uv_connect_t *req, int status) {
   if (ld->password)
     n = snprintf(buf, sizeof buf, "PASS %s\r\n", ld->password);
   n += snprintf(buf + n, sizeof buf - (size_t)n,
-                "NICK l%dx%d\r\nUSER load 0 * :hark-chatload\r\n",
+                "NICK l%dx%d\r\nUSER load 0 * :hark-chatload\r\n"
+                "PING :chatload\r\n",
                 ld->pid % 100, c->id);
   write_raw(c, buf, (size_t)n, 0);
 }
 
-/* At most 128 connections being set up at once: a listen backlog is
- * finite, and SYN retries would add whole seconds. */
+/* At most 128 connections being set up at once, and of those at most
+ * UNHEARD_MAX that the server has not yet said anything on. A connect
+ * completes on the SYN-ACK, before the server accept()s: when its accept
+ * queue is full (ngircd listens with a backlog of 10) the kernel drops the
+ * handshake's last ACK, and the connection looks open to us while the
+ * server never sees it (with SYN cookies it keeps no state at all). The
+ * first byte from the server proves the accept: registration ends with a
+ * PING that every server answers at once (PONG, or 451 from one that
+ * registers clients on a timer, as inspircd does once a second). Redis
+ * publishers, which hear nothing, count as heard once connected. */
+#define UNHEARD_MAX 8
+
+static void heard(conn *c) {
+  if (c->heard)
+    return;
+  c->heard = true;
+  c->ld->unheard--;
+  connect_more(c->ld);
+}
+
 static void connect_more(load *ld) {
   int want = ld->nclients + (ld->redis ? ld->nsenders : 0);
-  while (ld->next_to_connect < want && ld->connecting < 128) {
+  while (ld->next_to_connect < want && ld->connecting < 128 &&
+         ld->unheard < UNHEARD_MAX && !ld->done) {
     conn *c = &ld->conns[ld->next_to_connect++];
     struct sockaddr_storage ss;
     if (uv_ip4_addr(ld->host, ld->port, (struct sockaddr_in *)&ss) != 0 &&
@@ -313,6 +395,7 @@ static void connect_more(load *ld) {
     uv_tcp_init(ld->loop, &c->tcp);
     c->tcp.data = c->creq.data = c;
     ld->connecting++;
+    ld->unheard++;
     uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&ss, on_connect);
   }
 }
@@ -325,6 +408,11 @@ static double pct(load *ld, double p) {
     acc += ld->hist[i];
     if (acc > want)
       return i;
+  }
+  for (int i = 0; i < HIST_MS; i++) {
+    acc += ld->hist_ms[i];
+    if (acc > want)
+      return (double)i * 1000.0;
   }
   return (double)ld->max_ns / 1000.0;
 }
@@ -341,7 +429,8 @@ static void on_progress(uv_timer_t *t) {
     fprintf(stderr, "\nchatload: timed out after %us\n", ld->timeout);
     finish(ld);
   } else if (!ld->sending && ld->timeout &&
-             (double)uv_now(ld->loop) / 1000.0 > ld->timeout) {
+             (double)(uv_hrtime() - ld->t_begin) / 1e9 > ld->timeout) {
+    /* from launch: uv_now() counts from an arbitrary epoch (boot) */
     fprintf(stderr, "\nchatload: only %d clients ready after %us\n",
             ld->ready, ld->timeout);
     finish(ld);
@@ -367,11 +456,22 @@ static void finish(load *ld) {
   if (ld->delivered > 0)
     printf("latency p50 %.0f us  p99 %.0f us  max %.0f us\n", pct(ld, 0.5),
            pct(ld, 0.99), (double)ld->max_ns / 1000.0);
+  if (ld->lag_n > 0)
+    printf("tool loop lag (1 ms timer) p50 %.0f us  p99 %.0f us  max %.0f "
+           "us\n",
+           lag_pct(ld, 0.5), lag_pct(ld, 0.99), (double)ld->lag_max / 1000.0);
+  /* Latency on a shared machine is mostly the other jobs': say how busy. */
+  double la[3];
+  uv_loadavg(la);
+  printf("load average %.2f at start, %.2f at end (%u CPUs)\n",
+         ld->load_start[0], la[0], uv_available_parallelism());
   fflush(stdout);
   uv_timer_stop(&ld->progress);
   uv_timer_stop(&ld->pace);
+  uv_timer_stop(&ld->probe);
   uv_close((uv_handle_t *)&ld->progress, NULL);
   uv_close((uv_handle_t *)&ld->pace, NULL);
+  uv_close((uv_handle_t *)&ld->probe, NULL);
   int n = ld->nclients + (ld->redis ? ld->nsenders : 0);
   for (int i = 0; i < ld->next_to_connect && i < n; i++) {
     conn *c = &ld->conns[i];
@@ -392,7 +492,8 @@ static void usage(FILE *out) {
           "  --channels M      channels; client i joins #load(i%%M) [1]\n"
           "  --senders S       senders (0: every client) [10]\n"
           "  --messages K      messages per sender [1000]\n"
-          "  --rate R          total messages/s (0: flat out) [0]\n"
+          "  --rate R          messages/s sent in total, round robin over the\n"
+          "                    senders (0: flat out) [0]\n"
           "  --timeout SEC     give up after this [60]\n"
           "  --password PASS   IRC server password\n"
           "  --redis           SUBSCRIBE/PUBLISH against redis-server\n"
@@ -450,6 +551,8 @@ int main(int argc, char **argv) {
   int nconns = ld->nclients + (ld->redis ? ld->nsenders : 0);
   ld->conns = calloc((size_t)nconns, sizeof *ld->conns);
   ld->hist = calloc(HIST_US, sizeof *ld->hist);
+  ld->hist_ms = calloc(HIST_MS, sizeof *ld->hist_ms);
+  ld->trace = getenv("CHATLOAD_TRACE") != NULL;
   for (int i = 0; i < nconns; i++) {
     conn *c = &ld->conns[i];
     c->ld = ld;
@@ -476,16 +579,19 @@ int main(int argc, char **argv) {
   ld->loop = &loop;
   uv_timer_init(&loop, &ld->progress);
   uv_timer_init(&loop, &ld->pace);
-  ld->progress.data = ld->pace.data = ld;
+  uv_timer_init(&loop, &ld->probe);
+  ld->progress.data = ld->pace.data = ld->probe.data = ld;
   uv_timer_start(&ld->progress, on_progress, 1000, 1000);
   if (ld->expected == 0) {
     fprintf(stderr, "chatload: nothing would be delivered\n");
     return 2;
   }
+  ld->t_begin = uv_hrtime();
   connect_more(ld);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   free(ld->conns);
   free(ld->hist);
+  free(ld->hist_ms);
   return ld->delivered >= ld->expected ? 0 : 1;
 }
