@@ -31,15 +31,21 @@ typedef struct conn conn;
  * copied here so that the send loop makes no dependent load for it. */
 typedef struct rent {
   conn *c;
-  hark_receiver_fn fn;
-  hark__ctrl *self; /* NULL for a plain function */
-  void *obj;        /* self's object */
+  hark_receiver_fn fn; /* NULL: always take the slow path (HARK_ONCE,
+                          loop-bound, or blocked when the list was built) */
+  hark__ctrl *self;    /* NULL for a plain function */
+  void *obj;           /* self's object */
 } rent;
 
 /* The receivers a send walks, immutable once published. */
 typedef struct rlist {
   hark__retired retire;
   unsigned long gen; /* the any-sender generation it was built for */
+  /* A value of hark__dead_receivers at which every receiver in the list
+   * was seen alive (or ~0: unknown). While the counter still holds it, no
+   * receiver of the list has died, and a send needs no per-receiver
+   * liveness load. */
+  _Atomic unsigned long alive_at;
   size_t n;
   rent v[];
 } rlist;
@@ -116,6 +122,10 @@ struct hark_signal {
   conn **index; /* identity index, under the lock */
   size_t index_mask, index_used, index_live;
   _Atomic unsigned long any_gen;
+  /* Bumped, after the caches are invalidated, whenever a connection is
+   * removed, blocked or unblocked: a send that sees it unchanged since it
+   * started knows no receiver of its list was. */
+  _Atomic unsigned long mod;
   uint64_t seq;
   _Atomic size_t count;
   _Atomic size_t max_receivers;
@@ -411,6 +421,7 @@ static void detach(hark_signal *sig, conn *c, conn **chain, bool in_index) {
   if (in_index)
     index_remove(sig, c);
   invalidate(sig, b);
+  atomic_fetch_add(&sig->mod, 1); /* after the invalidation: see mod */
   c->u.retire.next = (hark__retired *)*chain;
   *chain = c;
 }
@@ -786,12 +797,16 @@ static int do_block(hark_signal *sig, hark_receiver_fn fn, void *self,
   conn **slot = find_live(sig, fn, self, uid, sender, &chain);
   if (slot == NULL) {
     err = HARK_ENOENT;
-  } else if (delta > 0) {
-    atomic_fetch_add(&(*slot)->slow, C_BLOCK_ONE);
-  } else if (atomic_load(&(*slot)->slow) < C_BLOCK_ONE) {
+  } else if (delta < 0 && atomic_load(&(*slot)->slow) < C_BLOCK_ONE) {
     err = HARK_ERANGE;
   } else {
-    atomic_fetch_sub(&(*slot)->slow, C_BLOCK_ONE);
+    if (delta > 0)
+      atomic_fetch_add(&(*slot)->slow, C_BLOCK_ONE);
+    else
+      atomic_fetch_sub(&(*slot)->slow, C_BLOCK_ONE);
+    /* lists mark blocked receivers for the slow path: rebuild them */
+    invalidate(sig, (*slot)->b);
+    atomic_fetch_add(&sig->mod, 1);
   }
   unlock(sig);
   release_chain(chain);
@@ -888,6 +903,9 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
   r->retire.fn = free_retired;
   r->gen = atomic_load(&sig->any_gen);
   r->n = n;
+  /* read before the liveness checks below, like a validating send */
+  unsigned long dead = atomic_load(&hark__dead_receivers);
+  bool all_alive = true;
   conn *x = any->head, *y = b != any ? b->head : NULL;
   size_t i = 0;
   while (x != NULL || y != NULL) {
@@ -900,11 +918,14 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
       y = y->u.l.next;
     }
     r->v[i].c = c;
-    r->v[i].fn = c->fn;
+    r->v[i].fn = atomic_load(&c->slow) != 0 ? NULL : c->fn;
     r->v[i].self = c->self;
     r->v[i].obj = c->self ? c->self->obj : NULL;
+    if (conn_dead(c))
+      all_alive = false;
     i++;
   }
+  atomic_init(&r->alive_at, all_alive ? dead : ~0UL);
   rlist *old = atomic_exchange(&b->cache, r);
   if (old != NULL)
     hark__retire(&old->retire);
@@ -975,7 +996,7 @@ static int queue_call(hark_signal *sig, const rent *e, void *sender,
       return HARK_ENOMEM;
     afree = sig->args_free;
   }
-  int err = hark__loop_queue_call(ext(e->c)->loop, e->fn, e->self,
+  int err = hark__loop_queue_call(ext(e->c)->loop, e->c->fn, e->self,
                                   sender ? hark__ctrl_of(sender) : NULL, hold,
                                   a, afree);
   if (err != 0 && afree != NULL)
@@ -1018,29 +1039,51 @@ static int slow_receiver(hark_signal *sig, const rent *e, uint32_t slow,
 }
 
 /* The send loop, specialised per mode by the compiler. Returns the
- * result of the send; sets *saw_dead when it met a dead receiver. */
+ * result of the send; sets *saw_dead when it met a dead receiver.
+ *
+ * Fast path: while the signal's modification counter and the global count
+ * of receiver deaths both hold the values read before the list was looked
+ * up, and the list was validated at that death count, every receiver in
+ * it is connected, unblocked and alive (or died concurrently, on another
+ * thread, after this send started: then its finalize waits for the send,
+ * as the in-flight count was raised before either snapshot). Otherwise
+ * each receiver is checked. */
 static inline __attribute__((always_inline)) int
-walk(hark_signal *sig, const rlist *r, void *sender, void *args,
-     const enum mode mode, const emit_ctx *ctx, bool *saw_dead) {
+walk(hark_signal *sig, const rlist *r, unsigned long mod0, unsigned long dead0,
+     void *sender, void *args, const enum mode mode, const emit_ctx *ctx,
+     bool *saw_dead) {
   const size_t n = r->n;
   const rent *v = r->v;
   int called = 0, failed = 0;
-  for (size_t i = 0; i < n; i++) {
+  bool fast = atomic_load(&r->alive_at) == dead0;
+  const bool validating = !fast;
+  size_t i;
+  for (i = 0; i < n; i++) {
     const rent *e = &v[i];
-    if (e->self != NULL && !hark__ctrl_alive(e->self)) {
-      *saw_dead = true;
-      continue;
-    }
-    uint32_t slow = atomic_load_explicit(&e->c->slow, memory_order_acquire);
+    hark_receiver_fn fn = e->fn;
     bool strong_after = false;
-    if (__builtin_expect(slow != 0, 0)) {
-      int how = slow_receiver(sig, e, slow, sender, args, &strong_after);
-      if (how == QUEUED)
-        called++;
-      if (how != CALL)
+    if (fast && fn != NULL &&
+        atomic_load_explicit(&sig->mod, memory_order_acquire) == mod0 &&
+        atomic_load(&hark__dead_receivers) == dead0) {
+      /* connected, unblocked, alive */
+    } else {
+      if (fn != NULL)
+        fast = false; /* something changed: check the rest one by one */
+      if (e->self != NULL && !hark__ctrl_alive(e->self)) {
+        *saw_dead = true;
         continue;
+      }
+      uint32_t slow = atomic_load_explicit(&e->c->slow, memory_order_acquire);
+      if (slow != 0) {
+        int how = slow_receiver(sig, e, slow, sender, args, &strong_after);
+        if (how == QUEUED)
+          called++;
+        if (how != CALL)
+          continue;
+      }
+      fn = e->c->fn;
     }
-    int rv = e->fn(e->obj, sender, args);
+    int rv = fn(e->obj, sender, args);
     called++;
     if (__builtin_expect(strong_after, 0))
       hark__unref(e->obj);
@@ -1051,11 +1094,15 @@ walk(hark_signal *sig, const rlist *r, void *sender, void *args,
       if (rv != 0)
         failed++;
       if (ctx->on_result != NULL)
-        ctx->on_result(ctx->data, e->fn, e->obj, rv);
-    } else if (ctx->acc(ctx->data, e->fn, e->obj, rv) != 0) {
+        ctx->on_result(ctx->data, fn, e->obj, rv);
+    } else if (ctx->acc(ctx->data, fn, e->obj, rv) != 0) {
       break;
     }
   }
+  /* A complete walk that checked everyone and met no dead receiver
+   * validates the list at the death count read before it started. */
+  if (validating && i == n && !*saw_dead)
+    atomic_store(&((rlist *)r)->alive_at, dead0);
   return mode == M_ROBUST ? failed : called;
 }
 
@@ -1069,16 +1116,19 @@ static int emit(hark_signal *sig, void *sender, void *args,
     hark__ref(sender);
   hark__enter();
   send_depth++;
+  /* both snapshots before the lookup: see walk() and sig->mod */
+  unsigned long dead0 = atomic_load(&hark__dead_receivers);
+  unsigned long mod0 = atomic_load(&sig->mod);
   rlist *r;
   bool saw_dead = false;
   int ret = lookup(sig, sender, &r);
   if (ret == 0) {
     if (ctx->mode == M_SEND)
-      ret = walk(sig, r, sender, args, M_SEND, ctx, &saw_dead);
+      ret = walk(sig, r, mod0, dead0, sender, args, M_SEND, ctx, &saw_dead);
     else if (ctx->mode == M_ROBUST)
-      ret = walk(sig, r, sender, args, M_ROBUST, ctx, &saw_dead);
+      ret = walk(sig, r, mod0, dead0, sender, args, M_ROBUST, ctx, &saw_dead);
     else
-      ret = walk(sig, r, sender, args, M_ACC, ctx, &saw_dead);
+      ret = walk(sig, r, mod0, dead0, sender, args, M_ACC, ctx, &saw_dead);
   }
   send_depth--;
   if (saw_dead)
