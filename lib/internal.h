@@ -99,6 +99,12 @@ static inline void hark__unref(void *obj) {
  * the loop sweeps when it changes. */
 extern _Atomic unsigned long hark__dead_receivers;
 
+/* Moves whenever a receiver may have stopped being callable: a weak
+ * receiver dies, or a connection of any signal is removed, blocked or
+ * unblocked. A send that sees it unchanged since it started needs no
+ * per-receiver check (see walk() in signal.c). Monotonic. */
+extern _Atomic unsigned long hark__epoch;
+
 /* ---- tracker.c -------------------------------------------------------- */
 unsigned hark__tracker_add(const hark_type *type);
 void hark__tracker_remove(unsigned slot);

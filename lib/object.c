@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 _Atomic unsigned long hark__dead_receivers;
+_Atomic unsigned long hark__epoch;
 
 /* Stripe locks guard the death-notification lists of control blocks. A
  * fixed array keeps control blocks small and the library free of
@@ -140,8 +141,10 @@ void hark__notify_run_all(hark__ctrl *c); /* weak.c */
 
 void hark__die(hark__ctrl *c) {
   unsigned flags = atomic_fetch_or(&c->flags, HARK__CTRL_DYING);
-  if (flags & HARK__CTRL_RECEIVER)
+  if (flags & HARK__CTRL_RECEIVER) {
+    atomic_fetch_add(&hark__epoch, 1);
     atomic_fetch_add(&hark__dead_receivers, 1);
+  }
   hark__notify_run_all(c);
   c->retire.fn = finalize;
   hark__retire(&c->retire);

@@ -41,11 +41,10 @@ typedef struct rent {
 typedef struct rlist {
   hark__retired retire;
   unsigned long gen; /* the any-sender generation it was built for */
-  /* A value of hark__dead_receivers at which every receiver in the list
-   * was seen alive (or ~0: unknown). While the counter still holds it, no
-   * receiver of the list has died, and a send needs no per-receiver
-   * liveness load. */
-  _Atomic unsigned long alive_at;
+  /* A value of hark__epoch at which every receiver in the list was seen
+   * connected, unblocked and alive (~0: unknown). While the epoch still
+   * holds it, a send needs no per-receiver check. */
+  _Atomic unsigned long valid_at;
   size_t n;
   rent v[];
 } rlist;
@@ -122,10 +121,6 @@ struct hark_signal {
   conn **index; /* identity index, under the lock */
   size_t index_mask, index_used, index_live;
   _Atomic unsigned long any_gen;
-  /* Bumped, after the caches are invalidated, whenever a connection is
-   * removed, blocked or unblocked: a send that sees it unchanged since it
-   * started knows no receiver of its list was. */
-  _Atomic unsigned long mod;
   uint64_t seq;
   _Atomic size_t count;
   _Atomic size_t max_receivers;
@@ -421,7 +416,9 @@ static void detach(hark_signal *sig, conn *c, conn **chain, bool in_index) {
   if (in_index)
     index_remove(sig, c);
   invalidate(sig, b);
-  atomic_fetch_add(&sig->mod, 1); /* after the invalidation: see mod */
+  /* after the invalidation: a send that reads the new epoch before its
+   * lookup finds the new list */
+  atomic_fetch_add(&hark__epoch, 1);
   c->u.retire.next = (hark__retired *)*chain;
   *chain = c;
 }
@@ -806,7 +803,7 @@ static int do_block(hark_signal *sig, hark_receiver_fn fn, void *self,
       atomic_fetch_sub(&(*slot)->slow, C_BLOCK_ONE);
     /* lists mark blocked receivers for the slow path: rebuild them */
     invalidate(sig, (*slot)->b);
-    atomic_fetch_add(&sig->mod, 1);
+    atomic_fetch_add(&hark__epoch, 1);
   }
   unlock(sig);
   release_chain(chain);
@@ -903,9 +900,9 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
   r->retire.fn = free_retired;
   r->gen = atomic_load(&sig->any_gen);
   r->n = n;
-  /* read before the liveness checks below, like a validating send */
-  unsigned long dead = atomic_load(&hark__dead_receivers);
-  bool all_alive = true;
+  /* read before the checks below, like a validating send */
+  unsigned long epoch = atomic_load(&hark__epoch);
+  bool all_ok = true;
   conn *x = any->head, *y = b != any ? b->head : NULL;
   size_t i = 0;
   while (x != NULL || y != NULL) {
@@ -922,10 +919,10 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
     r->v[i].self = c->self;
     r->v[i].obj = c->self ? c->self->obj : NULL;
     if (conn_dead(c))
-      all_alive = false;
+      all_ok = false;
     i++;
   }
-  atomic_init(&r->alive_at, all_alive ? dead : ~0UL);
+  atomic_init(&r->valid_at, all_ok ? epoch : ~0UL);
   rlist *old = atomic_exchange(&b->cache, r);
   if (old != NULL)
     hark__retire(&old->retire);
@@ -1041,52 +1038,61 @@ static int slow_receiver(hark_signal *sig, const rent *e, uint32_t slow,
 /* The send loop, specialised per mode by the compiler. Returns the
  * result of the send; sets *saw_dead when it met a dead receiver.
  *
- * Fast path: while the signal's modification counter and the global count
- * of receiver deaths both hold the values read before the list was looked
- * up, and the list was validated at that death count, every receiver in
- * it is connected, unblocked and alive (or died concurrently, on another
- * thread, after this send started: then its finalize waits for the send,
- * as the in-flight count was raised before either snapshot). Otherwise
- * each receiver is checked. */
+ * Fast path: while hark__epoch holds the value read before the lookup, and
+ * the list was validated at that value, every receiver in it is
+ * connected, unblocked and alive, or died concurrently on another thread
+ * after this send started: its finalize then waits for the send, because
+ * the in-flight count was raised before the epoch was read. Once the
+ * epoch moves (a receiver of this send may have disconnected or killed
+ * another), every remaining receiver is checked. */
+/* A receiver that needs checking (see walk): returns SKIP, QUEUED, or CALL
+ * after calling it, with its result in *rv. Kept out of line so that the
+ * fast path stays small. */
+static __attribute__((noinline)) int
+checked_call(hark_signal *sig, const rent *e, void *sender, void *args,
+             bool *saw_dead, int *rv) {
+  if (e->self != NULL && !hark__ctrl_alive(e->self)) {
+    *saw_dead = true;
+    return SKIP;
+  }
+  bool strong_after = false;
+  uint32_t slow = atomic_load_explicit(&e->c->slow, memory_order_acquire);
+  if (slow != 0) {
+    int how = slow_receiver(sig, e, slow, sender, args, &strong_after);
+    if (how != CALL)
+      return how;
+  }
+  *rv = e->c->fn(e->obj, sender, args);
+  if (strong_after)
+    hark__unref(e->obj);
+  return CALL;
+}
+
 static inline __attribute__((always_inline)) int
-walk(hark_signal *sig, const rlist *r, unsigned long mod0, unsigned long dead0,
-     void *sender, void *args, const enum mode mode, const emit_ctx *ctx,
-     bool *saw_dead) {
+walk(hark_signal *sig, const rlist *r, unsigned long epoch0, void *sender,
+     void *args, const enum mode mode, const emit_ctx *ctx, bool *saw_dead) {
   const size_t n = r->n;
   const rent *v = r->v;
-  int called = 0, failed = 0;
-  bool fast = atomic_load(&r->alive_at) == dead0;
-  const bool validating = !fast;
+  int skipped = 0, failed = 0;
+  const bool validating = atomic_load(&r->valid_at) != epoch0;
+  /* an unvalidated list compares against a value the epoch never holds */
+  const unsigned long fast_at = validating ? ~0UL : epoch0;
   size_t i;
   for (i = 0; i < n; i++) {
     const rent *e = &v[i];
     hark_receiver_fn fn = e->fn;
-    bool strong_after = false;
-    if (fast && fn != NULL &&
-        atomic_load_explicit(&sig->mod, memory_order_acquire) == mod0 &&
-        atomic_load(&hark__dead_receivers) == dead0) {
-      /* connected, unblocked, alive */
+    int rv = 0;
+    if (__builtin_expect(fn != NULL && atomic_load(&hark__epoch) == fast_at,
+                         1)) {
+      rv = fn(e->obj, sender, args);
     } else {
-      if (fn != NULL)
-        fast = false; /* something changed: check the rest one by one */
-      if (e->self != NULL && !hark__ctrl_alive(e->self)) {
-        *saw_dead = true;
+      int how = checked_call(sig, e, sender, args, saw_dead, &rv);
+      if (how != CALL) {
+        skipped += how == SKIP; /* a queued call counts as called */
         continue;
-      }
-      uint32_t slow = atomic_load_explicit(&e->c->slow, memory_order_acquire);
-      if (slow != 0) {
-        int how = slow_receiver(sig, e, slow, sender, args, &strong_after);
-        if (how == QUEUED)
-          called++;
-        if (how != CALL)
-          continue;
       }
       fn = e->c->fn;
     }
-    int rv = fn(e->obj, sender, args);
-    called++;
-    if (__builtin_expect(strong_after, 0))
-      hark__unref(e->obj);
     if (mode == M_SEND) {
       if (rv != 0)
         return rv;
@@ -1096,14 +1102,15 @@ walk(hark_signal *sig, const rlist *r, unsigned long mod0, unsigned long dead0,
       if (ctx->on_result != NULL)
         ctx->on_result(ctx->data, fn, e->obj, rv);
     } else if (ctx->acc(ctx->data, fn, e->obj, rv) != 0) {
+      i++;
       break;
     }
   }
   /* A complete walk that checked everyone and met no dead receiver
-   * validates the list at the death count read before it started. */
+   * validates the list at the epoch read before it started. */
   if (validating && i == n && !*saw_dead)
-    atomic_store(&((rlist *)r)->alive_at, dead0);
-  return mode == M_ROBUST ? failed : called;
+    atomic_store(&((rlist *)r)->valid_at, epoch0);
+  return mode == M_ROBUST ? failed : (int)i - skipped;
 }
 
 static int emit(hark_signal *sig, void *sender, void *args,
@@ -1116,19 +1123,18 @@ static int emit(hark_signal *sig, void *sender, void *args,
     hark__ref(sender);
   hark__enter();
   send_depth++;
-  /* both snapshots before the lookup: see walk() and sig->mod */
-  unsigned long dead0 = atomic_load(&hark__dead_receivers);
-  unsigned long mod0 = atomic_load(&sig->mod);
+  /* before the lookup: see walk() */
+  unsigned long epoch0 = atomic_load(&hark__epoch);
   rlist *r;
   bool saw_dead = false;
   int ret = lookup(sig, sender, &r);
   if (ret == 0) {
     if (ctx->mode == M_SEND)
-      ret = walk(sig, r, mod0, dead0, sender, args, M_SEND, ctx, &saw_dead);
+      ret = walk(sig, r, epoch0, sender, args, M_SEND, ctx, &saw_dead);
     else if (ctx->mode == M_ROBUST)
-      ret = walk(sig, r, mod0, dead0, sender, args, M_ROBUST, ctx, &saw_dead);
+      ret = walk(sig, r, epoch0, sender, args, M_ROBUST, ctx, &saw_dead);
     else
-      ret = walk(sig, r, mod0, dead0, sender, args, M_ACC, ctx, &saw_dead);
+      ret = walk(sig, r, epoch0, sender, args, M_ACC, ctx, &saw_dead);
   }
   send_depth--;
   if (saw_dead)
