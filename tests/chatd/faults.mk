@@ -1,0 +1,1 @@
+# Daemon fault and soak tests: rules live here (included by the top Makefile.am).
