@@ -33,7 +33,6 @@ typedef struct rent {
   conn *c;
   hark_receiver_fn fn; /* NULL: always take the slow path (HARK_ONCE,
                           loop-bound, or blocked when the list was built) */
-  hark__ctrl *self;    /* NULL for a plain function */
   void *obj;           /* self's object */
 } rent;
 
@@ -916,7 +915,6 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
     }
     r->v[i].c = c;
     r->v[i].fn = atomic_load(&c->slow) != 0 ? NULL : c->fn;
-    r->v[i].self = c->self;
     r->v[i].obj = c->self ? c->self->obj : NULL;
     if (conn_dead(c))
       all_ok = false;
@@ -993,7 +991,7 @@ static int queue_call(hark_signal *sig, const rent *e, void *sender,
       return HARK_ENOMEM;
     afree = sig->args_free;
   }
-  int err = hark__loop_queue_call(ext(e->c)->loop, e->c->fn, e->self,
+  int err = hark__loop_queue_call(ext(e->c)->loop, e->c->fn, e->c->self,
                                   sender ? hark__ctrl_of(sender) : NULL, hold,
                                   a, afree);
   if (err != 0 && afree != NULL)
@@ -1051,7 +1049,7 @@ static int slow_receiver(hark_signal *sig, const rent *e, uint32_t slow,
 static __attribute__((noinline)) int
 checked_call(hark_signal *sig, const rent *e, void *sender, void *args,
              bool *saw_dead, int *rv) {
-  if (e->self != NULL && !hark__ctrl_alive(e->self)) {
+  if (e->c->self != NULL && !hark__ctrl_alive(e->c->self)) {
     *saw_dead = true;
     return SKIP;
   }
