@@ -13,10 +13,10 @@ static void channel_finalize(void *obj) {
   chat_channel *c = obj;
   for (size_t i = 0; i < c->nmembers; i++)
     hark_weak_clear(&c->members[i].who);
-  free(c->members);
-  free(c->key);
+  chat_free(c->members);
+  chat_free(c->key);
   log_debug("channel %s gone", c->name);
-  free(c);
+  chat_free(c);
 }
 
 const hark_type chat_channel_type = {"chat_channel", sizeof(chat_channel),
@@ -146,7 +146,7 @@ int channel_add(chat_channel *c, chat_session *s) {
     prune(c);
     if (c->nmembers == c->cap) {
       size_t ncap = c->cap ? c->cap * 2 : 8;
-      chat_member *nm = realloc(c->members, ncap * sizeof *nm);
+      chat_member *nm = chat_realloc(c->members, ncap * sizeof *nm);
       if (nm == NULL)
         return HARK_ENOMEM;
       memset(nm + c->cap, 0, (ncap - c->cap) * sizeof *nm);
@@ -187,8 +187,8 @@ void channel_remove(chat_channel *c, chat_session *s) {
 }
 
 void channel_set_key(chat_channel *c, const char *key) {
-  free(c->key);
-  c->key = key != NULL ? strdup(key) : NULL;
+  chat_free(c->key);
+  c->key = key != NULL ? chat_strdup(key) : NULL;
 }
 
 int channel_send(chat_channel *c, hark_signal *sig, chat_buf *line,

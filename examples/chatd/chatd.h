@@ -14,6 +14,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "proto.h"
 #include "federation.h"

@@ -193,7 +193,7 @@ static void cmd_quit(chat_session *s, irc_msg *m) {
 static void add_chan(chat_session *s, chat_channel *c) {
   if (s->nchans == s->chans_cap) {
     size_t ncap = s->chans_cap ? s->chans_cap * 2 : 4;
-    chat_channel **nc = realloc(s->chans, ncap * sizeof *nc);
+    chat_channel **nc = chat_realloc(s->chans, ncap * sizeof *nc);
     if (nc == NULL)
       return;
     s->chans = nc;

@@ -4,6 +4,7 @@ bin_PROGRAMS += examples/chatd/hark-chatd examples/chatd/hark-chatload
 
 chatd_core_sources = \
 	examples/chatd/chatd.h \
+	examples/chatd/alloc.h examples/chatd/alloc.c \
 	examples/chatd/log.h examples/chatd/log.c \
 	examples/chatd/proto.h examples/chatd/proto.c \
 	examples/chatd/names.c \

@@ -22,7 +22,7 @@ static size_t hash(const char *s) {
 int names_init(names *n) {
   n->nslots = 64;
   n->count = 0;
-  n->slots = calloc(n->nslots, sizeof *n->slots);
+  n->slots = chat_calloc(n->nslots, sizeof *n->slots);
   return n->slots != NULL ? 0 : -1;
 }
 
@@ -32,11 +32,11 @@ void names_free(names *n) {
     while (e != NULL) {
       names_entry *next = e->next;
       hark_weak_clear(&e->ref);
-      free(e);
+      chat_free(e);
       e = next;
     }
   }
-  free(n->slots);
+  chat_free(n->slots);
   n->slots = NULL;
   n->count = 0;
 }
@@ -57,7 +57,7 @@ void *names_get(names *n, const char *name) {
 
 static void grow(names *n) {
   size_t ns = n->nslots * 2;
-  names_entry **slots = calloc(ns, sizeof *slots);
+  names_entry **slots = chat_calloc(ns, sizeof *slots);
   if (slots == NULL)
     return; /* longer chains, still correct */
   for (size_t i = 0; i < n->nslots; i++) {
@@ -70,7 +70,7 @@ static void grow(names *n) {
       e = next;
     }
   }
-  free(n->slots);
+  chat_free(n->slots);
   n->slots = slots;
   n->nslots = ns;
 }
@@ -81,7 +81,7 @@ int names_put(names *n, const char *name, void *obj) {
   names_entry **pp = find(n, folded);
   if (*pp == NULL) {
     size_t len = strlen(folded);
-    names_entry *e = calloc(1, sizeof *e + len + 1);
+    names_entry *e = chat_calloc(1, sizeof *e + len + 1);
     if (e == NULL)
       return -1;
     memcpy(e->key, folded, len + 1);
@@ -107,7 +107,7 @@ void names_del(names *n, const char *name, void *obj) {
     return; /* the name belongs to someone else now */
   *pp = e->next;
   hark_weak_clear(&e->ref);
-  free(e);
+  chat_free(e);
   n->count--;
 }
 

@@ -158,7 +158,7 @@ static char *read_file(const char *path) {
   FILE *f = fopen(path, "rb");
   if (f == NULL)
     return NULL;
-  char *buf = malloc(65536);
+  char *buf = chat_malloc(65536);
   size_t n = buf ? fread(buf, 1, 65535, f) : 0;
   fclose(f);
   if (buf != NULL)
@@ -288,6 +288,6 @@ void server_free(chat_server *srv) {
   srv->hl = NULL;
   names_free(&srv->nicks);
   names_free(&srv->chans);
-  free(srv->motd);
+  chat_free(srv->motd);
   srv->motd = NULL;
 }

@@ -11,7 +11,7 @@
 /* ---- shared buffers --------------------------------------------------- */
 
 chat_buf *chat_buf_new(const char *data, size_t len) {
-  chat_buf *b = malloc(sizeof *b + len + 1);
+  chat_buf *b = chat_malloc(sizeof *b + len + 1);
   if (b == NULL)
     return NULL;
   b->refs = 1;
@@ -32,7 +32,7 @@ chat_buf *chat_buf_printf(const char *fmt, ...) {
 
 void chat_buf_unref(chat_buf *b) {
   if (b != NULL && --b->refs == 0)
-    free(b);
+    chat_free(b);
 }
 
 /* ---- the object ------------------------------------------------------- */
@@ -41,12 +41,12 @@ static void session_finalize(void *obj) {
   chat_session *s = obj;
   for (size_t i = 0; i < s->qcount; i++)
     chat_buf_unref(s->q[(s->qhead + i) % s->qcap]);
-  free(s->q);
+  chat_free(s->q);
   /* Dropping the channels may end them: an empty channel dies here. */
   for (size_t i = 0; i < s->nchans; i++)
     hark_unref(s->chans[i]);
-  free(s->chans);
-  free(s); /* hark_new allocated it with the default allocator */
+  chat_free(s->chans);
+  chat_free(s); /* hark_new allocated it: see alloc.h */
 }
 
 const hark_type chat_session_type = {"chat_session", sizeof(chat_session),
@@ -90,14 +90,14 @@ void session_send_buf(chat_session *s, chat_buf *b) {
     return;
   if (s->qcount == s->qcap) {
     size_t ncap = s->qcap ? s->qcap * 2 : 16;
-    chat_buf **nq = malloc(ncap * sizeof *nq);
+    chat_buf **nq = chat_malloc(ncap * sizeof *nq);
     if (nq == NULL) {
       server_schedule_close(s->srv, s, "Out of memory");
       return;
     }
     for (size_t i = 0; i < s->qcount; i++)
       nq[i] = s->q[(s->qhead + i) % s->qcap];
-    free(s->q);
+    chat_free(s->q);
     s->q = nq;
     s->qcap = ncap;
     s->qhead = 0;
