@@ -85,11 +85,42 @@ void *hark__ctrl_upgrade(hark__ctrl *c);
 /* The object's death: notifications, then (deferred) finalize. */
 void hark__die(hark__ctrl *c);
 
+/* Pins: a send keeps its signal and its sender alive without touching
+ * their counts. It pins them on its thread; an unref of a pinned object
+ * on this thread is owed to the outermost send that pinned it, and paid
+ * when that send ends. The count never reaches zero meanwhile, so weak
+ * references and hark_ref behave as if the send held a reference.
+ * (Another thread cannot bring it to zero either: the caller of the send
+ * holds a reference, as the contract requires.) */
+#define HARK__PINS 16
+typedef struct hark__pin {
+  void *obj;
+  unsigned owed;
+} hark__pin;
+extern _Thread_local hark__pin hark__pins[HARK__PINS]
+    __attribute__((tls_model("initial-exec")));
+extern _Thread_local unsigned hark__npins
+    __attribute__((tls_model("initial-exec")));
+
+/* If a send on this thread pinned obj, owes it this unref and says so. */
+static inline bool hark__pin_owe(void *obj) {
+  unsigned n = hark__npins;
+  for (unsigned i = 0; i < n; i++) {
+    if (hark__pins[i].obj == obj) {
+      hark__pins[i].owed++;
+      return true;
+    }
+  }
+  return false;
+}
+
 /* hark_ref/hark_unref for objects the library knows to be alive. */
 static inline void hark__ref(void *obj) {
   atomic_fetch_add(&hark__ctrl_of(obj)->strong, 1);
 }
 static inline void hark__unref(void *obj) {
+  if (hark__npins != 0 && hark__pin_owe(obj))
+    return;
   hark__ctrl *c = hark__ctrl_of(obj);
   if (atomic_fetch_sub(&c->strong, 1) == 1)
     hark__die(c);

@@ -9,6 +9,9 @@
 
 _Atomic unsigned long hark__dead_receivers;
 _Atomic unsigned long hark__epoch;
+_Thread_local hark__pin hark__pins[HARK__PINS]
+    __attribute__((tls_model("initial-exec")));
+_Thread_local unsigned hark__npins __attribute__((tls_model("initial-exec")));
 
 /* Stripe locks guard the death-notification lists of control blocks. A
  * fixed array keeps control blocks small and the library free of
@@ -202,6 +205,8 @@ void hark_unref(void *obj) {
   hark__ctrl *c = hark__ctrl_of(obj);
   if (c == NULL)
     dead_object("hark_unref", obj);
+  if (hark__npins != 0 && hark__pin_owe(obj))
+    return; /* a send on this thread holds it: paid when the send ends */
   long old = atomic_fetch_sub(&c->strong, 1);
   if (old == 1)
     hark__die(c);

@@ -1115,10 +1115,19 @@ static int emit(hark_signal *sig, void *sender, void *args,
                 const emit_ctx *ctx) {
   if (sig == NULL)
     return HARK_EINVAL;
-  /* The send keeps the signal and the sender alive for its duration. */
-  hark__ref(sig);
-  if (sender != NULL)
-    hark__ref(sender);
+  /* The send keeps the signal and the sender alive for its duration: by
+   * pins (see internal.h), or by references when sends nest too deep. */
+  unsigned base = hark__npins;
+  bool pinned = base + 2 <= HARK__PINS;
+  if (pinned) {
+    hark__pins[base] = (hark__pin){sig, 0};
+    hark__pins[base + 1] = (hark__pin){sender, 0};
+    hark__npins = base + 2;
+  } else {
+    hark__ref(sig);
+    if (sender != NULL)
+      hark__ref(sender);
+  }
   hark__enter();
   send_depth++;
   /* before the lookup: see walk() */
@@ -1138,9 +1147,21 @@ static int emit(hark_signal *sig, void *sender, void *args,
   if (saw_dead)
     purge_after_send(sig, sender);
   hark__leave();
-  if (sender != NULL)
-    hark__unref(sender);
-  hark__unref(sig);
+  if (pinned) {
+    /* pay what receivers dropped, in the order references would go;
+     * an outer send that pinned the same object takes the debt over */
+    unsigned owe_sender = hark__pins[base + 1].owed;
+    unsigned owe_sig = hark__pins[base].owed;
+    hark__npins = base;
+    while (owe_sender-- > 0)
+      hark__unref(sender);
+    while (owe_sig-- > 0)
+      hark__unref(sig);
+  } else {
+    if (sender != NULL)
+      hark__unref(sender);
+    hark__unref(sig);
+  }
   return ret;
 }
 

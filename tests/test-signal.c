@@ -1475,6 +1475,54 @@ END_TEST
 
 /* Regression: disconnect and block used to find a dead weak receiver, not
  * yet dropped, through a new object that reused its address. */
+/* Sends nested deeper than a thread's pins fall back to references; a
+ * receiver that drops the last outside reference to the sender and the
+ * signal at the deepest level still leaves both alive, and callable, until
+ * the outermost send returns. */
+static test_obj *deep_sender;
+static hark_weak deep_sender_w, deep_sig_w;
+static int deep_depth, deep_max, deep_alive_after_drop;
+
+static int deep_rx(void *self, void *sender, void *args) {
+  int depth = ++deep_depth;
+  if (depth < deep_max) {
+    ck_assert_int_eq(hark_send(g_sig, sender, args), 1);
+  } else {
+    hark_unref(deep_sender); /* the last outside references */
+    hark_unref(g_sig);
+  }
+  /* on the way back out, at every level, both are still alive */
+  test_obj *s = hark_weak_get(&deep_sender_w);
+  hark_signal *g = hark_weak_get(&deep_sig_w);
+  deep_alive_after_drop += s != NULL && g != NULL;
+  hark_unref(s);
+  hark_unref(g);
+  return 0;
+}
+
+START_TEST(nested_sends_deeper_than_the_pins_keep_sender_and_signal_alive) {
+  begin();
+  deep_sender = sender_new(1);
+  deep_depth = 0;
+  deep_max = 40; /* well past the pin stack */
+  deep_alive_after_drop = 0;
+  ck_assert_int_eq(hark_weak_set(&deep_sender_w, deep_sender), 0);
+  ck_assert_int_eq(hark_weak_set(&deep_sig_w, g_sig), 0);
+  ck_assert_int_eq(hark_connect(g_sig, deep_rx, NULL, deep_sender, 0), 0);
+  hark_signal *sig = g_sig;
+  ck_assert_int_eq(hark_send(sig, deep_sender, NULL), 1);
+  ck_assert_int_eq(deep_depth, deep_max);
+  ck_assert_int_eq(deep_alive_after_drop, deep_max);
+  /* the outermost send paid the debts: both are gone now */
+  ck_assert_ptr_null(hark_weak_get(&deep_sender_w));
+  ck_assert_ptr_null(hark_weak_get(&deep_sig_w));
+  hark_weak_clear(&deep_sender_w);
+  hark_weak_clear(&deep_sig_w);
+  g_sig = NULL;
+  assert_all_released();
+}
+END_TEST
+
 START_TEST(disconnect_and_block_never_find_a_dead_receiver_through_its_address) {
   begin();
   rx_obj *dead[16], *fresh[16];
@@ -2414,6 +2462,8 @@ static Suite *signal_suite(void) {
                  new_receiver_at_a_dead_receivers_address_is_a_new_connection);
   tcase_add_test(
       tc, disconnect_and_block_never_find_a_dead_receiver_through_its_address);
+  tcase_add_test(tc,
+                 nested_sends_deeper_than_the_pins_keep_sender_and_signal_alive);
   tcase_add_test(
       tc, everything_is_released_once_all_objects_and_signals_are_dropped);
   suite_add_tcase(s, tc);
