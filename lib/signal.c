@@ -879,7 +879,7 @@ size_t hark__signal_sweep_all(void) {
 /* ---- sending --------------------------------------------------------------- */
 
 /* The published list for a send from sender, or NULL if it must be built. */
-static rlist *current_list(hark_signal *sig, const void *sender) {
+static inline rlist *current_list(hark_signal *sig, const void *sender) {
   bucket *b = sender ? stable_find(atomic_load(&sig->senders), sender) : NULL;
   if (b == NULL) {
     return atomic_load(&sig->any.cache);
@@ -928,12 +928,11 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
   return 0;
 }
 
-static int lookup(hark_signal *sig, const void *sender, rlist **out) {
-  rlist *r = current_list(sig, sender);
-  if (r != NULL) {
-    *out = r;
-    return 0;
-  }
+/* The list is stale: rebuild it under the lock (out of line: rare). */
+static __attribute__((noinline)) int lookup_slow(hark_signal *sig,
+                                                 const void *sender,
+                                                 rlist **out) {
+  rlist *r;
   int err = 0;
   lock(sig);
   r = current_list(sig, sender);
@@ -944,6 +943,16 @@ static int lookup(hark_signal *sig, const void *sender, rlist **out) {
   unlock(sig);
   *out = r;
   return err;
+}
+
+static inline __attribute__((always_inline)) int
+lookup(hark_signal *sig, const void *sender, rlist **out) {
+  rlist *r = current_list(sig, sender);
+  if (__builtin_expect(r != NULL, 1)) {
+    *out = r;
+    return 0;
+  }
+  return lookup_slow(sig, sender, out);
 }
 
 /* After a send met dead receivers: drop them from the buckets it used. */
@@ -1111,8 +1120,10 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, void *sender,
   return mode == M_ROBUST ? failed : (int)i - skipped;
 }
 
-static int emit(hark_signal *sig, void *sender, void *args,
-                const emit_ctx *ctx) {
+/* Inlined into each kind of send, so that mode is a constant. */
+static inline __attribute__((always_inline)) int
+emit(hark_signal *sig, void *sender, void *args, const enum mode mode,
+     const emit_ctx *ctx) {
   if (sig == NULL)
     return HARK_EINVAL;
   /* The send keeps the signal and the sender alive for its duration: by
@@ -1136,12 +1147,7 @@ static int emit(hark_signal *sig, void *sender, void *args,
   bool saw_dead = false;
   int ret = lookup(sig, sender, &r);
   if (ret == 0) {
-    if (ctx->mode == M_SEND)
-      ret = walk(sig, r, epoch0, sender, args, M_SEND, ctx, &saw_dead);
-    else if (ctx->mode == M_ROBUST)
-      ret = walk(sig, r, epoch0, sender, args, M_ROBUST, ctx, &saw_dead);
-    else
-      ret = walk(sig, r, epoch0, sender, args, M_ACC, ctx, &saw_dead);
+    ret = walk(sig, r, epoch0, sender, args, mode, ctx, &saw_dead);
   }
   send_depth--;
   if (saw_dead)
@@ -1167,7 +1173,7 @@ static int emit(hark_signal *sig, void *sender, void *args,
 
 int hark_send(hark_signal *sig, void *sender, void *args) {
   emit_ctx ctx = {M_SEND, NULL, NULL, NULL};
-  return emit(sig, sender, args, &ctx);
+  return emit(sig, sender, args, M_SEND, &ctx);
 }
 
 int hark_send_robust(hark_signal *sig, void *sender, void *args,
@@ -1175,7 +1181,7 @@ int hark_send_robust(hark_signal *sig, void *sender, void *args,
                                        void *self, int result),
                      void *data) {
   emit_ctx ctx = {M_ROBUST, on_result, NULL, data};
-  return emit(sig, sender, args, &ctx);
+  return emit(sig, sender, args, M_ROBUST, &ctx);
 }
 
 int hark_send_accumulate(hark_signal *sig, void *sender, void *args,
@@ -1185,7 +1191,7 @@ int hark_send_accumulate(hark_signal *sig, void *sender, void *args,
   if (acc == NULL)
     return HARK_EINVAL;
   emit_ctx ctx = {M_ACC, NULL, acc, data};
-  return emit(sig, sender, args, &ctx);
+  return emit(sig, sender, args, M_ACC, &ctx);
 }
 
 bool hark_has_listeners(hark_signal *sig, void *sender) {
