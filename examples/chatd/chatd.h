@@ -22,6 +22,9 @@
 #define CHATD_VERSION "hark-chatd-0.1"
 #define CHATD_NICK_MAX 64
 #define CHATD_CHAN_MAX 200
+/* How long a session's input waits for a command's Redis reply at most
+ * (a Redis that hangs without closing the connection): then it goes on. */
+#define CHATD_HOLD_TIMEOUT_MS 5000
 
 typedef struct chat_server chat_server;
 typedef struct chat_session chat_session;
@@ -162,6 +165,13 @@ struct chat_session {
   /* input: at most one line plus what came with it */
   char in[16384];
   size_t inlen;
+  /* Commands waiting for Redis (federation: NICK, JOIN, queries): while
+   * any is, further lines stay in `in` (the socket pauses when it is full)
+   * and run, in order, once the replies are in. hold_gen tells a late
+   * reply from a current one after a hold timed out. */
+  unsigned held, hold_gen;
+  uint64_t held_at; /* ms, when the first of them went out */
+  bool in_full;     /* reading paused: `in` is full of waiting lines */
   /* output: a ring of shared buffers, qoff bytes of the first written */
   chat_buf **q;
   size_t qhead, qcount, qcap, qoff, qbytes;
@@ -194,6 +204,15 @@ void session_flush(chat_session *s);
 /* Closes the handles; the server's reference goes when they have closed. */
 void session_close_handles(chat_session *s);
 bool session_in_channel(chat_session *s, chat_channel *c);
+/* A command of s now waits for an asynchronous reply: s's further input
+ * lines wait for it. Returns the token session_unhold takes. */
+unsigned session_hold(chat_session *s);
+/* That reply came (or failed, or will never come): once nothing else is
+ * held, the waiting lines run, in order, from the loop (never inside the
+ * caller, a Redis callback). A token from before a timeout does nothing. */
+void session_unhold(chat_session *s, unsigned token);
+/* From the server's tick: a hold older than CHATD_HOLD_TIMEOUT_MS ends. */
+void session_hold_check(chat_session *s, uint64_t now);
 void session_mask(chat_session *s, char *buf, size_t cap); /* nick!user@host */
 
 /* ---- channels --------------------------------------------------------- */

@@ -50,12 +50,14 @@ struct join_req {
   char name[CHATD_CHAN_MAX + 1];
   char key[IRC_LINE_MAX + 1];
   bool has_key;
+  unsigned hold; /* the session's input waits for the reply */
 };
 
 typedef struct nick_req {
   fed_bridge *b;
   hark_weak who;
-  bool renew;
+  bool renew; /* a lease renewal; else a NICK, whose input waits */
+  unsigned hold;
   char nick[CHATD_NICK_MAX + 1];
 } nick_req;
 
@@ -774,6 +776,8 @@ static void join_done(join_req *r, redisReply *reply) {
                         mem, meta, ops, r->nick);
     }
   }
+  if (s != NULL) /* the lines after the JOIN go on */
+    session_unhold(s, r->hold);
   hark_unref(s);
   if (have)
     free_state(&st);
@@ -801,10 +805,13 @@ static void join_send(join_req *r) {
   member_value(s, val, sizeof val, b->node);
   snprintf(r->nick, sizeof r->nick, "%s", s->nick);
   hark_unref(s);
+  if (redisAsyncCommand(b->cmd, on_join_reply, r,
+                        "EVAL %s 3 %s %s %s %s %s %s %s", JOIN, mem, meta,
+                        ops, r->nick, val, r->key, r->name) != REDIS_OK) {
+    join_fail_local(r); /* a connection going down: no reply would come */
+    return;
+  }
   r->sub->pending++;
-  redisAsyncCommand(b->cmd, on_join_reply, r,
-                    "EVAL %s 3 %s %s %s %s %s %s %s", JOIN, mem, meta, ops,
-                    r->nick, val, r->key, r->name);
 }
 
 /* No Redis after all: the join goes on locally. */
@@ -829,6 +836,7 @@ bool fed_join(chat_session *s, const char *name, const char *key) {
   snprintf(r->name, sizeof r->name, "%s", name);
   snprintf(r->key, sizeof r->key, "%s", key ? key : "");
   r->has_key = key != NULL;
+  r->hold = session_hold(s); /* join_done releases it */
   if (sub->state == SUB_ON) {
     join_send(r);
   } else {
@@ -874,18 +882,22 @@ static void on_claim_reply(redisAsyncContext *ac, void *r, void *priv) {
     else
       session_numeric(s, 433, "%s :Nickname is already in use", q->nick);
   } else if (won && reply != NULL) {
+    /* gone while the claim was out: the nick is not left claimed */
     fed_nick_release(b->srv, q->nick);
   }
+  if (s != NULL && !q->renew) /* the lines after the NICK go on */
+    session_unhold(s, q->hold);
   hark_unref(s);
   hark_weak_clear(&q->who);
   free(q);
 }
 
-static void claim(fed_bridge *b, chat_session *s, const char *nick,
+/* false: not sent (no memory, or the connection is going down). */
+static bool claim(fed_bridge *b, chat_session *s, const char *nick,
                   bool renew) {
   nick_req *q = calloc(1, sizeof *q);
   if (q == NULL)
-    return;
+    return false;
   q->b = b;
   q->renew = renew;
   hark_weak_set(&q->who, s);
@@ -893,8 +905,15 @@ static void claim(fed_bridge *b, chat_session *s, const char *nick,
   char key[256], lease[16];
   key_of(key, sizeof key, "nick", nick);
   snprintf(lease, sizeof lease, "%u", b->lease);
-  redisAsyncCommand(b->cmd, on_claim_reply, q, "EVAL %s 1 %s %s %s", CLAIM,
-                    key, b->node, lease);
+  if (redisAsyncCommand(b->cmd, on_claim_reply, q, "EVAL %s 1 %s %s %s",
+                        CLAIM, key, b->node, lease) != REDIS_OK) {
+    hark_weak_clear(&q->who);
+    free(q);
+    return false;
+  }
+  if (!renew)
+    q->hold = session_hold(s); /* on_claim_reply releases it */
+  return true;
 }
 
 bool fed_nick_claim(chat_session *s, const char *nick) {
@@ -903,8 +922,7 @@ bool fed_nick_claim(chat_session *s, const char *nick) {
     return false;
   if (s->nick[0] != '\0' && irc_casecmp(s->nick, nick) == 0)
     return false; /* a change of case: ours already */
-  claim(b, s, nick, false);
-  return true;
+  return claim(b, s, nick, false);
 }
 
 void fed_nick_release(chat_server *srv, const char *nick) {
@@ -950,6 +968,11 @@ typedef struct ask_req {
   char name[CHATD_CHAN_MAX + 1];
   char text[IRC_LINE_MAX + 1]; /* ISON's local list, LIST's filter */
   bool has_filter;
+  /* A query (WHOIS, ISON, LIST, NAMES, WHO) holds the session's input
+   * until its answer is out; a private message does not: its only reply
+   * is a rare 401, and it goes in order with the sender's publishes. */
+  bool held;
+  unsigned hold;
 } ask_req;
 
 static ask_req *ask_new(fed_bridge *b, chat_session *s) {
@@ -961,10 +984,31 @@ static ask_req *ask_new(fed_bridge *b, chat_session *s) {
   return q;
 }
 
-/* The asking session, if it is still there (new reference), and q freed. */
+/* Sends a query whose answer the session's next lines wait for: q is
+ * freed and false returned when it could not go out. */
+static bool ask_send(ask_req *q, chat_session *s, redisCallbackFn *fn,
+                     const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int r = redisvAsyncCommand(q->b->cmd, fn, q, fmt, ap);
+  va_end(ap);
+  if (r != REDIS_OK) {
+    hark_weak_clear(&q->who);
+    free(q);
+    return false;
+  }
+  q->held = true;
+  q->hold = session_hold(s);
+  return true;
+}
+
+/* The asking session, if it is still there (new reference), and q freed;
+ * its input goes on after what the caller answers now. */
 static chat_session *ask_end(ask_req *q) {
   chat_session *s = hark_weak_get(&q->who);
   hark_weak_clear(&q->who);
+  if (s != NULL && q->held)
+    session_unhold(s, q->hold);
   if (s != NULL && (s->closing || s->closed || q->b->stopping)) {
     hark_unref(s);
     s = NULL;
@@ -1079,9 +1123,7 @@ bool fed_whois(chat_session *s, const char *nick) {
   char key[256], info[256];
   key_of(key, sizeof key, "nick", nick);
   key_of(info, sizeof info, "info", nick);
-  redisAsyncCommand(b->cmd, on_whois_reply, q, "EVAL %s 2 %s %s", WHOIS, key,
-                    info);
-  return true;
+  return ask_send(q, s, on_whois_reply, "EVAL %s 2 %s %s", WHOIS, key, info);
 }
 
 static void on_ison_reply(redisAsyncContext *ac, void *r, void *priv) {
@@ -1134,9 +1176,17 @@ bool fed_ison(chat_session *s, const char *local, char **missing, size_t n) {
     argv[3 + n + i] = keys[n + i];
     argv[3 + 2 * n + i] = missing[i];
   }
-  redisAsyncCommandArgv(b->cmd, on_ison_reply, q, (int)argc, argv, NULL);
+  int r = redisAsyncCommandArgv(b->cmd, on_ison_reply, q, (int)argc, argv,
+                                NULL);
   free(argv);
   free(keys);
+  if (r != REDIS_OK) {
+    hark_weak_clear(&q->who);
+    free(q);
+    return false;
+  }
+  q->held = true;
+  q->hold = session_hold(s);
   return true;
 }
 
@@ -1221,8 +1271,7 @@ bool fed_list(chat_session *s, const char *filter) {
     return false;
   q->has_filter = filter != NULL;
   snprintf(q->text, sizeof q->text, "%s", filter ? filter : "");
-  redisAsyncCommand(b->cmd, on_list_reply, q, "EVAL %s 0", LIST);
-  return true;
+  return ask_send(q, s, on_list_reply, "EVAL %s 0", LIST);
 }
 
 static bool is_op(redisReply *ops, const char *nick) {
@@ -1299,9 +1348,8 @@ bool fed_names(chat_session *s, const char *name, bool who) {
   snprintf(q->name, sizeof q->name, "%s", name);
   char mem[256], meta[256], ops[256];
   chan_keys(name, mem, meta, ops, sizeof mem);
-  redisAsyncCommand(b->cmd, on_chan_reply, q, "EVAL %s 3 %s %s %s", CHAN, mem,
-                    meta, ops);
-  return true;
+  return ask_send(q, s, on_chan_reply, "EVAL %s 3 %s %s %s", CHAN, mem,
+                  meta, ops);
 }
 
 /* ---- node loss ----------------------------------------------------------- */
@@ -1730,6 +1778,17 @@ void fed_stop(chat_server *srv) {
   if (cmd_ok(b))
     redisAsyncCommand(b->cmd, NULL, NULL, "DEL hark:hb:%s", b->node);
   b->stopping = true;
+  /* Joins still waiting for their subscription end here (their sessions
+   * are closed by now), not leaked with the records fed_free drops. */
+  for (fed_sub *s = b->subs; s != NULL; s = s->next) {
+    join_req *w = s->waiting;
+    s->waiting = NULL;
+    while (w != NULL) {
+      join_req *next = w->next;
+      join_fail_local(w);
+      w = next;
+    }
+  }
   redisAsyncContext *ctx[2] = {b->cmd, b->sub};
   b->cmd = b->sub = NULL;
   b->up = false;

@@ -92,6 +92,7 @@ static void on_tick(uv_timer_t *t) {
   for (chat_session *s = srv->sessions; s != NULL; s = s->next) {
     if (s->closing || s->closed)
       continue;
+    session_hold_check(s, now);
     if (!s->registered && o->register_timeout &&
         now - s->connected_at > o->register_timeout * 1000ull) {
       session_sendf(s, "ERROR :Closing Link: %s (Registration timeout)",

@@ -252,6 +252,8 @@ static bool take_token(chat_session *s) {
 
 static void process_input(chat_session *s);
 
+/* The throttle timer: the flood wait is over, or (at once) the holds are
+ * off. Either way the waiting lines run and the socket reads again. */
 static void on_throttle(uv_timer_t *t) {
   chat_session *s = t->data;
   s->throttled = false;
@@ -259,16 +261,51 @@ static void on_throttle(uv_timer_t *t) {
     return;
   hark_ref(s);
   process_input(s);
-  if (!s->throttled && !s->closed)
+  if (!s->throttled && !s->closed && s->inlen < sizeof s->in) {
+    s->in_full = false;
     uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+  }
   hark_unref(s);
 }
 
+/* ---- holds: in-order input across asynchronous commands ---------------- */
+
+unsigned session_hold(chat_session *s) {
+  if (s->held++ == 0)
+    s->held_at = chat_now_ms(s->srv);
+  return s->hold_gen;
+}
+
+static void resume_soon(chat_session *s) {
+  /* Throttled: the timer already runs and resumes when it fires. */
+  if (s->closing || s->closed || s->throttled)
+    return;
+  uv_timer_start(&s->throttle, on_throttle, 0, 0);
+}
+
+void session_unhold(chat_session *s, unsigned token) {
+  if (token != s->hold_gen || s->held == 0)
+    return;
+  if (--s->held == 0)
+    resume_soon(s);
+}
+
+void session_hold_check(chat_session *s, uint64_t now) {
+  if (s->held == 0 || now - s->held_at < CHATD_HOLD_TIMEOUT_MS)
+    return;
+  log_warn("%s: no reply from the network for %u ms; going on",
+           s->nick[0] ? s->nick : "*", (unsigned)(now - s->held_at));
+  s->held = 0;
+  s->hold_gen++; /* the late replies release nothing */
+  resume_soon(s);
+}
+
 /* Runs the complete lines in the input buffer, stopping (and pausing the
- * socket) when the flood bucket is empty. */
+ * socket) when the flood bucket is empty, and stopping after a command
+ * that waits for a reply (session_hold): the rest runs when it is in. */
 static void process_input(chat_session *s) {
   size_t off = 0, len, used;
-  while (!s->closing && !s->closed) {
+  while (!s->closing && !s->closed && s->held == 0) {
     if (!irc_next_line(s->in + off, s->inlen - off, &len, &used)) {
       if (s->discarding) {
         off = s->inlen;
@@ -321,10 +358,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   s->inlen += (size_t)nread;
-  if (s->throttled)
-    return;
   hark_ref(s); /* a command may schedule our end */
-  process_input(s);
+  if (!s->throttled)
+    process_input(s);
+  /* Lines waiting (a hold, the flood bucket) fill the buffer: no more
+   * reading until they have run, and TCP pushes back on the client. */
+  if (s->inlen == sizeof s->in && !s->closed && !s->in_full) {
+    s->in_full = true;
+    uv_read_stop((uv_stream_t *)&s->tcp);
+  }
   hark_unref(s);
 }
 

@@ -727,13 +727,12 @@ START_TEST(test_list_names_network) {
 }
 END_TEST
 
-/* NICK while the JOIN of a channel without members here is in Redis: the
- * member stays under its new nick only. */
+/* PART, NICK and JOIN pipelined: the JOIN waits for the new nick's claim
+ * (input runs in order), and the member is there under its new nick
+ * only. */
 START_TEST(test_rename_during_join) {
   client *x = cl_register(0, "xa");
   cl_join(x, "#st", NULL);
-  /* the channel dies with the PART, its subscription stays a moment: the
-   * JOIN goes to Redis at once, before the new nick's claim has come back */
   cl_send(x, "PART #st\r\nNICK xb\r\nJOIN #st");
   EXPECT(x, ":xa!xa@127.0.0.1 NICK :xb");
   EXPECT(x, " 366 xb #st ");
@@ -779,6 +778,188 @@ START_TEST(test_shutdown_redis_hung) {
 }
 END_TEST
 
+/* ---- pipelined input: lines run in order across Redis round trips ----- */
+
+/* Sends n bytes, however many writes that takes. */
+static void cl_raw(client *c, const char *data, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(c->fd, data, n, MSG_NOSIGNAL);
+    ck_assert_msg(w > 0, "send: %s", strerror(errno));
+    data += w;
+    n -= (size_t)w;
+  }
+}
+
+/* Reads c's lines until one contains until (fails after 3 s), failing on
+ * any containing bad; returns how many contained count. */
+static int cl_until(client *c, const char *until, const char *bad,
+                    const char *count) {
+  int n = 0;
+  for (;;) {
+    ck_assert_msg(cl_line(c, 3000) > 0, "waiting for \"%s\" (last: %s)",
+                  until, c->line);
+    ck_assert_msg(bad == NULL || strstr(c->line, bad) == NULL,
+                  "unexpected: %s", c->line);
+    if (count != NULL && strstr(c->line, count) != NULL)
+      n++;
+    if (strstr(c->line, until) != NULL)
+      return n;
+  }
+}
+
+/* NICK, USER, JOIN and PRIVMSG in one write: each waits for the one
+ * before, NICK and JOIN for Redis; then a flood of lines past the input
+ * buffer while the JOIN is out: the socket pushes back, nothing is lost,
+ * everything in order. */
+START_TEST(test_pipelined_registration) {
+  client *b = cl_register(1, "pb");
+  cl_join(b, "#pipe", NULL);
+  client *a = cl_new(0);
+  cl_send(a, "NICK pa\r\nUSER pa 0 * :Pipe A\r\nJOIN #pipe\r\n"
+             "PRIVMSG #pipe :first words");
+  cl_until(a, " 001 pa ", " 451 ", NULL);
+  cl_until(a, ":pa!pa@127.0.0.1 JOIN #pipe", " 451 ", NULL);
+  cl_until(a, " 366 pa #pipe ", " 404 ", NULL);
+  EXPECT(b, ":pa!pa@127.0.0.1 JOIN #pipe");
+  EXPECT(b, ":pa!pa@127.0.0.1 PRIVMSG #pipe :first words");
+
+  /* ~40 KB behind a JOIN of a channel new to the network: more than the
+   * 16 KB input buffer, all waiting for the JOIN's round trips */
+  enum { N = 2000 };
+  size_t cap = 64 + (size_t)N * 32, len = 0;
+  char *buf = malloc(cap);
+  len += (size_t)snprintf(buf + len, cap - len, "JOIN #flood\r\n");
+  for (int k = 0; k < N; k++)
+    len += (size_t)snprintf(buf + len, cap - len, "PRIVMSG #pipe :f %d\r\n",
+                            k);
+  cl_raw(a, buf, len);
+  free(buf);
+  cl_until(a, " 366 pa #flood ", " 404 ", NULL);
+  for (int k = 0; k < N; k++) {
+    ck_assert_msg(cl_wait(b, "PRIVMSG #pipe :f ", 3000), "message %d", k);
+    int got = -1;
+    sscanf(strstr(b->line, ":f ") + 3, "%d", &got);
+    ck_assert_int_eq(got, k);
+  }
+  cl_send(a, "PING :after");
+  cl_until(a, "PONG", " 404 ", NULL);
+  cl_free(a);
+  cl_free(b);
+}
+END_TEST
+
+/* JOIN then TOPIC at once: the TOPIC finds the member (no 442), on a
+ * channel new to the network and on one with members elsewhere only. */
+START_TEST(test_pipelined_join_topic) {
+  client *a = cl_register(0, "ta");
+  client *b = cl_register(1, "tb");
+  cl_send(a, "JOIN #tp\r\nTOPIC #tp :set at once\r\nTOPIC #tp");
+  cl_until(a, " 366 ta #tp ", " 442 ", NULL);
+  cl_until(a, ":ta!ta@127.0.0.1 TOPIC #tp :set at once", " 442 ", NULL);
+  cl_until(a, " 332 ta #tp :set at once", " 442 ", NULL);
+  /* (node 0's writes to Redis may trail its replies to a: a WHOIS, in
+   * order behind them on its connection, waits for them) */
+  cl_send(a, "WHOIS tb");
+  cl_until(a, " 318 ta tb ", NULL, NULL);
+  /* b joins from another node and retopics at once */
+  cl_send(b, "JOIN #tp\r\nTOPIC #tp :and again\r\nMODE #tp");
+  cl_until(b, " 332 tb #tp :set at once", " 442 ", NULL);
+  cl_until(b, ":tb!tb@127.0.0.1 TOPIC #tp :and again", " 442 ", NULL);
+  cl_until(b, " 324 tb #tp ", " 442 ", NULL);
+  EXPECT(a, ":tb!tb@127.0.0.1 TOPIC #tp :and again");
+  /* several channels in one JOIN, then a message to each */
+  cl_send(b, "JOIN #m1,#m2,#tp\r\nPRIVMSG #m1,#m2 :both\r\nPING :end");
+  int joins = cl_until(b, "PONG", " 404 ", " 366 tb #m");
+  ck_assert_int_eq(joins, 2);
+  cl_free(a);
+  cl_free(b);
+}
+END_TEST
+
+/* A client gone while its NICK claim (and the lines after it) wait: no
+ * crash, and the nick is free again at once, not after the lease. */
+START_TEST(test_gone_during_claim) {
+  for (int i = 0; i < 5; i++) {
+    char nick[16];
+    snprintf(nick, sizeof nick, "gh%d", i);
+    client *g = cl_new(0);
+    char buf[256];
+    int n = snprintf(buf, sizeof buf,
+                     "NICK %s\r\nUSER g 0 * :g\r\nJOIN #gh\r\nPRIVMSG #gh :x"
+                     "\r\n",
+                     nick);
+    cl_raw(g, buf, (size_t)n);
+    if (i % 2) /* now, or once the claim is (likely) out */
+      usleep(2000);
+    cl_free(g);
+    long long t0 = now_ms();
+    client *t = cl_new(1 + i % 2);
+    bool got = false;
+    while (!got && now_ms() - t0 < LEASE_MS) {
+      /* in order: the PONG comes after the NICK's answer (433 or none) */
+      cl_send(t, "NICK %s\r\nPING :probe", nick);
+      got = cl_until(t, "PONG", NULL, " 433 ") == 0;
+      if (!got)
+        usleep(20000);
+    }
+    ck_assert_msg(got, "%s still taken after %lld ms", nick, now_ms() - t0);
+    cl_send(t, "USER t 0 * :t");
+    EXPECT(t, " 001 ");
+    cl_free(t);
+  }
+  /* node 0 is alive and well */
+  client *c = cl_register(0, "after");
+  cl_join(c, "#gh", NULL);
+  cl_free(c);
+}
+END_TEST
+
+/* Redis dies (SIGKILL while stopped) with a pipelined registration
+ * waiting for it: the node answers locally, in order. */
+START_TEST(test_pipeline_redis_lost) {
+  client *a = cl_new(0);
+  /* our own connection to Redis: scripts wait (CLIENT PAUSE WRITE), then
+   * the nodes' command connections are closed under them */
+  client *r = calloc(1, sizeof *r);
+  r->fd = try_connect(redis_port);
+  ck_assert_int_ge(r->fd, 0);
+  cl_send(r, "CLIENT PAUSE 10000 WRITE");
+  EXPECT(r, "+OK");
+  cl_send(a, "NICK rl\r\nUSER rl 0 * :rl\r\nJOIN #rl\r\nTOPIC #rl :t\r\n"
+             "PING :done");
+  usleep(300000);
+  cl_none(a, " 001 ", 100); /* the NICK is waiting for Redis */
+  cl_send(r, "CLIENT KILL TYPE normal");
+  EXPECT(r, ":");
+  cl_send(r, "CLIENT UNPAUSE");
+  EXPECT(r, "+OK");
+  cl_until(a, " 001 rl ", " 451 ", NULL);
+  cl_until(a, " 366 rl #rl ", " 451 ", NULL);
+  cl_until(a, ":rl!rl@127.0.0.1 TOPIC #rl :t", " 442 ", NULL);
+  cl_until(a, "PONG", " 442 ", NULL);
+  cl_free(a);
+  cl_free(r);
+}
+END_TEST
+
+/* Redis hangs (SIGSTOP) with a NICK out: the session's later lines run
+ * after the hold timeout (5 s) rather than never. */
+START_TEST(test_hold_timeout) {
+  client *a = cl_new(0);
+  kill(redis_pid, SIGSTOP);
+  cl_send(a, "NICK ht\r\nPING :late");
+  long long t0 = now_ms();
+  ck_assert_msg(cl_wait(a, "PONG", 9000), "no PONG (last: %s)", a->line);
+  long long took = now_ms() - t0;
+  kill(redis_pid, SIGCONT);
+  ck_assert_msg(took >= 4000, "PONG before the claim's reply: %lld ms", took);
+  /* the late reply applies the NICK; the node goes on */
+  cl_send(a, "USER ht 0 * :ht");
+  EXPECT(a, " 001 ht ");
+  cl_free(a);
+}
+END_TEST
+
 static bool have_redis(void) {
   return system("command -v redis-server >/dev/null 2>&1") == 0;
 }
@@ -807,6 +988,11 @@ int main(void) {
   tcase_add_test(tc, test_list_names_network);
   tcase_add_test(tc, test_rename_during_join);
   tcase_add_test(tc, test_shutdown_redis_hung);
+  tcase_add_test(tc, test_pipelined_registration);
+  tcase_add_test(tc, test_pipelined_join_topic);
+  tcase_add_test(tc, test_gone_during_claim);
+  tcase_add_test(tc, test_pipeline_redis_lost);
+  tcase_add_test(tc, test_hold_timeout);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
