@@ -419,10 +419,42 @@ void session_close_handles(chat_session *s) {
   uv_close((uv_handle_t *)&s->throttle, on_handle_closed);
 }
 
+/* A connection there is no memory for is accepted into this handle, told
+ * and closed at once: left pending, it would stop libuv listening for good
+ * (it waits for the connection callback to accept). One at a time; another
+ * refusal while this one closes waits for its close callback. */
+static uv_tcp_t refused;
+static bool refusing;
+static chat_server *refuse_next;
+
+static void on_refused_closed(uv_handle_t *h) {
+  chat_server *srv = refuse_next;
+  refusing = false;
+  refuse_next = NULL;
+  if (srv != NULL && !srv->stopping)
+    session_accept(srv);
+}
+
+static void refuse(chat_server *srv) {
+  static const char msg[] = "ERROR :Closing Link: (Out of memory)\r\n";
+  if (refusing) {
+    refuse_next = srv;
+    return;
+  }
+  uv_tcp_init(srv->loop, &refused);
+  if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&refused) == 0) {
+    uv_buf_t b = uv_buf_init((char *)msg, sizeof msg - 1);
+    uv_try_write((uv_stream_t *)&refused, &b, 1);
+  }
+  refusing = true;
+  uv_close((uv_handle_t *)&refused, on_refused_closed);
+}
+
 void session_accept(chat_server *srv) {
   chat_session *s = hark_new(&chat_session_type);
   if (s == NULL) {
-    log_error("accept: out of memory");
+    log_error("accept: out of memory: connection refused");
+    refuse(srv);
     return;
   }
   s->srv = srv;
