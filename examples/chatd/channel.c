@@ -193,10 +193,15 @@ void channel_set_key(chat_channel *c, const char *key) {
 
 int channel_send(chat_channel *c, hark_signal *sig, chat_buf *line,
                  chat_session *origin, unsigned long seq) {
-  if (line == NULL)
-    return HARK_ENOMEM;
-  chat_event ev = {line, origin, seq};
-  return hark_send(sig, c, &ev);
+  int r = HARK_ENOMEM;
+  if (line != NULL) {
+    chat_event ev = {line, origin, seq};
+    r = hark_send(sig, c, &ev);
+  }
+  if (r < 0) /* every caller drops the line: say so */
+    log_warn("%s: %s dropped: %s", c->name, hark_signal_name(sig),
+             hark_strerror(r));
+  return r;
 }
 
 /* ---- listings --------------------------------------------------------- */
