@@ -2,7 +2,10 @@
  * and for Redis pub/sub. N clients on one libuv loop join M channels; S
  * of them send K messages each, flat out or at a total rate; every
  * delivery's latency is measured from the send time carried in the text.
- * Reports delivered messages per second and latency p50/p99/max. */
+ * Reports delivered messages per second and latency p50/p99/max.
+ * --ports spreads the clients over several servers of one network (e.g.
+ * federated hark-chatd nodes) from the same process and loop, so the
+ * totals and latencies are the whole network's. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -14,13 +17,18 @@
 #define BATCH 64
 #define HIST_US 1000000 /* 1 µs buckets up to 1 s */
 #define HIST_MS 600000  /* then 1 ms buckets up to 10 min, then overflow */
+#define MAX_PORTS 64
 
 typedef struct conn conn;
 
 typedef struct load {
   uv_loop_t *loop;
   const char *host, *password;
-  int port;
+  int ports[MAX_PORTS];   /* --ports: the clients are spread over them */
+  int nports;
+  long long port_delivered[MAX_PORTS];
+  long long crossed; /* deliveries on another port than their sender's */
+  int port_clients[MAX_PORTS];
   int nclients, nchannels, nsenders, messages;
   double rate;
   bool redis;
@@ -54,6 +62,7 @@ struct conn {
   uv_connect_t creq;
   load *ld;
   int id, chan;
+  int port_ix; /* index in ld->ports */
   bool sender, ready, subscriber, closing, heard, registered;
   int sent, inflight;
   char in[65536];
@@ -194,7 +203,8 @@ static void finish(load *ld);
 static void connect_more(load *ld);
 static void heard(conn *c);
 
-static void record(load *ld, const char *t) {
+static void record(conn *c, const char *t) {
+  load *ld = c->ld;
   unsigned long long ts = strtoull(t, NULL, 10);
   uint64_t now = uv_hrtime();
   uint64_t lat = now > ts ? now - ts : 0;
@@ -208,6 +218,14 @@ static void record(load *ld, const char *t) {
   if (lat > ld->max_ns)
     ld->max_ns = lat;
   ld->delivered++;
+  ld->port_delivered[c->port_ix]++;
+  if (ld->nports > 1) {
+    const char *f = strstr(t, " from=");
+    int from = f != NULL ? atoi(f + 6) : -1;
+    int n = ld->nclients + (ld->redis ? ld->nsenders : 0);
+    if (from >= 0 && from < n && ld->conns[from].port_ix != c->port_ix)
+      ld->crossed++;
+  }
   ld->t_last = now;
   if (ld->delivered >= ld->expected)
     finish(ld);
@@ -234,7 +252,7 @@ static void handle_line(conn *c, char *line, size_t len) {
     fprintf(stderr, "%d< %s\n", c->id, line);
   if (ld->redis) {
     if (strncmp(line, "t=", 2) == 0)
-      record(ld, line + 2);
+      record(c, line + 2);
     else if (strcmp(line, "subscribe") == 0)
       became_ready(c);
     else if (line[0] == '-')
@@ -253,7 +271,7 @@ static void handle_line(conn *c, char *line, size_t len) {
   if (strncmp(sp, " PRIVMSG ", 9) == 0) {
     const char *t = strstr(sp, ":t=");
     if (t != NULL)
-      record(ld, t + 3);
+      record(c, t + 3);
   } else if (strncmp(sp, " 001 ", 5) == 0) {
     c->registered = true;
     char join[64];
@@ -330,8 +348,8 @@ static void on_connect(uv_connect_t *req, int status) {
   conn *c = req->data;
   load *ld = c->ld;
   if (status < 0) {
-    fprintf(stderr, "chatload: connect %s:%d: %s\n", ld->host, ld->port,
-            uv_strerror(status));
+    fprintf(stderr, "chatload: connect %s:%d: %s\n", ld->host,
+            ld->ports[c->port_ix], uv_strerror(status));
     exit(1);
   }
   uv_tcp_nodelay(&c->tcp, 1);
@@ -387,8 +405,9 @@ static void connect_more(load *ld) {
          ld->unheard < UNHEARD_MAX && !ld->done) {
     conn *c = &ld->conns[ld->next_to_connect++];
     struct sockaddr_storage ss;
-    if (uv_ip4_addr(ld->host, ld->port, (struct sockaddr_in *)&ss) != 0 &&
-        uv_ip6_addr(ld->host, ld->port, (struct sockaddr_in6 *)&ss) != 0) {
+    int port = ld->ports[c->port_ix];
+    if (uv_ip4_addr(ld->host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(ld->host, port, (struct sockaddr_in6 *)&ss) != 0) {
       fprintf(stderr, "chatload: bad host %s\n", ld->host);
       exit(2);
     }
@@ -445,10 +464,22 @@ static void finish(load *ld) {
                     ? (double)(ld->t_last - ld->t_start) / 1e9
                     : 0.0;
   fprintf(stderr, "\n");
-  printf("%s %s:%d  channels %d  clients %d  senders %d x %d messages%s\n",
-         ld->redis ? "redis" : "irc", ld->host, ld->port, ld->nchannels,
-         ld->nclients, ld->nsenders, ld->messages,
+  printf("%s %s:%d", ld->redis ? "redis" : "irc", ld->host, ld->ports[0]);
+  for (int i = 1; i < ld->nports; i++)
+    printf(",%d", ld->ports[i]);
+  printf("  channels %d  clients %d  senders %d x %d messages%s\n",
+         ld->nchannels, ld->nclients, ld->nsenders, ld->messages,
          ld->rate > 0 ? "" : " flat out");
+  if (ld->nports > 1) {
+    printf("per port (clients: delivered):");
+    for (int i = 0; i < ld->nports; i++)
+      printf("  %d %d: %lld", ld->ports[i], ld->port_clients[i],
+             ld->port_delivered[i]);
+    printf("\ncross-port deliveries %lld (%.0f%%)\n", ld->crossed,
+           ld->delivered > 0 ? 100.0 * (double)ld->crossed /
+                                   (double)ld->delivered
+                             : 0.0);
+  }
   if (ld->rate > 0)
     printf("rate %.0f msg/s sent\n", ld->rate);
   printf("delivered %lld/%lld in %.3fs: %.0f msg/s\n", ld->delivered,
@@ -488,6 +519,10 @@ static void usage(FILE *out) {
           "Fan-out load for an IRC server (or Redis pub/sub with --redis).\n"
           "  --host HOST       server address [127.0.0.1]\n"
           "  --port PORT       server port [6667; 6379 with --redis]\n"
+          "  --ports P1,P2,..  several servers of one network on HOST (or\n"
+          "                    --port repeated): each channel's members go\n"
+          "                    round robin over the ports, senders too; one\n"
+          "                    process and loop, totals for the whole network\n"
           "  --clients N       receiving clients [100]\n"
           "  --channels M      channels; client i joins #load(i%%M) [1]\n"
           "  --senders S       senders (0: every client) [10]\n"
@@ -507,7 +542,6 @@ int main(int argc, char **argv) {
   static load state; /* big (the histogram pointer aside): not on the stack */
   load *ld = &state;
   ld->host = "127.0.0.1";
-  ld->port = -1;
   ld->nclients = 100;
   ld->nchannels = 1;
   ld->nsenders = 10;
@@ -515,6 +549,7 @@ int main(int argc, char **argv) {
   ld->timeout = 60;
   static const struct option longs[] = {
       {"host", 1, NULL, 'h'},     {"port", 1, NULL, 'p'},
+      {"ports", 1, NULL, 'L'},
       {"clients", 1, NULL, 'n'},  {"channels", 1, NULL, 'm'},
       {"senders", 1, NULL, 's'},  {"messages", 1, NULL, 'k'},
       {"rate", 1, NULL, 'r'},     {"timeout", 1, NULL, 't'},
@@ -524,7 +559,19 @@ int main(int argc, char **argv) {
   while ((o = getopt_long(argc, argv, "", longs, NULL)) != -1) {
     switch (o) {
     case 'h': ld->host = optarg; break;
-    case 'p': ld->port = atoi(optarg); break;
+    case 'p':
+    case 'L':
+      for (char *p = optarg, *end; *p != '\0'; p = end + (*end == ',')) {
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 65535 || (*end != ',' && *end != '\0') ||
+            ld->nports == MAX_PORTS) {
+          fprintf(stderr, "chatload: bad port list %s (at most %d)\n",
+                  optarg, MAX_PORTS);
+          return 2;
+        }
+        ld->ports[ld->nports++] = (int)v;
+      }
+      break;
     case 'n': ld->nclients = atoi(optarg); break;
     case 'm': ld->nchannels = atoi(optarg); break;
     case 's': ld->nsenders = atoi(optarg); break;
@@ -537,8 +584,8 @@ int main(int argc, char **argv) {
     default: usage(stderr); return 2;
     }
   }
-  if (ld->port < 0)
-    ld->port = ld->redis ? 6379 : 6667;
+  if (ld->nports == 0)
+    ld->ports[ld->nports++] = ld->redis ? 6379 : 6667;
   if (ld->nclients < 1 || ld->nchannels < 1 || ld->nchannels > ld->nclients ||
       ld->nsenders < 0 || ld->messages < 1) {
     usage(stderr);
@@ -567,6 +614,15 @@ int main(int argc, char **argv) {
       c->chan = i % ld->nchannels;
       c->sender = i < ld->nsenders;
     }
+    /* The k-th member of channel c goes to port (k + c) % P: every channel
+     * spans the ports (a plain i % P would put all of a channel on one
+     * port whenever P divides M), senders included, and the clients are
+     * balanced over the ports. */
+    int k = ld->redis && !c->subscriber ? (i - ld->nclients) / ld->nchannels
+                                        : i / ld->nchannels;
+    c->port_ix = (k + c->chan) % ld->nports;
+    if (!c->sender || !ld->redis)
+      ld->port_clients[c->port_ix]++;
   }
   /* deliveries: every member but the sender (IRC), every subscriber (Redis) */
   for (int i = 0; i < nconns; i++)
