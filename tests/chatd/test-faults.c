@@ -538,6 +538,7 @@ START_TEST(failing_allocator_refuses_and_keeps_serving) {
   int cap = 5 + (int)test_scaled(25), made = 0, pings = 0, pongs = 0,
       ctl_dropped = 0;
   oom_client *cs = calloc((size_t)cap, sizeof *cs);
+  atomic_store(&fail_next, 1); /* at least one, however short the run */
   atomic_store(&failing, true);
   uint64_t end = now_ms() + 1000 + scaled_ms(5000);
   long rounds = 200 + test_scaled(4800);
@@ -587,6 +588,7 @@ START_TEST(failing_allocator_refuses_and_keeps_serving) {
     }
   }
   atomic_store(&failing, false);
+  atomic_store(&fail_next, 0);
   unsigned long failed = atomic_load(&n_failed);
   /* Failures over: every connection still open answers (or is closed by
    * the daemon, which may have refused it). */
