@@ -540,9 +540,12 @@ START_TEST(failing_allocator_refuses_and_keeps_serving) {
   oom_client *cs = calloc((size_t)cap, sizeof *cs);
   atomic_store(&fail_next, 1); /* at least one, however short the run */
   atomic_store(&failing, true);
-  uint64_t end = now_ms() + 1000 + scaled_ms(5000);
+  /* at least a second of failures, however few the rounds (scaled) */
+  uint64_t least = now_ms() + 1000, end = least + scaled_ms(5000);
   long rounds = 200 + test_scaled(4800);
-  for (long round = 0; round < rounds && now_ms() < end; round++) {
+  for (long round = 0; (round < rounds || now_ms() < least) && now_ms() < end;
+       round++) {
+    usleep(200); /* the daemon works while the failures are on */
     oom_client *o = &cs[rand_r(&seed) % cap];
     if (o->c == NULL) {
       o->c = cl_connect(port);
