@@ -1,28 +1,52 @@
-/* bench-post: hark_post across threads (issue 5), against a hand-written
- * uv_async_t + mutex queue in the same run.
+/* bench-post: hark_post across threads (issue 4), against hand-written
+ * uv_async_t + mutex queues in the same run.
  *
  * Throughput: 1, 2 and 4 producer threads post --messages messages in
  * all to one loop thread, flat out; the loop thread runs the same
- * receiver function for each (hark: through hark_send on a signal with
- * that one receiver). Rounds alternate hark and the queue; the table
+ * receiver function for each. Rounds alternate the sides; the table
  * shows medians of messages/s and of the per-round ratio.
+ *
+ * What each side does per message:
+ *   hark        hark_post(loop, sig, NULL, args, NULL): validates, locks
+ *               the loop's mutex, cuts an item from a 64-item block (one
+ *               allocation per 64 posts), holds the signal (one reference
+ *               per run of posts of one signal and sender), appends,
+ *               unlocks; uv_async_send after unlocking, on an
+ *               empty-to-non-empty transition. Bounded queue (the limit
+ *               raised to the message count so that nothing is refused).
+ *               The loop thread takes the whole queue under the lock and
+ *               calls hark_send(sig, NULL, args) per item: the dispatcher
+ *               finds the signal's one receiver and calls it.
+ *   queue       the queue one would write instead (the target): malloc a
+ *               node {next, args}, lock, append, unlock, uv_async_send on
+ *               an empty-to-non-empty transition; the consumer takes the
+ *               whole list under the lock and calls the receiver function
+ *               directly (no dispatch), then free()s the node. Unbounded.
+ *   queue+pool  the same queue recycling its nodes: taken from a free
+ *               list under the same lock (malloc only when it is empty),
+ *               a drained batch spliced back onto it under one lock
+ *               (unbounded; freed at the end). No allocation at all once
+ *               warm: the strongest hand-written baseline.
+ *   queue+send  the queue, its consumer calling hark_send on a signal
+ *               like hark's: splits hark_post's cost into the queue's and
+ *               the dispatch's.
  *
  * Latency: one producer posts a message every --interval-us (the loop
  * asleep in between, as in a real program), each carrying its post time;
  * the receiver records the delay: median and p99.
  *
- * Both sides check that every message arrived once and in post order per
- * producer; a mismatch exits 1. The hand-written queue is what one would
- * write instead: a mutex, a singly linked list of malloc'd nodes, one
- * uv_async_send per empty-to-non-empty transition, the consumer taking
- * the whole list at once. It is unbounded; hark's queue limit is raised
- * to the message count so that neither side refuses a post. A third
- * column, queue+send, runs that queue with the consumer calling hark_send
- * on the same signal as hark_post does: it splits hark_post's cost into
- * the queue's and the dispatch's.
+ * Every side checks that every message arrived once and in post order per
+ * producer; a mismatch exits 1.
+ *
+ * Wall time on a shared machine is noisy; for instruction counts, run one
+ * configuration under callgrind (which serialises the threads but counts
+ * every instruction), with N and 2N messages: (Ir(2N) - Ir(N)) / N is the
+ * cost per message, setup cancelled out:
+ *   valgrind --tool=callgrind bench-post --only hark|queue|pool|send
+ *            --producers P --messages N --rounds 1
  *
  *   bench-post [--messages N] [--rounds R] [--samples S] [--interval-us U]
- *              [--data FILE]
+ *              [--data FILE] [--only SIDE --producers P]
  */
 #include <hark.h>
 
@@ -33,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #define MAX_PRODUCERS 4
@@ -40,6 +65,16 @@
 static void die(const char *what) {
   fprintf(stderr, "bench-post: %s\n", what);
   exit(1);
+}
+
+/* CPU time of the whole process (all threads), in ns. */
+static uint64_t cpu_ns(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) *
+             1000000000u +
+         ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) *
+             1000u;
 }
 
 static uint64_t now_ns(void) {
@@ -98,18 +133,31 @@ typedef struct qnode {
 typedef struct hq {
   uv_mutex_t mu;
   qnode *head, *tail;
+  int pool;    /* queue+pool: recycle nodes through free */
+  qnode *free; /* queue+pool: spare nodes, under mu */
   uv_async_t async;
   rcv *r;
   hark_signal *sig; /* queue+send: dispatch through it */
 } hq;
 
 static int hq_post(hq *q, void *args) {
-  qnode *n = malloc(sizeof(*n));
-  if (n == NULL)
-    return -1;
+  qnode *n = NULL;
+  if (q->pool) { /* a spare node, taken under the lock */
+    uv_mutex_lock(&q->mu);
+    if ((n = q->free) != NULL)
+      q->free = n->next;
+    else
+      uv_mutex_unlock(&q->mu);
+  }
+  if (n == NULL) { /* malloc outside the lock */
+    if ((n = malloc(sizeof(*n))) == NULL)
+      return -1;
+    n->next = NULL;
+    n->args = args;
+    uv_mutex_lock(&q->mu);
+  }
   n->next = NULL;
   n->args = args;
-  uv_mutex_lock(&q->mu);
   int wake = q->head == NULL;
   if (q->tail != NULL)
     q->tail->next = n;
@@ -128,18 +176,30 @@ static void hq_drain(uv_async_t *a) {
   qnode *n = q->head;
   q->head = q->tail = NULL;
   uv_mutex_unlock(&q->mu);
+  qnode *first = n, *last = NULL;
   while (n != NULL) {
     qnode *next = n->next;
     if (q->sig != NULL)
       hark_send(q->sig, NULL, n->args);
     else
       on_msg(q->r, NULL, n->args);
-    free(n);
+    if (q->pool)
+      last = n;
+    else
+      free(n);
     n = next;
+  }
+  if (last != NULL) { /* give the batch back in one go */
+    uv_mutex_lock(&q->mu);
+    last->next = q->free;
+    q->free = first;
+    uv_mutex_unlock(&q->mu);
   }
 }
 
-static void hq_finish(rcv *r) { uv_close((uv_handle_t *)&((hq *)r->ctx)->async, NULL); }
+static void hq_finish(rcv *r) {
+  uv_close((uv_handle_t *)&((hq *)r->ctx)->async, NULL);
+}
 
 /* ---- hark -------------------------------------------------------------- */
 
@@ -168,8 +228,9 @@ typedef struct producer {
 
 static void post_one(producer *p, void *args) {
   for (;;) {
-    int err = p->sd->is_hark ? hark_post(p->sd->hl, p->sd->sig, NULL, args, NULL)
-                             : hq_post(p->sd->q, args);
+    int err = p->sd->is_hark
+                  ? hark_post(p->sd->hl, p->sd->sig, NULL, args, NULL)
+                  : hq_post(p->sd->q, args);
     if (err == 0)
       return;
     if (err != HARK_EAGAIN)
@@ -199,13 +260,15 @@ static void *produce(void *arg) {
   return NULL;
 }
 
-/* One run; returns messages/s (latency mode: fills r->delays).
- * is_hark: 1 hark_post, 0 the queue, 2 the queue + hark_send. */
-static double run(int is_hark, int nprod, long total, int latency,
+enum { S_QUEUE, S_HARK, S_SEND, S_POOL, NSIDES };
+static const char *const side_name[NSIDES] = {"queue", "hark", "queue+send",
+                                              "queue+pool"};
+
+/* One run; returns messages/s (latency mode: fills r->delays). */
+static double run(int which, int nprod, long total, int latency,
                   uint64_t interval_ns, uint64_t *delays) {
-  int with_send = is_hark == 2;
-  if (with_send)
-    is_hark = 0;
+  int with_send = which == S_SEND;
+  int is_hark = which == S_HARK;
   uv_loop_t loop;
   if (uv_loop_init(&loop) != 0)
     die("uv_loop_init");
@@ -233,6 +296,7 @@ static double run(int is_hark, int nprod, long total, int latency,
       die("queue init");
     q.async.data = &q;
     q.r = r;
+    q.pool = which == S_POOL;
     if (with_send) {
       if ((q.sig = hark_signal_new("bench-post-queue")) == NULL ||
           hark_connect(q.sig, on_msg, r, NULL, HARK_WEAK) != 0)
@@ -268,9 +332,10 @@ static double run(int is_hark, int nprod, long total, int latency,
   for (int i = 0; i < MAX_PRODUCERS && !latency; i++)
     bad += r->next_seq[i] != want[i];
   if (bad) {
-    fprintf(stderr, "bench-post: %s, %d producers: %ld of %ld messages, "
-            "%ld out of order\n", is_hark ? "hark" : "queue", nprod,
-            r->received, total, r->bad);
+    fprintf(stderr,
+            "bench-post: %s, %d producers: %ld of %ld messages, "
+            "%ld out of order\n",
+            side_name[which], nprod, r->received, total, r->bad);
     exit(1);
   }
   double rate = (double)total / ((double)(r->t_done - t0) / 1e9);
@@ -280,6 +345,11 @@ static double run(int is_hark, int nprod, long total, int latency,
   } else {
     uv_mutex_destroy(&q.mu);
     hark_unref(q.sig);
+    while (q.free != NULL) {
+      qnode *n = q.free;
+      q.free = n->next;
+      free(n);
+    }
   }
   hark_unref(r);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -309,11 +379,14 @@ int main(int argc, char **argv) {
   int rounds = 7;
   double interval_us = 100;
   const char *data_path = NULL;
+  int only = -1, only_prod = 1;
   for (int i = 1; i < argc; i += 2) { /* OPTION VALUE pairs */
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--help") == 0) {
       printf("usage: bench-post [--messages N] [--rounds R] [--samples S] "
-             "[--interval-us U] [--data FILE]\n");
+             "[--interval-us U] [--data FILE]\n"
+             "       bench-post --only hark|queue|pool|send --producers P "
+             "[--messages N] [--rounds R]\n");
       return 0;
     }
     if (v == NULL)
@@ -328,50 +401,79 @@ int main(int argc, char **argv) {
       interval_us = strtod(v, NULL);
     else if (strcmp(a, "--data") == 0)
       data_path = v;
+    else if (strcmp(a, "--only") == 0)
+      only = strcmp(v, "hark") == 0    ? S_HARK
+             : strcmp(v, "queue") == 0 ? S_QUEUE
+             : strcmp(v, "pool") == 0  ? S_POOL
+             : strcmp(v, "send") == 0  ? S_SEND
+                                      : (die("--only hark|queue|pool|send"), 0);
+    else if (strcmp(a, "--producers") == 0)
+      only_prod = atoi(v);
     else
       die("unknown option (see --help)");
   }
   if (total < MAX_PRODUCERS || rounds < 1 || rounds > 99 || samples < 100 ||
       interval_us <= 0)
     die("bad option value");
+  if (only >= 0) {
+    /* One configuration, one run per round: for callgrind, which counts
+     * instructions whatever the machine does meanwhile. */
+    if (only_prod < 1 || only_prod > MAX_PRODUCERS)
+      die("--producers 1..4");
+    for (int r = 0; r < rounds; r++) {
+      uint64_t c0 = cpu_ns();
+      double rate = run(only, only_prod, total, 0, 0, NULL);
+      printf("%s, %d producers: %.0f msg/s, %.1f cpu ns/msg\n", side_name[only],
+             only_prod, rate, (double)(cpu_ns() - c0) / (double)total);
+    }
+    return 0;
+  }
   FILE *data = NULL;
   if (data_path != NULL && (data = fopen(data_path, "w")) == NULL) {
     fprintf(stderr, "bench-post: %s: %s\n", data_path, strerror(errno));
     return 2;
   }
 
-  printf("hark bench-post: %ld messages per run, medians of %d rounds "
-         "alternating hark and the queue\n\n", total, rounds);
-  printf("%-26s %12s %12s %8s  %-11s %-4s %14s\n", "throughput", "hark msg/s",
-         "queue msg/s", "ratio", "target", "met?", "queue+send");
+  printf("hark bench-post: %ld messages per run, medians of %d rounds, the "
+         "sides in turn\n"
+         "  hark:       hark_post -> 64-item blocks, mutex, uv_async_send "
+         "outside it -> hark_send -> receiver\n"
+         "  queue:      malloc'd node, mutex, uv_async_send -> receiver "
+         "called directly -> free (the target)\n"
+         "  queue+pool: the same, nodes recycled through a free list under "
+         "the mutex (no malloc once warm)\n"
+         "  queue+send: the queue, hark_send -> receiver\n\n",
+         total, rounds);
+  printf("%-22s %11s %11s %6s %-4s %11s %6s %11s\n", "throughput msg/s", "hark",
+         "queue", "ratio", "met?", "queue+pool", "ratio", "queue+send");
   static const int prods[] = {1, 2, 4};
   int missed = 0;
   for (size_t k = 0; k < sizeof(prods) / sizeof(prods[0]); k++) {
-    double h[99], q[99], qs[99], ratio[99];
+    double v[NSIDES][99], ratio[99], ratio_pool[99];
     for (int r = 0; r < rounds; r++) {
-      qs[r] = run(2, prods[k], total, 0, 0, NULL);
-      if (r % 2) {
-        h[r] = run(1, prods[k], total, 0, 0, NULL);
-        q[r] = run(0, prods[k], total, 0, 0, NULL);
-      } else {
-        q[r] = run(0, prods[k], total, 0, 0, NULL);
-        h[r] = run(1, prods[k], total, 0, 0, NULL);
+      /* a different order each round, so no side always goes first */
+      for (int i = 0; i < NSIDES; i++) {
+        int which = (i + r) % NSIDES;
+        v[which][r] = run(which, prods[k], total, 0, 0, NULL);
       }
-      ratio[r] = h[r] / q[r];
+      ratio[r] = v[S_HARK][r] / v[S_QUEUE][r];
+      ratio_pool[r] = v[S_HARK][r] / v[S_POOL][r];
     }
-    double mh = median(h, rounds), mq = median(q, rounds);
-    double mr = median(ratio, rounds), mqs = median(qs, rounds);
-    const char *met = mr >= 1.0 ? "yes" : "NO";
+    double m[NSIDES];
+    for (int i = 0; i < NSIDES; i++)
+      m[i] = median(v[i], rounds);
+    double mr = median(ratio, rounds), mrp = median(ratio_pool, rounds);
     missed += mr < 1.0;
     char title[64];
     snprintf(title, sizeof(title), "hark_post, %d producer%s", prods[k],
              prods[k] > 1 ? "s" : "");
-    printf("%-26s %12.0f %12.0f %7.2fx  %-11s %-4s %14.0f\n", title, mh, mq,
-           mr, ">=1x queue", met, mqs);
+    printf("%-22s %11.0f %11.0f %5.2fx %-4s %11.0f %5.2fx %11.0f\n", title,
+           m[S_HARK], m[S_QUEUE], mr, mr >= 1.0 ? "yes" : "NO", m[S_POOL], mrp,
+           m[S_SEND]);
     fflush(stdout);
     if (data != NULL)
-      fprintf(data, "throughput %d %.0f %.0f %.4f %.0f\n", prods[k], mh, mq,
-              mr, mqs);
+      fprintf(data, "throughput %d %.0f %.0f %.4f %.0f %.0f %.4f\n", prods[k],
+              m[S_HARK], m[S_QUEUE], mr, m[S_SEND], m[S_POOL], mrp);
   }
 
   uint64_t *d = malloc((size_t)samples * sizeof(*d));
@@ -380,12 +482,12 @@ int main(int argc, char **argv) {
   printf("\n%-26s %12s %12s   (%ld posts, one every %.0f us)\n",
          "post -> receiver latency", "p50 us", "p99 us", samples, interval_us);
   for (int is_hark = 1; is_hark >= 0; is_hark--) {
-    run(is_hark, 1, samples, 1, (uint64_t)(interval_us * 1000), d);
+    run(is_hark ? S_HARK : S_QUEUE, 1, samples, 1,
+        (uint64_t)(interval_us * 1000), d);
     qsort(d, (size_t)samples, sizeof(*d), cmp_u64);
     double p50 = (double)d[samples / 2] / 1e3;
     double p99 = (double)d[samples * 99 / 100] / 1e3;
-    printf("%-26s %12.1f %12.1f\n", is_hark ? "hark_post" : "queue", p50,
-           p99);
+    printf("%-26s %12.1f %12.1f\n", is_hark ? "hark_post" : "queue", p50, p99);
     if (data != NULL)
       fprintf(data, "latency %s %.2f %.2f\n", is_hark ? "hark" : "queue", p50,
               p99);
@@ -393,11 +495,10 @@ int main(int argc, char **argv) {
   free(d);
   if (data != NULL)
     fclose(data);
-  printf("\nratio: median over rounds of hark / the queue run beside it. "
-         "queue = a mutex-guarded\nlist of malloc'd nodes and a uv_async_t, "
-         "the consumer taking the whole list at once;\nqueue+send: the same "
-         "queue, its consumer calling hark_send.\n%d target(s) missed; "
-         "correctness ok\n", missed);
+  printf("\nratio: median over rounds of hark / the queue (or queue+pool) "
+         "run in the same round.\ntarget: hark >= 1x queue. %d target(s) "
+         "missed; correctness ok\n",
+         missed);
   if (hark_live_count(NULL) != 0) {
     fprintf(stderr, "bench-post: %zu objects still live at exit\n",
             hark_live_count(NULL));

@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 
 /* ---- queued work ------------------------------------------------------ */
@@ -22,17 +23,80 @@ enum item_kind {
   ITEM_FINISH, /* an async send whose receivers all completed at once */
 };
 
+/* One cache line: the loop thread reads one line per queued post. */
 typedef struct item {
   struct item *next;
-  enum item_kind kind;
-  hark_signal *sig;        /* POST: strong */
-  hark_receiver_fn fn;     /* CALL */
-  hark__ctrl *self_ctrl;   /* CALL: weak, NULL for none */
+  union {
+    hark_signal *sig;    /* POST: strong (see owns) */
+    hark_receiver_fn fn; /* CALL */
+  };
   hark__ctrl *sender_ctrl; /* POST, CALL: weak, NULL for none */
-  void *hold;              /* CALL: strong, or NULL; dropped with the item */
   void *args;
   void (*args_free)(void *args);
+  hark__ctrl *self_ctrl; /* CALL: weak, NULL for none */
+  void *hold;            /* CALL: strong, or NULL; dropped with the item */
+  uint8_t kind;          /* enum item_kind */
+  /* POST: holds the sig reference and the sender_ctrl weak one, for
+   * itself and the posts right after it in the queue that share them
+   * (!owns; see enqueue and run_batch) */
+  bool owns;
+  uint8_t slot; /* POST, CALL: its index in its block, or ITEM_OWN */
 } item;
+
+#define ITEM_OWN 0xff /* allocated on its own (hark_send_later) */
+
+/* Posts and calls are cut from blocks of SLAB_ITEMS items instead of
+ * being allocated one by one: one allocation per SLAB_ITEMS posts, and a
+ * block is freed when the last of its items has been released. Items are
+ * cut in order (under the loop's mu) and released in queue order (on the
+ * loop thread), so blocks go in the order they came; beyond the items
+ * queued or running, a loop holds at most the uncut rest of its current
+ * block, which close lets go. Nothing stays once the queue is empty and
+ * the loop closed. */
+#define SLAB_ITEMS 64
+#define LINE 64
+
+typedef struct slab {
+  /* Loop thread only, once the block's first item came through the
+   * queue; the posting threads count what they cut in hl->slab_cut, so
+   * that they never write the line the loop thread writes. */
+  void *mem;         /* what hark__malloc returned */
+  unsigned cap;      /* SLAB_ITEMS, or the final cut once close retired it */
+  unsigned released; /* items given back */
+  char pad[LINE - sizeof(void *) - 2 * sizeof(unsigned)];
+  item items[SLAB_ITEMS]; /* each on a line of its own */
+} slab;
+
+_Static_assert(sizeof(item) <= LINE && LINE % sizeof(item) == 0 &&
+                   offsetof(slab, items) == LINE,
+               "an item per cache line");
+
+/* A block, aligned on a cache line; NULL on ENOMEM. */
+static slab *slab_new(void) {
+  void *mem = hark__malloc(sizeof(slab) + LINE - 1);
+  if (mem == NULL)
+    return NULL;
+  slab *sl = (slab *)(((uintptr_t)mem + LINE - 1) & ~(uintptr_t)(LINE - 1));
+  sl->mem = mem;
+  sl->cap = SLAB_ITEMS;
+  sl->released = 0;
+  return sl;
+}
+
+static slab *slab_of(item *it) {
+  return HARK__CONTAINER_OF(it - it->slot, slab, items[0]);
+}
+
+/* Loop thread: gives an item's memory back. */
+static void item_free(item *it) {
+  if (it->slot == ITEM_OWN) {
+    hark__free(it);
+    return;
+  }
+  slab *sl = slab_of(it);
+  if (++sl->released == sl->cap)
+    hark__free(sl->mem);
+}
 
 typedef struct item_list {
   item *head, *tail;
@@ -110,22 +174,44 @@ struct hark_loop {
    * callback: the memory goes when this reaches zero. */
   _Atomic int holds;
 
+  /* The posting threads' part, away from the loop thread's (below). */
+  char pad0[64];
   pthread_mutex_t mu; /* guards what follows, up to the loop-thread part */
-  bool closed;        /* written by the loop thread under mu */
+  bool closed;        /* written by the loop thread under mu (see shut) */
   bool orphaned;      /* last reference dropped off the loop thread */
   item_list queue;    /* posts, queued calls, token completions */
   size_t count;       /* posts and calls in queue (tokens are free) */
+  slab *slab;         /* the block posts are cut from, NULL for none */
+  unsigned slab_cut;  /* items cut from it */
+  unsigned long long posted, rejected; /* by enqueue */
+  /* Posting threads between deciding to wake the loop (under mu, loop
+   * not closed) and their uv_async_send returning (outside mu). Goes up
+   * only under mu while !closed; close waits for it to reach zero. */
+  _Atomic unsigned sending;
   _Atomic size_t limit;
 
   /* loop thread only */
+  char pad1[64];
+  /* closed, as the loop thread reads it: a read of closed itself would
+   * pull in the line that every post writes. */
+  bool shut;
   item_list later;
   size_t later_count;
   async_send *sends; /* async sends not yet finished */
   bool sends_finished;
   unsigned long sweep_mark;
 
-  _Atomic unsigned long long posted, delivered, dropped, rejected, swept;
+  /* Written by the loop thread only (see bump), read by any thread. */
+  _Atomic unsigned long long delivered, dropped, swept, later_posted,
+      later_rejected;
 };
+
+/* Adds n to a counter that only the loop thread writes: a plain load and
+ * store, not a locked read-modify-write. */
+static inline void bump(_Atomic unsigned long long *c, unsigned long long n) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
 
 static void release_hold(hark_loop *hl) {
   if (atomic_fetch_sub(&hl->holds, 1) == 1) {
@@ -143,18 +229,27 @@ uv_loop_t *hark_loop_uv(hark_loop *hl) { return hl != NULL ? hl->uv : NULL; }
 
 /* ---- running queued items -------------------------------------------- */
 
-/* Releases what a post or call holds; args_free only when it still owns
- * args (a refused post leaves them to the caller). */
-static void item_release(item *it, bool free_args) {
-  hark_unref(it->sig);
-  if (it->self_ctrl != NULL)
-    hark__ctrl_weak_release(it->self_ctrl);
-  if (it->sender_ctrl != NULL)
-    hark__ctrl_weak_release(it->sender_ctrl);
-  if (free_args && it->args_free != NULL)
+/* Loop thread: releases what a post or call holds of its own (a post's
+ * references go in run_batch, as they may be shared), runs args_free,
+ * gives the memory back. */
+static void item_release(item *it) {
+  if (it->kind == ITEM_CALL) {
+    if (it->self_ctrl != NULL)
+      hark__ctrl_weak_release(it->self_ctrl);
+    if (it->sender_ctrl != NULL)
+      hark__ctrl_weak_release(it->sender_ctrl);
+    hark_unref(it->hold);
+  }
+  if (it->args_free != NULL)
     it->args_free(it->args);
-  hark_unref(it->hold);
-  hark__free(it);
+  item_free(it);
+}
+
+/* Drops a run's references: its posts' signal and sender (weak). */
+static void run_drop(hark_signal *sig, hark__ctrl *sender_ctrl) {
+  if (sender_ctrl != NULL)
+    hark__ctrl_weak_release(sender_ctrl);
+  hark_unref(sig);
 }
 
 static void send_finish(hark_loop *hl, async_send *as) {
@@ -185,7 +280,7 @@ static void token_complete(hark_loop *hl, hark_token *tok) {
   as->pending--;
   hark__free(tok);
   /* After close, the close callback finishes every send. */
-  if (as->pending == 0 && as->returned && !hl->closed)
+  if (as->pending == 0 && as->returned && !hl->shut)
     send_finish(hl, as);
 }
 
@@ -195,16 +290,16 @@ static void run_item(hark_loop *hl, item *it) {
     token_complete(hl, HARK__CONTAINER_OF(it, hark_token, node));
     return;
   case ITEM_FINISH:
-    if (!hl->closed)
+    if (!hl->shut)
       send_finish(hl, HARK__CONTAINER_OF(it, async_send, node));
     return;
   case ITEM_POST:
   case ITEM_CALL:
     break;
   }
-  if (hl->closed) {
-    atomic_fetch_add(&hl->dropped, 1);
-    item_release(it, true);
+  if (hl->shut) {
+    bump(&hl->dropped, 1);
+    item_release(it);
     return;
   }
   void *sender = NULL, *self = NULL;
@@ -220,24 +315,58 @@ static void run_item(hark_loop *hl, item *it) {
       hark_send(it->sig, sender, it->args);
     else
       it->fn(self, sender, it->args);
-    atomic_fetch_add(&hl->delivered, 1);
+    bump(&hl->delivered, 1);
   } else {
-    atomic_fetch_add(&hl->dropped, 1);
+    bump(&hl->dropped, 1);
   }
-  hark_unref(self);
-  hark_unref(sender);
-  item_release(it, true);
+  if (self != NULL)
+    hark__unref(self);
+  if (sender != NULL)
+    hark__unref(sender);
+  item_release(it);
 }
 
-/* Runs a batch taken off a queue. A receiver may close the loop halfway:
- * run_item then drops the rest (hl stays valid: its memory waits for the
- * handles' close callbacks, which run later in uv_run). */
+/* Runs a batch taken off a queue, in order, without the lock. A receiver
+ * may close the loop halfway: run_item then drops the rest (hl stays
+ * valid: its memory waits for the handles' close callbacks, which run
+ * later in uv_run).
+ * Posts of one (signal, sender) queued back to back share one signal
+ * reference and one weak sender reference, taken by the first of them
+ * (owns) and dropped once the last of the run has gone. A run never spans
+ * batches: a batch is a whole queue taken at once, and a post shares
+ * only with the item before it in the same queue (enqueue). */
 static void run_batch(hark_loop *hl, item *it) {
+  hark_signal *run_sig = NULL;
+  hark__ctrl *run_sender = NULL;
   while (it != NULL) {
     item *next = it->next;
-    run_item(hl, it);
+    if (it->kind != ITEM_POST) {
+      run_item(hl, it);
+    } else {
+      if (it->owns) {
+        run_drop(run_sig, run_sender);
+        run_sig = it->sig;
+        run_sender = it->sender_ctrl;
+      }
+      /* run_item's work for a post, inline: the common case */
+      void *sender = NULL;
+      if (hl->shut ||
+          (it->sender_ctrl != NULL &&
+           (sender = hark__ctrl_upgrade(it->sender_ctrl)) == NULL)) {
+        bump(&hl->dropped, 1);
+      } else {
+        hark_send(it->sig, sender, it->args);
+        bump(&hl->delivered, 1);
+        if (sender != NULL)
+          hark__unref(sender);
+      }
+      if (it->args_free != NULL)
+        it->args_free(it->args);
+      item_free(it);
+    }
     it = next;
   }
+  run_drop(run_sig, run_sender);
 }
 
 static void sweep(hark_loop *hl) {
@@ -245,7 +374,7 @@ static void sweep(hark_loop *hl) {
   if (now == hl->sweep_mark)
     return;
   hl->sweep_mark = now;
-  atomic_fetch_add(&hl->swept, hark__signal_sweep_all());
+  bump(&hl->swept, hark__signal_sweep_all());
 }
 
 /* ---- libuv callbacks -------------------------------------------------- */
@@ -267,7 +396,7 @@ static void on_check(uv_check_t *handle) {
   item *batch = list_take(&hl->later);
   hl->later_count = 0;
   run_batch(hl, batch);
-  if (hl->closed)
+  if (hl->shut)
     return;
   if (hl->later.head == NULL)
     uv_idle_stop(&hl->idle);
@@ -364,7 +493,7 @@ hark_loop *hark_loop_new(uv_loop_t *loop) {
   return hl;
 
 fail:
-  hl->closed = true;
+  hl->closed = hl->shut = true;
   close_handles(hl);
   hark_unref(hl);
   return NULL;
@@ -378,20 +507,28 @@ void hark_loop_close(hark_loop *hl) {
                     "ignored\n");
     return;
   }
-  if (hl->closed)
+  if (hl->shut)
     return;
 
   /* closed is set under mu, so a post either got in before (and is
-   * dropped below) or sees it and never calls uv_async_send on a handle
-   * that uv_close may already have closed (libuv's close/send race).
+   * dropped below) or sees it and is refused; one that got in may still
+   * be on its way to uv_async_send: see the wait before close_handles.
    * Tokens not yet done are orphaned under tokens_mu at the same time:
    * hark_token_done then never reaches this loop again. */
   pthread_mutex_lock(&tokens_mu);
   pthread_mutex_lock(&hl->mu);
-  hl->closed = true;
+  hl->closed = hl->shut = true;
   item *batch = list_take(&hl->queue);
   hl->count = 0;
+  /* No more items are cut: the current block goes once those cut from
+   * it have been released (now, if they all have). */
+  slab *sl = hl->slab;
+  hl->slab = NULL;
+  if (sl != NULL)
+    sl->cap = hl->slab_cut;
   pthread_mutex_unlock(&hl->mu);
+  if (sl != NULL && sl->released == sl->cap)
+    hark__free(sl->mem);
   for (async_send *as = hl->sends; as != NULL; as = as->next) {
     hark_token *tok = as->tokens, *next;
     for (; tok != NULL; tok = next) {
@@ -417,6 +554,16 @@ void hark_loop_close(hark_loop *hl) {
 
   item *later = list_take(&hl->later);
   hl->later_count = 0;
+  /* The close/uv_async_send race: a post that found the loop open calls
+   * uv_async_send after leaving mu (enqueue). It counted itself in
+   * sending under mu, before we set closed under mu, so the load below
+   * sees it; its send happens before its decrement, which our acquire
+   * load pairs with: no send touches the handle once uv_close has it,
+   * nor the memory the close callbacks may free. Posts from now on see
+   * closed under mu and never send. The wait spans at most a
+   * uv_async_send, which never waits for this thread. */
+  while (atomic_load_explicit(&hl->sending, memory_order_acquire) != 0)
+    sched_yield();
   close_handles(hl);
   /* With closed set these drop posts and calls (args_free, counted) and
    * still run token completions. */
@@ -426,46 +573,92 @@ void hark_loop_close(hark_loop *hl) {
 
 /* ---- posting ---------------------------------------------------------- */
 
-static int enqueue(hark_loop *hl, item *it) {
+/* Queues a POST or a CALL: takes the references it holds if the loop
+ * accepts it; else changes nothing. A new block, when needed, is
+ * allocated outside mu. */
+static inline __attribute__((always_inline)) int
+enqueue(hark_loop *hl, enum item_kind kind, hark_signal *sig,
+        hark_receiver_fn fn, hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
+        void *hold, void *args, void (*args_free)(void *)) {
+  slab *fresh = NULL;
   pthread_mutex_lock(&hl->mu);
-  if (hl->closed) {
+  for (;;) {
+    if (hl->closed) {
+      pthread_mutex_unlock(&hl->mu);
+      if (fresh != NULL)
+        hark__free(fresh->mem);
+      return HARK_ECANCELED;
+    }
+    if (hl->count >= atomic_load_explicit(&hl->limit, memory_order_relaxed)) {
+      hl->rejected++;
+      pthread_mutex_unlock(&hl->mu);
+      if (fresh != NULL)
+        hark__free(fresh->mem);
+      return HARK_EAGAIN;
+    }
+    if (hl->slab != NULL)
+      break;
+    if (fresh != NULL) {
+      hl->slab = fresh;
+      hl->slab_cut = 0;
+      fresh = NULL;
+      break;
+    }
     pthread_mutex_unlock(&hl->mu);
-    return HARK_ECANCELED;
+    if ((fresh = slab_new()) == NULL)
+      return HARK_ENOMEM;
+    pthread_mutex_lock(&hl->mu); /* and check again: things moved */
   }
-  if (hl->count >= atomic_load(&hl->limit)) {
-    atomic_fetch_add(&hl->rejected, 1);
-    pthread_mutex_unlock(&hl->mu);
-    return HARK_EAGAIN;
-  }
-  /* One wakeup per empty-to-non-empty transition: the drain takes the
-   * whole queue, so a non-empty queue already has a wakeup pending. */
-  bool wake = hl->queue.head == NULL;
-  list_append(&hl->queue, it);
-  hl->count++;
-  atomic_fetch_add(&hl->posted, 1);
-  if (wake)
-    uv_async_send(&hl->async);
-  pthread_mutex_unlock(&hl->mu);
-  return 0;
-}
-
-static item *item_new(enum item_kind kind, hark_signal *sig,
-                      hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
-                      void *args, void (*args_free)(void *)) {
-  item *it = hark__calloc(1, sizeof(*it));
-  if (it == NULL)
-    return NULL;
-  it->kind = kind;
-  it->sig = hark_ref(sig);
+  slab *sl = hl->slab;
+  item *it = &sl->items[hl->slab_cut];
+  it->slot = (uint8_t)hl->slab_cut;
+  if (++hl->slab_cut == SLAB_ITEMS)
+    hl->slab = NULL;
+  it->kind = (uint8_t)kind;
+  if (kind == ITEM_POST)
+    it->sig = sig;
+  else
+    it->fn = fn;
   it->self_ctrl = self_ctrl;
   it->sender_ctrl = sender_ctrl;
-  if (self_ctrl != NULL)
-    hark__ctrl_weak_acquire(self_ctrl);
-  if (sender_ctrl != NULL)
-    hark__ctrl_weak_acquire(sender_ctrl);
+  it->hold = hold;
   it->args = args;
   it->args_free = args_free;
-  return it;
+  item *tail = hl->queue.tail;
+  if (kind == ITEM_CALL) {
+    it->owns = true;
+    if (self_ctrl != NULL)
+      hark__ctrl_weak_acquire(self_ctrl);
+    if (sender_ctrl != NULL)
+      hark__ctrl_weak_acquire(sender_ctrl);
+  } else if (tail != NULL && tail->kind == ITEM_POST && tail->sig == sig &&
+             tail->sender_ctrl == sender_ctrl) {
+    it->owns = false; /* shares the references of the run it extends */
+  } else {
+    it->owns = true;
+    hark__ref(sig);
+    if (sender_ctrl != NULL)
+      hark__ctrl_weak_acquire(sender_ctrl);
+  }
+  /* One wakeup per empty-to-non-empty transition: the drain takes the
+   * whole queue, so a non-empty queue already has a wakeup pending, or
+   * on its way from the post that made it non-empty. */
+  bool wake = tail == NULL;
+  list_append(&hl->queue, it);
+  hl->count++;
+  hl->posted++;
+  if (wake)
+    atomic_fetch_add_explicit(&hl->sending, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&hl->mu);
+  if (fresh != NULL)
+    hark__free(fresh->mem); /* another post installed a block meanwhile */
+  /* Outside mu, so that other posts do not wait for the syscall; close
+   * waits for sending to drop to zero before uv_close (see there). */
+  if (wake) {
+    uv_async_send(&hl->async);
+    atomic_fetch_sub_explicit(&hl->sending, 1, memory_order_release);
+  }
+  return 0;
 }
 
 static int sender_ctrl_of(void *sender, hark__ctrl **out) {
@@ -481,13 +674,7 @@ int hark_post(hark_loop *hl, hark_signal *sig, void *sender, void *args,
   hark__ctrl *sc;
   if (hl == NULL || sig == NULL || sender_ctrl_of(sender, &sc) != 0)
     return HARK_EINVAL;
-  item *it = item_new(ITEM_POST, sig, NULL, sc, args, args_free);
-  if (it == NULL)
-    return HARK_ENOMEM;
-  int err = enqueue(hl, it);
-  if (err != 0)
-    item_release(it, false);
-  return err;
+  return enqueue(hl, ITEM_POST, sig, NULL, NULL, sc, NULL, args, args_free);
 }
 
 int hark__loop_queue_call(hark_loop *hl, hark_receiver_fn fn,
@@ -495,17 +682,9 @@ int hark__loop_queue_call(hark_loop *hl, hark_receiver_fn fn,
                           void *hold, void *args, void (*args_free)(void *)) {
   if (hl == NULL || fn == NULL)
     return HARK_EINVAL;
-  item *it = item_new(ITEM_CALL, NULL, self_ctrl, sender_ctrl, args, args_free);
-  if (it == NULL)
-    return HARK_ENOMEM;
-  it->fn = fn;
-  it->hold = hold;
-  int err = enqueue(hl, it);
-  if (err != 0) {
-    it->hold = NULL; /* stays the caller's */
-    item_release(it, false);
-  }
-  return err;
+  /* on failure, hold stays the caller's */
+  return enqueue(hl, ITEM_CALL, NULL, fn, self_ctrl, sender_ctrl, hold, args,
+                 args_free);
 }
 
 static void later_append(hark_loop *hl, item *it) {
@@ -520,18 +699,27 @@ int hark_send_later(hark_loop *hl, hark_signal *sig, void *sender, void *args,
   if (hl == NULL || sig == NULL || !hark__loop_is_current(hl) ||
       sender_ctrl_of(sender, &sc) != 0)
     return HARK_EINVAL;
-  if (hl->closed)
+  if (hl->shut)
     return HARK_ECANCELED;
   if (hl->later_count >= atomic_load(&hl->limit)) {
-    atomic_fetch_add(&hl->rejected, 1);
+    bump(&hl->later_rejected, 1);
     return HARK_EAGAIN;
   }
-  item *it = item_new(ITEM_POST, sig, NULL, sc, args, args_free);
+  item *it = hark__malloc(sizeof(*it));
   if (it == NULL)
     return HARK_ENOMEM;
+  *it = (item){.kind = ITEM_POST,
+               .owns = true,
+               .slot = ITEM_OWN,
+               .sig = hark_ref(sig),
+               .sender_ctrl = sc,
+               .args = args,
+               .args_free = args_free};
+  if (sc != NULL)
+    hark__ctrl_weak_acquire(sc);
   later_append(hl, it);
   hl->later_count++;
-  atomic_fetch_add(&hl->posted, 1);
+  bump(&hl->later_posted, 1);
   return 0;
 }
 
@@ -545,10 +733,14 @@ int hark_loop_set_queue_limit(hark_loop *hl, size_t limit) {
 int hark_loop_get_stats(hark_loop *hl, hark_loop_stats *out) {
   if (hl == NULL || out == NULL)
     return HARK_EINVAL;
-  out->posted = atomic_load(&hl->posted);
+  pthread_mutex_lock(&hl->mu);
+  out->posted = hl->posted;
+  out->rejected = hl->rejected;
+  pthread_mutex_unlock(&hl->mu);
+  out->posted += atomic_load(&hl->later_posted);
+  out->rejected += atomic_load(&hl->later_rejected);
   out->delivered = atomic_load(&hl->delivered);
   out->dropped = atomic_load(&hl->dropped);
-  out->rejected = atomic_load(&hl->rejected);
   out->swept = atomic_load(&hl->swept);
   return 0;
 }
@@ -559,7 +751,7 @@ hark_token *hark_token_take(void) {
   async_send *as = current_send;
   /* Only a receiver of the async send itself gets a token, not one
    * reached through a plain send nested inside it. */
-  if (as == NULL || as->taken || as->hl->closed ||
+  if (as == NULL || as->taken || as->hl->shut ||
       hark__send_depth() != as->depth)
     return NULL;
   hark_token *tok = hark__calloc(1, sizeof(*tok));
@@ -619,7 +811,7 @@ int hark_send_async(hark_loop *hl, hark_signal *sig, void *sender, void *args,
                     void (*on_done)(void *data, int failures), void *data) {
   if (hl == NULL || sig == NULL || !hark__loop_is_current(hl))
     return HARK_EINVAL;
-  if (hl->closed)
+  if (hl->shut)
     return HARK_ECANCELED;
   async_send *as = hark__calloc(1, sizeof(*as));
   if (as == NULL)
@@ -640,7 +832,7 @@ int hark_send_async(hark_loop *hl, hark_signal *sig, void *sender, void *args,
   int r = hark_send_robust(sig, sender, args, on_result, as);
   current_send = as->outer;
 
-  if (r < 0 && as->pending == 0 && !hl->closed) {
+  if (r < 0 && as->pending == 0 && !hl->shut) {
     /* No receiver ran (HARK_ENOMEM, HARK_EINVAL): nothing to finish. */
     as->on_done = NULL;
     send_finish(hl, as);
@@ -650,7 +842,7 @@ int hark_send_async(hark_loop *hl, hark_signal *sig, void *sender, void *args,
   /* on_done never runs inside this call: with nothing pending it waits
    * for the next iteration; after a close inside a receiver, for the
    * close callbacks. */
-  if (!hl->closed && as->pending == 0)
+  if (!hl->shut && as->pending == 0)
     later_append(hl, &as->node);
   return 0;
 }

@@ -341,6 +341,214 @@ START_TEST(post_holds_the_signal_until_delivery) {
 }
 END_TEST
 
+/* ---- the post path's memory, shared references, wakeups ---------------- */
+
+/* Which (signal, message) the receivers saw, in order. */
+static int seen_sig[1024];
+static long seen_seq[1024];
+static int nseen;
+
+static int tag_receiver_0(void *self, void *sender, void *args) {
+  seen_sig[nseen] = 0;
+  seen_seq[nseen++] = ((msg *)args)->seq;
+  return 0;
+}
+
+static int tag_receiver_1(void *self, void *sender, void *args) {
+  seen_sig[nseen] = 1;
+  seen_seq[nseen++] = ((msg *)args)->seq;
+  return 0;
+}
+
+/* Posts cut from blocks of items: many more than a block, over several
+ * drains, all arrive in order, and the blocks go back as they empty (the
+ * loop keeps at most one partly used block), not at close. */
+START_TEST(posts_over_many_blocks_arrive_in_order_and_their_memory_goes_back) {
+  loop_open();
+  reset_counts();
+  nseen = 0;
+  hark_signal *sig = hark_signal_new("blocks");
+  ck_assert_int_eq(hark_connect(sig, tag_receiver_0, NULL, NULL, 0), 0);
+  /* a first send builds the signal's lookup cache: not the queue's */
+  ck_assert_int_eq(hark_send(sig, NULL, &(msg){0, -1}), 1);
+  nseen = 0;
+  long base = test_blocks();
+  long seq = 0;
+  for (int round = 0; round < 5; round++) {
+    for (int i = 0; i < 150; i++, seq++)
+      ck_assert_int_eq(hark_post(hl, sig, NULL, msg_new(0, seq), msg_free), 0);
+    ck_assert_int_gt(test_blocks(), base); /* the queued posts' */
+    step();
+    ck_assert_int_eq(nseen, seq);
+    /* Of the blocks, only the one being cut from (not used up yet) may
+     * stay once its posts have run. */
+    ck_assert_int_le(test_blocks(), base + 1);
+  }
+  for (long i = 0; i < seq; i++) {
+    ck_assert_int_eq(seen_sig[i], 0);
+    ck_assert_int_eq(seen_seq[i], i);
+  }
+  ck_assert_int_eq(freed, seq);
+  hark_loop_stats st = stats();
+  ck_assert_uint_eq(st.posted, seq);
+  ck_assert_uint_eq(st.delivered, seq);
+  hark_unref(sig);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* Posts of one (signal, sender) queued back to back share one reference to
+ * the signal and one weak reference to the sender: interleaved signals
+ * and senders still arrive in post order, each signal lives exactly until
+ * its last queued post has run, and a run whose sender died is dropped
+ * post by post and counted. */
+START_TEST(runs_of_one_signal_and_sender_keep_order_and_lifetimes) {
+  loop_open();
+  reset_counts();
+  nseen = 0;
+  atomic_store(&test_finalized, 0);
+  hark_signal *a = hark_signal_new("run-a");
+  hark_signal *b = hark_signal_new("run-b");
+  ck_assert_int_eq(hark_connect(a, tag_receiver_0, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(b, tag_receiver_1, NULL, NULL, 0), 0);
+  test_obj *s1 = hark_new(&test_obj_type);
+  test_obj *s2 = hark_new(&test_obj_type);
+  /* a a b b a(s1) a(s1) a(s2) a(s2) a a: runs of 2 */
+  static const int sig_of[10] = {0, 0, 1, 1, 0, 0, 0, 0, 0, 0};
+  void *sender_of[10] = {NULL, NULL, NULL, NULL, s1, s1, s2, s2, NULL, NULL};
+  for (int i = 0; i < 10; i++)
+    ck_assert_int_eq(
+        hark_post(hl, sig_of[i] ? b : a, sender_of[i], msg_new(0, i), msg_free),
+        0);
+  hark_unref(b); /* only its queued posts hold it now */
+  ck_assert_int_eq(hark_live_count("hark_signal"), 2);
+  hark_unref(s2); /* its two posts are dropped */
+  ck_assert_int_eq(test_finalized, 1);
+  step();
+  ck_assert_int_eq(hark_live_count("hark_signal"), 1); /* b went */
+  ck_assert_int_eq(nseen, 8);
+  static const long want[8] = {0, 1, 2, 3, 4, 5, 8, 9};
+  for (int i = 0; i < 8; i++) {
+    ck_assert_int_eq(seen_seq[i], want[i]);
+    ck_assert_int_eq(seen_sig[i], sig_of[want[i]]);
+  }
+  ck_assert_int_eq(freed, 10);
+  hark_loop_stats st = stats();
+  ck_assert_uint_eq(st.delivered, 8);
+  ck_assert_uint_eq(st.dropped, 2);
+
+  /* A run does not reach across drains: a post of a, drained, then
+   * another, after the caller let a go: it is held until it has run. */
+  ck_assert_int_eq(hark_post(hl, a, NULL, msg_new(0, 10), msg_free), 0);
+  step();
+  ck_assert_int_eq(hark_post(hl, a, NULL, msg_new(0, 11), msg_free), 0);
+  hark_unref(a);
+  ck_assert_int_eq(hark_live_count("hark_signal"), 1);
+  step();
+  ck_assert_int_eq(hark_live_count("hark_signal"), 0);
+  ck_assert_int_eq(nseen, 10);
+  ck_assert_int_eq(seen_seq[9], 11);
+  hark_unref(s1);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* A run cut short by a close inside one of its receivers: the rest is
+ * dropped, its shared references are still released once, and the block
+ * the loop was cutting from goes with the last item. */
+static int close_on_third(void *self, void *sender, void *args) {
+  if (atomic_fetch_add(&received, 1) + 1 == 3)
+    hark_loop_close(hl);
+  return 0;
+}
+
+START_TEST(close_inside_a_run_releases_its_shared_references_once) {
+  loop_open();
+  reset_counts();
+  atomic_store(&test_finalized, 0);
+  hark_signal *sig = hark_signal_new("run-close");
+  ck_assert_int_eq(hark_connect(sig, close_on_third, NULL, NULL, 0), 0);
+  test_obj *sender = hark_new(&test_obj_type);
+  for (int i = 0; i < 10; i++)
+    ck_assert_int_eq(hark_post(hl, sig, sender, msg_new(0, i), msg_free), 0);
+  hark_unref(sig);
+  ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(received, 3);
+  ck_assert_int_eq(freed, 10);
+  hark_loop_stats st = stats();
+  ck_assert_uint_eq(st.delivered, 3);
+  ck_assert_uint_eq(st.dropped, 7);
+  ck_assert_int_eq(hark_live_count("hark_signal"), 0);
+  hark_unref(sender);
+  ck_assert_int_eq(test_finalized, 1);
+  loop_finish();
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
+/* Posts that find the queue empty wake the loop after leaving the queue's
+ * lock; the loop closes meanwhile, over and over: close waits for a wakeup
+ * in flight before closing the handle (run under ASan and TSan). */
+static _Atomic bool wake_stop;
+
+static int close_soon(void *self, void *sender, void *args) {
+  if (atomic_fetch_add(&received, 1) + 1 == 50)
+    hark_loop_close(hl);
+  return 0;
+}
+
+static void *waking_producer(void *arg) {
+  for (long i = 0; !atomic_load(&wake_stop); i++) {
+    msg *m = msg_new((int)(intptr_t)arg, i);
+    int err = hark_post(hl, flood_sig, NULL, m, msg_free);
+    if (err == 0) {
+      atomic_fetch_add(&accepted, 1);
+      sched_yield(); /* let the loop drain: the next post wakes it again */
+      continue;
+    }
+    free(m);
+    if (err == HARK_ECANCELED)
+      return NULL;
+    ck_assert_int_eq(err, HARK_EAGAIN);
+  }
+  return NULL;
+}
+
+START_TEST(close_racing_wakeups_from_other_threads) {
+  test_alloc_install();
+  for (int round = 0; round < scaled(30); round++) {
+    ck_assert_int_eq(uv_loop_init(&uvl), 0);
+    hl = hark_loop_new(&uvl);
+    ck_assert_ptr_nonnull(hl);
+    loop_thread = uv_thread_self();
+    reset_counts();
+    atomic_store(&accepted, 0);
+    atomic_store(&wake_stop, false);
+    flood_sig = hark_signal_new("wakeups");
+    ck_assert_int_eq(hark_connect(flood_sig, close_soon, NULL, NULL, 0), 0);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+      ck_assert_int_eq(
+          pthread_create(&t[i], NULL, waking_producer, (void *)(intptr_t)i), 0);
+    ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+    atomic_store(&wake_stop, true);
+    for (int i = 0; i < 2; i++)
+      pthread_join(t[i], NULL);
+    hark_loop_stats st = stats();
+    ck_assert_int_eq(freed, accepted);
+    ck_assert_uint_eq(st.delivered + st.dropped, accepted);
+    hark_unref(flood_sig);
+    hark_unref(hl);
+    hl = NULL;
+    ck_assert_int_eq(uv_run(&uvl, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&uvl), 0);
+  }
+  ck_assert_int_eq(test_blocks(), 0);
+}
+END_TEST
+
 START_TEST(full_queue_answers_eagain_keeps_args_with_caller_and_recovers) {
   loop_open();
   reset_counts();
@@ -1546,6 +1754,11 @@ int main(void) {
   tcase_add_test(tc,
                  post_whose_sender_dies_while_queued_is_dropped_and_counted);
   tcase_add_test(tc, post_holds_the_signal_until_delivery);
+  tcase_add_test(
+      tc, posts_over_many_blocks_arrive_in_order_and_their_memory_goes_back);
+  tcase_add_test(tc, runs_of_one_signal_and_sender_keep_order_and_lifetimes);
+  tcase_add_test(tc, close_inside_a_run_releases_its_shared_references_once);
+  tcase_add_test(tc, close_racing_wakeups_from_other_threads);
   tcase_add_test(tc,
                  full_queue_answers_eagain_keeps_args_with_caller_and_recovers);
   tcase_add_test(tc, post_after_close_is_canceled_and_args_stay_with_caller);
