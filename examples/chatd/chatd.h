@@ -129,6 +129,7 @@ struct chat_server {
   time_t started;
   char *motd;
   unsigned long long lines_in, bufs_out, bytes_out, sendq_kills, flood_waits;
+  unsigned long long oom_drops; /* lines a session could not take */
   struct fed_bridge *fed; /* NULL: not federated */
   void (*on_stopped)(chat_server *srv, void *data); /* tests */
   void *on_stopped_data;
@@ -192,8 +193,13 @@ extern const hark_type chat_session_type;
 
 /* Accepts a connection on the listener into a new session. */
 void session_accept(chat_server *srv);
-/* Appends b (borrowed; the queue takes its own count) to s's output. */
-void session_send_buf(chat_session *s, chat_buf *b);
+/* Appends b (borrowed; the queue takes its own count) to s's output.
+ * Returns 0, or HARK_ENOMEM when b is NULL or the queue could not grow:
+ * the line is dropped for s alone (counted in oom-drops), s goes on. */
+int session_send_buf(chat_session *s, chat_buf *b);
+/* Makes room for n more lines in s's queue (the next n session_send_buf of
+ * existing buffers cannot fail). Returns 0 or HARK_ENOMEM. */
+int session_reserve(chat_session *s, size_t n);
 void session_sendf(chat_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* A numeric reply: ":server NNN nick " + the formatted rest. */

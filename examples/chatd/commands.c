@@ -9,6 +9,18 @@
 
 typedef void (*command_fn)(chat_session *s, irc_msg *m);
 
+/* Memory ran out for a command that changes what the client is in or is
+ * called: nothing changed. ERR_UNAVAILRESOURCE is RFC 2812's reply to a
+ * JOIN or NICK that cannot be done for now (ircu, IRCnet: channel and nick
+ * delay); irssi retries a JOIN answered with it (channel-rejoin.c). The
+ * reply itself is best effort: it needs memory too. */
+static void unavailable(chat_session *s, const char *what) {
+  log_warn("%s: out of memory: %s refused", s->nick[0] ? s->nick : "*",
+           what);
+  session_numeric(s, 437, "%s :Nick/channel is temporarily unavailable",
+                  what);
+}
+
 static chat_channel *find_channel(chat_server *srv, const char *name) {
   return names_get(&srv->chans, name); /* new reference or NULL */
 }
@@ -52,13 +64,28 @@ static void welcome(chat_session *s) {
     server_schedule_close(srv, s, "Bad password");
     return;
   }
-  s->registered = true;
   char mask[IRC_LINE_MAX], date[64];
   session_mask(s, mask, sizeof mask);
+  /* 001 is what tells the client it is registered: without the memory to
+   * send it the client is refused, as a connection without memory for its
+   * session is (session.c), and may come back. The rest of the burst is
+   * best effort, like any other reply. */
+  chat_buf *w = chat_buf_printf(":%s 001 %s :Welcome to the hark IRC network "
+                                "%s",
+                                o->name, s->nick, mask);
+  if (w == NULL || session_reserve(s, 1) != 0) {
+    chat_buf_unref(w);
+    log_warn("%s: out of memory: registration refused", s->nick);
+    session_sendf(s, "ERROR :Closing Link: %s (Out of memory)", s->host);
+    server_schedule_close(srv, s, "Out of memory");
+    return;
+  }
+  s->registered = true;
   struct tm tm;
   gmtime_r(&srv->started, &tm);
   strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", &tm);
-  session_numeric(s, 1, ":Welcome to the hark IRC network %s", mask);
+  session_send_buf(s, w); /* reserved: cannot fail */
+  chat_buf_unref(w);
   session_numeric(s, 2, ":Your host is %s, running version %s", o->name,
                   CHATD_VERSION);
   session_numeric(s, 3, ":This server was created %s", date);
@@ -119,13 +146,28 @@ void command_nick_apply(chat_session *s, const char *nick) {
     return;
   chat_session *other = find_nick(srv, nick);
   hark_unref(other);
-  if ((other != NULL && other != s) || names_put(&srv->nicks, nick, s) != 0) {
+  if (other != NULL && other != s) {
     session_numeric(s, 433, "%s :Nickname is already in use", nick);
     return;
   }
   char old[CHATD_NICK_MAX + 1], mask[IRC_LINE_MAX];
   memcpy(old, s->nick, sizeof old);
   session_mask(s, mask, sizeof mask);
+  /* A registered client learns its new nick from this line alone: the
+   * change is made only if the line can reach it. */
+  chat_buf *line = NULL;
+  if (s->registered &&
+      ((line = chat_buf_printf(":%s NICK :%s", mask, nick)) == NULL ||
+       session_reserve(s, 1) != 0)) {
+    chat_buf_unref(line);
+    unavailable(s, nick);
+    return;
+  }
+  if (names_put(&srv->nicks, nick, s) != 0) {
+    chat_buf_unref(line);
+    unavailable(s, nick);
+    return;
+  }
   snprintf(s->nick, sizeof s->nick, "%s", nick);
   if (old[0] != '\0' && irc_casecmp(old, nick) != 0) {
     names_del(&srv->nicks, old, s);
@@ -139,8 +181,7 @@ void command_nick_apply(chat_session *s, const char *nick) {
   /* One line for the session itself and, once each, for everyone sharing
    * a channel with it. */
   fed_user_info(s);
-  chat_buf *line = chat_buf_printf(":%s NICK :%s", mask, nick);
-  session_send_buf(s, line);
+  session_send_buf(s, line); /* reserved: cannot fail */
   unsigned long seq = ++srv->seq;
   for (size_t i = 0; i < s->nchans; i++)
     channel_send(s->chans[i], srv->sig_nick, line, s, seq);
@@ -190,33 +231,50 @@ static void cmd_quit(chat_session *s, irc_msg *m) {
 
 /* ---- channels --------------------------------------------------------- */
 
-static void add_chan(chat_session *s, chat_channel *c) {
+/* Takes the caller's reference to c into s's list; false if no memory. */
+static bool add_chan(chat_session *s, chat_channel *c) {
   if (s->nchans == s->chans_cap) {
     size_t ncap = s->chans_cap ? s->chans_cap * 2 : 4;
     chat_channel **nc = chat_realloc(s->chans, ncap * sizeof *nc);
     if (nc == NULL)
-      return;
+      return false;
     s->chans = nc;
     s->chans_cap = ncap;
   }
   s->chans[s->nchans++] = c;
+  return true;
 }
 
-static void part_one(chat_session *s, chat_channel *c, const char *reason) {
+/* Takes c out of s's list, dropping the membership's reference (which may
+ * end the channel). */
+static void drop_chan(chat_session *s, chat_channel *c) {
+  for (size_t i = 0; i < s->nchans; i++)
+    if (s->chans[i] == c) {
+      s->chans[i] = s->chans[--s->nchans];
+      hark_unref(c);
+      return;
+    }
+}
+
+/* Like a JOIN, a PART is done only if its line reaches the members, the
+ * client first (it learns it has left from it). Returns false, with 437,
+ * when memory ran out: s is still a member. */
+static bool part_one(chat_session *s, chat_channel *c, const char *reason) {
   char mask[IRC_LINE_MAX];
   session_mask(s, mask, sizeof mask);
   chat_buf *line = reason ? chat_buf_printf(":%s PART %s :%s", mask, c->name,
                                             reason)
                           : chat_buf_printf(":%s PART %s", mask, c->name);
-  channel_send(c, s->srv->sig_part, line, s, 0);
+  if (line == NULL || session_reserve(s, 1) != 0 ||
+      channel_send(c, s->srv->sig_part, line, s, 0) < 0) {
+    chat_buf_unref(line);
+    unavailable(s, c->name);
+    return false;
+  }
   chat_buf_unref(line);
   channel_remove(c, s);
-  for (size_t i = 0; i < s->nchans; i++)
-    if (s->chans[i] == c) {
-      s->chans[i] = s->chans[--s->nchans];
-      hark_unref(c); /* the membership's reference: may end the channel */
-      return;
-    }
+  drop_chan(s, c);
+  return true;
 }
 
 static void join_one(chat_session *s, const char *name, const char *key) {
@@ -270,7 +328,7 @@ void command_join_finish(chat_session *s, const char *name, const char *key,
     }
     c = channel_new(srv, name);
     if (c == NULL) {
-      session_numeric(s, 403, "%s :No such channel", name);
+      unavailable(s, name);
       return;
     }
     fed_channel_load(c, st);
@@ -279,13 +337,23 @@ void command_join_finish(chat_session *s, const char *name, const char *key,
     hark_unref(c);
     return;
   }
-  if (channel_add(c, s) != 0) {
+  /* The client learns it is in the channel from its JOIN line alone: the
+   * line and room for it in the client's queue come first, and any
+   * failure on the way undoes the join and answers 437 (a fresh channel
+   * dies with our reference). */
+  char mask[IRC_LINE_MAX];
+  session_mask(s, mask, sizeof mask);
+  chat_buf *line = chat_buf_printf(":%s JOIN %s", mask, c->name);
+  if (line == NULL || session_reserve(s, 1) != 0 || channel_add(c, s) != 0) {
+    chat_buf_unref(line);
+    unavailable(s, c->name);
     hark_unref(c);
     return;
   }
-  add_chan(s, c); /* takes our reference */
-  if (!session_in_channel(s, c)) {
+  if (!add_chan(s, c)) {
+    chat_buf_unref(line);
     channel_remove(c, s);
+    unavailable(s, c->name);
     hark_unref(c);
     return;
   }
@@ -294,11 +362,18 @@ void command_join_finish(chat_session *s, const char *name, const char *key,
     if (me != NULL)
       me->op = fresh && st->op;
   }
-  char mask[IRC_LINE_MAX];
-  session_mask(s, mask, sizeof mask);
-  chat_buf *line = chat_buf_printf(":%s JOIN %s", mask, c->name);
-  channel_send(c, srv->sig_join, line, s, 0);
+  /* A send that fails calls no receiver: nobody, here or on the network,
+   * saw the JOIN, and the join is undone. */
+  int r = channel_send(c, srv->sig_join, line, s, 0);
   chat_buf_unref(line);
+  if (r < 0) {
+    hark_ref(c); /* for the reply: drop_chan may end the channel */
+    channel_remove(c, s);
+    drop_chan(s, c);
+    unavailable(s, c->name);
+    hark_unref(c);
+    return;
+  }
   if (c->topic[0] != '\0') {
     session_numeric(s, 332, "%s :%s", c->name, c->topic);
     session_numeric(s, 333, "%s %s %lld", c->name, c->topic_by,
@@ -311,7 +386,8 @@ static void cmd_join(chat_session *s, irc_msg *m) {
   char *list = (char *)m->params[0], *keys = NULL;
   if (strcmp(list, "0") == 0) {
     while (s->nchans > 0)
-      part_one(s, s->chans[s->nchans - 1], "Left all channels");
+      if (!part_one(s, s->chans[s->nchans - 1], "Left all channels"))
+        break; /* out of memory: the rest stay joined, 437 said so */
     return;
   }
   if (m->nparams > 1)
@@ -680,7 +756,7 @@ static void cmd_ison(chat_session *s, irc_msg *m) {
 static void cmd_motd(chat_session *s, irc_msg *m) { send_motd(s); }
 
 static void cmd_stats(chat_session *s, irc_msg *m) {
-  char line[256];
+  char line[384];
   server_stats_line(s->srv, line, sizeof line);
   session_numeric(s, 249, ":%s", line);
   session_numeric(s, 219, "%s :End of /STATS report",

@@ -133,11 +133,11 @@ void server_stats_line(chat_server *srv, char *buf, size_t cap) {
   snprintf(buf, cap,
            "clients %u channels %zu receivers %zu live-objects %zu "
            "sessions %zu channel-objects %zu lines-in %llu bytes-out %llu "
-           "sendq-kills %llu flood-waits %llu",
+           "sendq-kills %llu oom-drops %llu flood-waits %llu",
            srv->nclients, names_count(&srv->chans), receivers,
            hark_live_count(NULL), hark_live_count("chat_session"),
            hark_live_count("chat_channel"), srv->lines_in, srv->bytes_out,
-           srv->sendq_kills, srv->flood_waits);
+           srv->sendq_kills, srv->oom_drops, srv->flood_waits);
   size_t used = strlen(buf);
   if (used < cap)
     fed_stats(srv, buf + used, cap - used);

@@ -85,22 +85,39 @@ static void check_limits(chat_session *s) {
 
 static void flush_now(chat_session *s);
 
-void session_send_buf(chat_session *s, chat_buf *b) {
-  if (s->closed || b == NULL)
-    return;
-  if (s->qcount == s->qcap) {
-    size_t ncap = s->qcap ? s->qcap * 2 : 16;
-    chat_buf **nq = chat_malloc(ncap * sizeof *nq);
-    if (nq == NULL) {
-      server_schedule_close(s->srv, s, "Out of memory");
-      return;
-    }
-    for (size_t i = 0; i < s->qcount; i++)
-      nq[i] = s->q[(s->qhead + i) % s->qcap];
-    chat_free(s->q);
-    s->q = nq;
-    s->qcap = ncap;
-    s->qhead = 0;
+/* Makes room for n more buffers in s's queue without queueing any: a
+ * command whose reply must reach its client (its JOIN, its NICK) reserves
+ * it before it changes anything, and refuses the command if it cannot. */
+int session_reserve(chat_session *s, size_t n) {
+  if (s->qcap - s->qcount >= n)
+    return 0;
+  size_t ncap = s->qcap ? s->qcap : 16;
+  while (ncap - s->qcount < n)
+    ncap *= 2;
+  chat_buf **nq = chat_malloc(ncap * sizeof *nq);
+  if (nq == NULL)
+    return HARK_ENOMEM;
+  for (size_t i = 0; i < s->qcount; i++)
+    nq[i] = s->q[(s->qhead + i) % s->qcap];
+  chat_free(s->q);
+  s->q = nq;
+  s->qcap = ncap;
+  s->qhead = 0;
+  return 0;
+}
+
+/* A line this session cannot take (its buffer or a longer queue could not
+ * be allocated) is dropped for this session alone: the session's state is
+ * untouched by it, so it goes on. The replies whose loss would leave the
+ * client believing something else than the server (001, its own JOIN,
+ * NICK, PART) are made sure of beforehand, with session_reserve. */
+int session_send_buf(chat_session *s, chat_buf *b) {
+  if (s->closed)
+    return 0;
+  if (b == NULL || (s->qcount == s->qcap && session_reserve(s, 1) != 0)) {
+    s->srv->oom_drops++;
+    log_warn("%s: out of memory: a line dropped", s->nick[0] ? s->nick : "*");
+    return HARK_ENOMEM;
   }
   s->q[(s->qhead + s->qcount) % s->qcap] = chat_buf_ref(b);
   s->qcount++;
@@ -113,6 +130,7 @@ void session_send_buf(chat_session *s, chat_buf *b) {
   else
     server_mark_dirty(s->srv, s);
   check_limits(s);
+  return 0;
 }
 
 void session_sendf(chat_session *s, const char *fmt, ...) {
