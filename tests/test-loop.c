@@ -1382,16 +1382,6 @@ START_TEST(close_off_the_loop_thread_is_ignored) {
 }
 END_TEST
 
-/* An object whose last reference is gone (its memory is the caller's, so
- * it can still be named) is not a valid sender. */
-typedef struct kept {
-  hark_object base;
-} kept;
-
-static void kept_finalize(void *obj) { (void)obj; }
-
-static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
-
 START_TEST(post_and_send_later_from_a_finalized_sender_are_einval) {
   loop_open();
   hark_signal *sig = hark_signal_new("sig");

@@ -58,15 +58,6 @@ END_TEST
 
 /* ---- hark_object_init ---------------------------------------------------- */
 
-typedef struct kept {
-  hark_object base;
-  int finalized;
-} kept;
-
-static void kept_finalize(void *obj) { ((kept *)obj)->finalized++; }
-
-static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
-
 static int init_scenario(void *arg) {
   kept k, pattern;
   memset(&k, 0xa5, sizeof(k));

@@ -2057,16 +2057,6 @@ START_TEST(accessors_and_calls_reject_null_and_half_set_arguments) {
 }
 END_TEST
 
-/* Caller-owned memory whose last reference is gone: still nameable, but
- * no longer a hark object. */
-typedef struct kept {
-  hark_object base;
-} kept;
-
-static void kept_finalize(void *obj) { (void)obj; }
-
-static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
-
 START_TEST(connect_with_a_finalized_self_or_sender_returns_enoent) {
   begin();
   kept k;

@@ -20,17 +20,6 @@ static test_obj *new_obj(int id) {
   return o;
 }
 
-/* An object whose finalize keeps its memory: after death it can still be
- * handed to the library, as a stale pointer would be. */
-typedef struct kept {
-  hark_object base;
-  int finalized;
-} kept;
-
-static void kept_finalize(void *obj) { ((kept *)obj)->finalized++; }
-
-static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
-
 /* ---- weak references ----------------------------------------------------- */
 
 START_TEST(weak_init_points_at_nothing) {

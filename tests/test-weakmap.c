@@ -664,16 +664,6 @@ END_TEST
 
 /* ---- keys that are no longer objects, values that are the same --------- */
 
-/* Caller-owned memory whose last reference is gone: nameable, but no longer
- * a hark object. */
-typedef struct kept {
-  hark_object base;
-} kept;
-
-static void kept_finalize(void *obj) { (void)obj; }
-
-static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
-
 START_TEST(weakmap_with_a_finalized_key_finds_nothing_and_stores_nothing) {
   test_alloc_install();
   freed_count = 0;

@@ -135,4 +135,16 @@ static inline long test_scaled(long n) {
   return r < 1.0 ? 1 : (long)r;
 }
 
+/* Caller-owned memory whose finalize keeps it: after the last unref it can
+ * still be named, as a stale pointer would be, but is no longer a hark
+ * object. finalized counts the finalize calls. */
+typedef struct kept {
+  hark_object base;
+  int finalized;
+} kept;
+
+static void kept_finalize(void *obj) { ((kept *)obj)->finalized++; }
+
+static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
+
 #endif
