@@ -311,8 +311,10 @@ HARK_EXTERN bool hark_has_listeners(hark_signal *sig, void *sender);
 
 /* Calls, in connection order, every live unblocked receiver connected for
  * sender and every any-sender one (only the latter when sender is NULL).
- * sender, when not NULL, is a live object the caller holds; args is
- * borrowed. Stops at the first receiver returning non-zero and returns
+ * sig and sender (when not NULL) are objects the caller holds references
+ * to until the call returns (another thread must not drop them); args is
+ * borrowed. A receiver on this thread may drop any reference, the last
+ * one included: the send keeps sig and sender alive until it returns. Stops at the first receiver returning non-zero and returns
  * that value (Django's exception propagation); else returns how many
  * receivers it called. May also fail with HARK_EINVAL (sig NULL) or
  * HARK_ENOMEM (the receiver list for this sender had to be rebuilt and
