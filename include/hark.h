@@ -128,7 +128,8 @@ HARK_EXTERN const hark_type *hark_object_type(const void *obj);
 typedef struct hark_weak {
   struct hark__ctrl *hark_private_;
 } hark_weak;
-#define HARK_WEAK_INIT {NULL}
+#define HARK_WEAK_INIT                                                         \
+  { NULL }
 
 /* Points w at obj (a live object the caller holds), or at nothing when obj
  * is NULL, releasing what w pointed at before. Returns 0, HARK_EINVAL (w
@@ -276,8 +277,8 @@ HARK_EXTERN int hark_connect_uid(hark_signal *sig, const char *uid,
  * skipped if self or sender dies before it runs. hl is held strongly by
  * the connection. Returns as hark_connect. */
 HARK_EXTERN int hark_connect_loop(hark_signal *sig, hark_loop *hl,
-                                  hark_receiver_fn fn, void *self,
-                                  void *sender, unsigned flags);
+                                  hark_receiver_fn fn, void *self, void *sender,
+                                  unsigned flags);
 
 /* Removes the connection (fn, self, sender). self and sender are compared
  * by identity (the pointers used to connect). A connection whose weak
@@ -314,9 +315,10 @@ HARK_EXTERN bool hark_has_listeners(hark_signal *sig, void *sender);
  * sig and sender (when not NULL) are objects the caller holds references
  * to until the call returns (another thread must not drop them); args is
  * borrowed. A receiver on this thread may drop any reference, the last
- * one included: the send keeps sig and sender alive until it returns. Stops at the first receiver returning non-zero and returns
- * that value (Django's exception propagation); else returns how many
- * receivers it called. May also fail with HARK_EINVAL (sig NULL) or
+ * one included: the send keeps sig and sender alive until it returns.
+ * Stops at the first receiver returning non-zero and returns that value
+ * (Django's exception propagation); else returns how many receivers it
+ * called. May also fail with HARK_EINVAL (sig NULL) or
  * HARK_ENOMEM (the receiver list for this sender had to be rebuilt and
  * could not be; no receiver was called).
  * Any thread; receivers run on the calling thread (loop-bound ones

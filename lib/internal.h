@@ -56,14 +56,14 @@ void hark__unhold(void);
 /* The control block: outlives the object's memory while weak references
  * (hark_weak, connections, notifications in flight) point at it. */
 typedef struct hark__ctrl {
-  _Atomic long strong;        /* 0: dead, never upgrades again */
-  _Atomic long weak;          /* +1 for the strong group until finalize */
-  void *obj;                  /* the object, valid while not finalized */
+  _Atomic long strong; /* 0: dead, never upgrades again */
+  _Atomic long weak;   /* +1 for the strong group until finalize */
+  void *obj;           /* the object, valid while not finalized */
   const hark_type *type;
-  hark_notify *notify_head;   /* guarded by the ctrl's stripe lock */
-  hark__retired retire;       /* deferred finalize */
-  _Atomic unsigned flags;     /* HARK__CTRL_* */
-  unsigned slot;              /* tracker slot */
+  hark_notify *notify_head; /* guarded by the ctrl's stripe lock */
+  hark__retired retire;     /* deferred finalize */
+  _Atomic unsigned flags;   /* HARK__CTRL_* */
+  unsigned slot;            /* tracker slot */
 } hark__ctrl;
 
 #define HARK__CTRL_DYING 1u    /* death notifications have started */

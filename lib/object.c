@@ -90,7 +90,6 @@ void hark__unhold(void) {
   }
 }
 
-
 void hark__retire(hark__retired *r) {
   if (atomic_load(&inflight) == 0) {
     r->fn(r);
@@ -172,8 +171,8 @@ int hark_object_init(void *obj, const hark_type *type) {
 void *hark_new(const hark_type *type) {
   if (type == NULL)
     return NULL;
-  size_t size = type->size < sizeof(hark_object) ? sizeof(hark_object)
-                                                 : type->size;
+  size_t size =
+      type->size < sizeof(hark_object) ? sizeof(hark_object) : type->size;
   void *obj = hark__calloc(1, size);
   if (obj == NULL)
     return NULL;

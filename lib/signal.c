@@ -67,8 +67,8 @@ struct conn {
   union {
     struct {
       conn *prev, *next;
-    } l;                   /* in the bucket's list, while connected */
-    hark__retired retire;  /* after */
+    } l;                  /* in the bucket's list, while connected */
+    hark__retired retire; /* after */
   } u;
   uint64_t seq;
   _Atomic uint32_t slow;
@@ -643,8 +643,8 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
     atomic_init(&d->refs, 2);
   }
   c->fn = fn;
-  c->flags = flags | (is_ext ? C_EXT : 0) | (uid ? C_UID : 0) |
-             (loop ? C_LOOP : 0);
+  c->flags =
+      flags | (is_ext ? C_EXT : 0) | (uid ? C_UID : 0) | (loop ? C_LOOP : 0);
   atomic_init(&c->slow, ((flags & HARK_ONCE) ? C_SLOW_ONCE : 0) |
                             (loop ? C_SLOW_LOOP : 0));
   if (is_ext) {
@@ -929,9 +929,8 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
 }
 
 /* The list is stale: rebuild it under the lock (out of line: rare). */
-static __attribute__((noinline)) int lookup_slow(hark_signal *sig,
-                                                 const void *sender,
-                                                 rlist **out) {
+static __attribute__((noinline)) int
+lookup_slow(hark_signal *sig, const void *sender, rlist **out) {
   rlist *r;
   int err = 0;
   lock(sig);
@@ -990,8 +989,8 @@ static void once_detach(hark_signal *sig, conn *c) {
 }
 
 /* A queued call of a loop-bound receiver from another thread. */
-static int queue_call(hark_signal *sig, const rent *e, void *sender,
-                      void *hold, void *args) {
+static int queue_call(hark_signal *sig, const rent *e, void *sender, void *hold,
+                      void *args) {
   void *a = args;
   void (*afree)(void *) = NULL;
   if (sig->args_copy != NULL) {
@@ -1055,9 +1054,10 @@ static int slow_receiver(hark_signal *sig, const rent *e, uint32_t slow,
 /* A receiver that needs checking (see walk): returns SKIP, QUEUED, or CALL
  * after calling it, with its result in *rv. Kept out of line so that the
  * fast path stays small. */
-static __attribute__((noinline)) int
-checked_call(hark_signal *sig, const rent *e, void *sender, void *args,
-             bool *saw_dead, int *rv) {
+static __attribute__((noinline)) int checked_call(hark_signal *sig,
+                                                  const rent *e, void *sender,
+                                                  void *args, bool *saw_dead,
+                                                  int *rv) {
   if (e->c->self != NULL && !hark__ctrl_alive(e->c->self)) {
     *saw_dead = true;
     return SKIP;
@@ -1121,9 +1121,10 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, void *sender,
 }
 
 /* Inlined into each kind of send, so that mode is a constant. */
-static inline __attribute__((always_inline)) int
-emit(hark_signal *sig, void *sender, void *args, const enum mode mode,
-     const emit_ctx *ctx) {
+static inline __attribute__((always_inline)) int emit(hark_signal *sig,
+                                                      void *sender, void *args,
+                                                      const enum mode mode,
+                                                      const emit_ctx *ctx) {
   if (sig == NULL)
     return HARK_EINVAL;
   /* The send keeps the signal and the sender alive for its duration: by
@@ -1185,8 +1186,8 @@ int hark_send_robust(hark_signal *sig, void *sender, void *args,
 }
 
 int hark_send_accumulate(hark_signal *sig, void *sender, void *args,
-                         int (*acc)(void *data, hark_receiver_fn fn,
-                                    void *self, int result),
+                         int (*acc)(void *data, hark_receiver_fn fn, void *self,
+                                    int result),
                          void *data) {
   if (acc == NULL)
     return HARK_EINVAL;
