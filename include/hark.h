@@ -128,8 +128,9 @@ HARK_EXTERN const hark_type *hark_object_type(const void *obj);
 typedef struct hark_weak {
   struct hark__ctrl *hark_private_;
 } hark_weak;
-#define HARK_WEAK_INIT                                                         \
-  { NULL }
+/* clang-format off */
+#define HARK_WEAK_INIT {NULL}
+/* clang-format on */
 
 /* Points w at obj (a live object the caller holds), or at nothing when obj
  * is NULL, releasing what w pointed at before. Returns 0, HARK_EINVAL (w
