@@ -6,7 +6,8 @@
 passed=0
 failed=0
 for dir in "$@"; do
-  for log in "$dir"/tests/*.log; do
+  # every test log, in subdirectories too (tests/chatd/...)
+  for log in $(find "$dir/tests" -name '*.log' 2>/dev/null | sort); do
     [ -f "$log" ] || continue
     case "$log" in */test-suite.log) continue ;; esac
     line=$(grep -E '^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log" | tail -n 1)
