@@ -458,6 +458,22 @@ static unsigned long local_seq(fed_bridge *b, const char *node,
   return b->last[i].lseq;
 }
 
+/* Splits a published payload in place into n tab-separated fields, the
+ * last taking the rest of the line (which may hold tabs). False if there
+ * are fewer fields. */
+static bool split_tabs(char *buf, char **f, int n) {
+  char *p = buf;
+  for (int i = 0; i < n - 1; i++) {
+    f[i] = p;
+    p = strchr(p, '\t');
+    if (p == NULL)
+      return false;
+    *p++ = '\0';
+  }
+  f[n - 1] = p;
+  return true;
+}
+
 static void apply_remote(fed_bridge *b, const char *fold, const char *data,
                          size_t len) {
   char buf[IRC_LINE_MAX + 600];
@@ -465,15 +481,9 @@ static void apply_remote(fed_bridge *b, const char *fold, const char *data,
     return;
   memcpy(buf, data, len);
   buf[len] = '\0';
-  char *f[9], *p = buf;
-  for (int i = 0; i < 8; i++) {
-    f[i] = p;
-    p = strchr(p, '\t');
-    if (p == NULL)
-      return;
-    *p++ = '\0';
-  }
-  f[8] = p;
+  char *f[9];
+  if (!split_tabs(buf, f, 9))
+    return;
   const char *node = f[0], *kind = f[2], *nick = f[3];
   if (strcmp(node, b->node) == 0)
     return; /* our own echo */
@@ -1061,15 +1071,9 @@ static void apply_direct(fed_bridge *b, const char *data, size_t len) {
     return;
   memcpy(buf, data, len);
   buf[len] = '\0';
-  char *f[6], *p = buf;
-  for (int i = 0; i < 5; i++) {
-    f[i] = p;
-    p = strchr(p, '\t');
-    if (p == NULL)
-      return;
-    *p++ = '\0';
-  }
-  f[5] = p;
+  char *f[6];
+  if (!split_tabs(buf, f, 6))
+    return;
   if (strcmp(f[1], "pm") != 0)
     return;
   b->received++;
