@@ -4,12 +4,35 @@
 
 #include "hark.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #define HARK__CONTAINER_OF(ptr, type, field)                                   \
   ((type *)((char *)(ptr)-offsetof(type, field)))
+
+/* ThreadSanitizer (gcc) rejects atomic_thread_fence: a read-modify-write
+ * of a thread's own word is a full barrier on the machine all the same. */
+#if defined(__SANITIZE_THREAD__)
+#define HARK__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HARK__TSAN 1
+#endif
+#endif
+
+static inline void hark__full_fence(void) {
+#ifdef HARK__TSAN
+  static _Thread_local _Atomic int word;
+  atomic_fetch_add(&word, 0);
+#else
+  atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
+#define HARK__LIKELY(x) __builtin_expect(!!(x), 1)
+#define HARK__UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 /* ---- alloc.c -------------------------------------------------------- */
 void *hark__malloc(size_t size);
@@ -21,53 +44,25 @@ char *hark__strdup(const char *s);
 /* ---- debug switches (tracker.c reads HARK_DEBUG once) --------------- */
 #define HARK__DEBUG_LEAKS 1u
 #define HARK__DEBUG_RECEIVERS 2u
+#define HARK__DEBUG_FENCES 4u /* senders fence instead of membarrier */
 unsigned hark__debug(void);
-
-/* ---- deferred reclamation (object.c) -------------------------------
- * A send reads receiver arrays, connections and receiver objects without
- * taking a lock or a reference per receiver. What it may be reading is
- * never freed under it: memory unlinked by a writer, and objects that die,
- * are handed to hark__retire(), which runs their release function at once
- * if no send is in flight anywhere, else when the in-flight count next
- * drops to zero. Sends bracket their reads with hark__enter/hark__leave. */
-typedef struct hark__retired {
-  struct hark__retired *next;
-  void (*fn)(struct hark__retired *r);
-} hark__retired;
-
-extern _Atomic long hark__inflight;
-extern hark__retired *_Atomic hark__retired_list;
-void hark__drain(void);
-
-/* Inline: a send pays these once each, and a call through the PLT would
- * cost as much as the atomic itself. */
-static inline void hark__enter(void) { atomic_fetch_add(&hark__inflight, 1); }
-static inline void hark__leave(void) {
-  if (atomic_fetch_sub(&hark__inflight, 1) == 1 &&
-      atomic_load(&hark__retired_list) != NULL)
-    hark__drain();
-}
-void hark__retire(hark__retired *r);
-/* Bracket a library lock: reclaiming due meanwhile waits for unhold. */
-void hark__hold(void);
-void hark__unhold(void);
 
 /* ---- objects (object.c) ---------------------------------------------- */
 /* The control block: outlives the object's memory while weak references
- * (hark_weak, connections, notifications in flight) point at it. */
+ * (hark_weak, connections, queued calls) point at it. */
 typedef struct hark__ctrl {
   _Atomic long strong; /* 0: dead, never upgrades again */
   _Atomic long weak;   /* +1 for the strong group until finalize */
   void *obj;           /* the object, valid while not finalized */
   const hark_type *type;
   hark_notify *notify_head; /* guarded by the ctrl's stripe lock */
-  hark__retired retire;     /* deferred finalize */
   _Atomic unsigned flags;   /* HARK__CTRL_* */
   unsigned slot;            /* tracker slot */
+  struct hark__ctrl *owed_next; /* in a hazard's owed stack (reclaim.c) */
 } hark__ctrl;
 
 #define HARK__CTRL_DYING 1u    /* death notifications have started */
-#define HARK__CTRL_RECEIVER 2u /* was connected as a weak receiver */
+#define HARK__CTRL_RECEIVER 2u /* connected as a receiver: see kill_last() */
 
 static inline hark__ctrl *hark__ctrl_of(const void *obj) {
   return ((const hark_object *)obj)->hark_private_;
@@ -76,38 +71,153 @@ static inline bool hark__ctrl_alive(hark__ctrl *c) {
   return atomic_load(&c->strong) > 0;
 }
 /* Locks and returns the stripe lock guarding c's notification list. */
-#include <pthread.h>
 pthread_mutex_t *hark__ctrl_lock(const hark__ctrl *c);
 void hark__ctrl_weak_acquire(hark__ctrl *c);
 void hark__ctrl_weak_release(hark__ctrl *c);
 /* Returns a new strong reference to c's object, or NULL if it died. */
 void *hark__ctrl_upgrade(hark__ctrl *c);
-/* The object's death: notifications, then (deferred) finalize. */
-void hark__die(hark__ctrl *c);
+/* Drops a strong reference through its control block. */
+void hark__ctrl_unref(hark__ctrl *c);
+
+/* ---- per-thread state and reclamation (reclaim.c) --------------------
+ *
+ * Every thread that sends has one record, in static thread-local storage
+ * (no allocation), linked into a registry while the thread lives. A send
+ * publishes in it, per nesting level, what it is reading right now:
+ *
+ *   tab   the sender table it is searching;
+ *   list  the receiver list it is walking;
+ *   obj   the receiver object whose function it is calling.
+ *
+ * These are hazard pointers. Memory that a writer unlinks (tables, lists)
+ * is retired with hark__retire() and freed only once no record names it;
+ * a record that names it is told (kick) and the thread frees it when its
+ * walk ends. A thread inside a long receiver therefore delays only the
+ * list it walks, never anything else.
+ *
+ * obj stands for a strong reference the send holds on the receiver's
+ * object for the call, without touching the object's count: the thread
+ * that would drop the last counted reference looks for it first (kill_last()
+ * in object.c) and, if a send is calling that object, hands its reference
+ * over to that send ("owed"), which drops it after the call, on the
+ * sending thread. So an object's death never overlaps its own receiver.
+ *
+ * Ordering. A send stores a hazard and then reads the location it came
+ * from (or the epoch) with no fence of its own; the thread that frees or
+ * kills issues the fence for everyone with membarrier(2) (an asymmetric
+ * fence: every running thread of the process executes a full barrier)
+ * before it reads the records. Where membarrier is missing the senders
+ * fence themselves (hark__fenced). With one registered thread no fence is
+ * needed at all: a thread sees its own stores in order. */
+#define HARK__LEVELS 8 /* nesting levels with hazards; deeper sends lock */
+#define HARK__PINS (2 * HARK__LEVELS)
+
+typedef struct hark__hazard {
+  void *_Atomic tab;
+  void *_Atomic list;
+  void *_Atomic obj;
+  hark__ctrl *_Atomic owed; /* a reference handed over for obj */
+} hark__hazard;
 
 /* Pins: a send keeps its signal and its sender alive without touching
  * their counts. It pins them on its thread; an unref of a pinned object
  * on this thread is owed to the outermost send that pinned it, and paid
- * when that send ends. The count never reaches zero meanwhile, so weak
- * references and hark_ref behave as if the send held a reference.
- * (Another thread cannot bring it to zero either: the caller of the send
- * holds a reference, as the contract requires.) */
-#define HARK__PINS 16
+ * when that send ends. (Another thread cannot bring the count to zero:
+ * the caller of the send holds a reference, as the contract requires.) */
 typedef struct hark__pin {
   void *obj;
   unsigned owed;
 } hark__pin;
-extern _Thread_local hark__pin hark__pins[HARK__PINS]
+
+typedef struct hark__thr {
+  /* this thread only */
+  unsigned depth; /* nested sends */
+  unsigned npins;
+  bool registered;
+  hark__pin pins[HARK__PINS];
+  /* read by other threads (under the registry lock) */
+  hark__hazard hz[HARK__LEVELS];
+  _Atomic int kick; /* a retired item waits for one of our hazards */
+  struct hark__thr *next, *prev;
+} hark__thr;
+
+/* initial-exec: a send must not pay a __tls_get_addr call */
+extern _Thread_local hark__thr hark__me
     __attribute__((tls_model("initial-exec")));
-extern _Thread_local unsigned hark__npins
-    __attribute__((tls_model("initial-exec")));
+
+/* The senders fence after storing a hazard (no membarrier here). */
+extern bool hark__fenced;
+
+void hark__thr_register(hark__thr *me);
+
+static inline hark__thr *hark__self(void) {
+  hark__thr *me = &hark__me;
+  if (HARK__UNLIKELY(!me->registered))
+    hark__thr_register(me);
+  return me;
+}
+
+/* Between storing a hazard and re-reading what it protects. */
+static inline void hark__hazard_fence(void) {
+  if (HARK__UNLIKELY(hark__fenced))
+    hark__full_fence();
+  else
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+/* Something retired: freed by fn(item) once no hazard names item. */
+typedef struct hark__retired {
+  struct hark__retired *next;
+  void *item;
+  size_t bytes;
+  void (*fn)(void *item);
+} hark__retired;
+
+void hark__retire(hark__retired *r);
+/* Frees what no hazard names any longer (a thread kicked calls this). */
+void hark__reclaim(void);
+
+/* Kicked: an item retired while we named it waits for us. */
+static inline void hark__check_kick(hark__thr *me) {
+  if (HARK__UNLIKELY(atomic_load_explicit(&me->kick, memory_order_relaxed)))
+    hark__reclaim();
+}
+
+/* Drops a reference handed over to this level's receiver call, if any
+ * (the level's obj hazard must already be cleared). */
+void hark__take_owed(hark__hazard *hz);
+static inline void hark__settle(hark__hazard *hz) {
+  if (HARK__UNLIKELY(atomic_load_explicit(&hz->owed, memory_order_relaxed) !=
+                     NULL))
+    hark__take_owed(hz);
+}
+
+/* kill_last() (object.c): a send on some thread is calling obj right now; if
+ * so hands the caller's reference (c's last) over to it and returns true.
+ * Takes the registry lock. */
+bool hark__hand_over(hark__ctrl *c);
+
+/* Moves whenever a receiver may have stopped being callable: a receiver
+ * dies (twice: see kill_last()), or a connection of any signal is removed,
+ * blocked or unblocked. A send that sees it unchanged since it started,
+ * on a list validated at that value, needs no per-receiver check (see
+ * walk() in signal.c). Monotonic. Written rarely, read by every send. */
+extern _Atomic unsigned long hark__epoch;
+/* Receivers whose death is being decided (kill_last() in object.c): while it
+ * is not zero no list is marked valid. */
+extern _Atomic unsigned long hark__killing;
+
+/* Counts deaths of objects that had been connected as receivers: the
+ * loop sweeps when it changes. */
+extern _Atomic unsigned long hark__dead_receivers;
 
 /* If a send on this thread pinned obj, owes it this unref and says so. */
 static inline bool hark__pin_owe(void *obj) {
-  unsigned n = hark__npins;
+  hark__thr *me = &hark__me;
+  unsigned n = me->npins;
   for (unsigned i = 0; i < n; i++) {
-    if (hark__pins[i].obj == obj) {
-      hark__pins[i].owed++;
+    if (me->pins[i].obj == obj) {
+      me->pins[i].owed++;
       return true;
     }
   }
@@ -118,23 +228,7 @@ static inline bool hark__pin_owe(void *obj) {
 static inline void hark__ref(void *obj) {
   atomic_fetch_add(&hark__ctrl_of(obj)->strong, 1);
 }
-static inline void hark__unref(void *obj) {
-  if (hark__npins != 0 && hark__pin_owe(obj))
-    return;
-  hark__ctrl *c = hark__ctrl_of(obj);
-  if (atomic_fetch_sub(&c->strong, 1) == 1)
-    hark__die(c);
-}
-
-/* Counts deaths of objects that had been connected as weak receivers:
- * the loop sweeps when it changes. */
-extern _Atomic unsigned long hark__dead_receivers;
-
-/* Moves whenever a receiver may have stopped being callable: a weak
- * receiver dies, or a connection of any signal is removed, blocked or
- * unblocked. A send that sees it unchanged since it started needs no
- * per-receiver check (see walk() in signal.c). Monotonic. */
-extern _Atomic unsigned long hark__epoch;
+void hark__unref(void *obj);
 
 /* ---- tracker.c -------------------------------------------------------- */
 unsigned hark__tracker_add(const hark_type *type);
@@ -142,7 +236,7 @@ void hark__tracker_remove(unsigned slot);
 
 /* ---- signal.c (for loop.c) ------------------------------------------ */
 /* Depth of nested sends on this thread (0 outside any send). */
-unsigned hark__send_depth(void);
+static inline unsigned hark__send_depth(void) { return hark__me.depth; }
 /* Drops dead receivers of every live signal; returns how many. */
 size_t hark__signal_sweep_all(void);
 

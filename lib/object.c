@@ -1,17 +1,22 @@
-/* Reference-counted objects, their control blocks, and the deferred
- * reclamation that lets sends run without a lock or a reference per
- * receiver. */
+/* Reference-counted objects and their control blocks.
+ *
+ * An object dies on the thread that drops its last strong reference,
+ * before that hark_unref returns: death notifications, then finalize,
+ * with no hark lock held. The one exception is the reference a send holds
+ * on a receiver's object while calling it: it is not counted (a send
+ * publishes a hazard instead, see internal.h), so the thread that drops
+ * the last *counted* reference first looks whether a send is calling the
+ * object right now and, if so, hands its reference over to that send,
+ * which drops it after the call, on its own thread (kill_last() below). */
 #include "internal.h"
 
-#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 _Atomic unsigned long hark__dead_receivers;
 _Atomic unsigned long hark__epoch;
-_Thread_local hark__pin hark__pins[HARK__PINS]
-    __attribute__((tls_model("initial-exec")));
-_Thread_local unsigned hark__npins __attribute__((tls_model("initial-exec")));
+_Atomic unsigned long hark__killing;
 
 /* Stripe locks guard the death-notification lists of control blocks. A
  * fixed array keeps control blocks small and the library free of
@@ -34,78 +39,6 @@ pthread_mutex_t *hark__ctrl_lock(const hark__ctrl *c) {
   return m;
 }
 
-/* ---- deferred reclamation ------------------------------------------ */
-
-_Atomic long hark__inflight;
-hark__retired *_Atomic hark__retired_list;
-#define inflight hark__inflight
-#define retired hark__retired_list
-
-static void push_list(hark__retired *first, hark__retired *last) {
-  hark__retired *head = atomic_load(&retired);
-  do
-    last->next = head;
-  while (!atomic_compare_exchange_weak(&retired, &head, first));
-}
-
-/* Runs what was retired, but only while no send is in flight: an item
- * retired while a send that started before its unlinking was running may
- * still be in that send's hands. Seeing zero in-flight sends *after*
- * taking the list proves every such send has finished, since sends that
- * start later cannot reach unlinked memory. Otherwise the list goes back,
- * and the send that brings the count to zero drains it. */
-void hark__drain(void) {
-  for (;;) {
-    hark__retired *list = atomic_exchange(&retired, NULL);
-    if (list == NULL)
-      return;
-    if (atomic_load(&inflight) == 0) {
-      while (list != NULL) {
-        hark__retired *next = list->next;
-        list->fn(list);
-        list = next;
-      }
-      continue; /* finalizers may have retired more */
-    }
-    hark__retired *last = list;
-    while (last->next != NULL)
-      last = last->next;
-    push_list(list, last);
-    if (atomic_load(&inflight) != 0)
-      return;
-  }
-}
-
-/* While a thread holds a library lock, reclaiming (which may run user
- * finalizers) waits until it lets go. */
-static _Thread_local unsigned held __attribute__((tls_model("initial-exec")));
-static _Thread_local bool drain_due __attribute__((tls_model("initial-exec")));
-
-void hark__hold(void) { held++; }
-
-void hark__unhold(void) {
-  if (--held == 0 && drain_due) {
-    drain_due = false;
-    hark__drain();
-  }
-}
-
-void hark__retire(hark__retired *r) {
-  if (atomic_load(&inflight) == 0) {
-    r->fn(r);
-    return;
-  }
-  r->next = NULL;
-  push_list(r, r);
-  /* the last send may have left between the check above and the push */
-  if (atomic_load(&inflight) == 0) {
-    if (held)
-      drain_due = true;
-    else
-      hark__drain();
-  }
-}
-
 /* ---- control blocks -------------------------------------------------- */
 
 void hark__ctrl_weak_acquire(hark__ctrl *c) { atomic_fetch_add(&c->weak, 1); }
@@ -124,8 +57,7 @@ void *hark__ctrl_upgrade(hark__ctrl *c) {
   return NULL;
 }
 
-static void finalize(hark__retired *r) {
-  hark__ctrl *c = HARK__CONTAINER_OF(r, hark__ctrl, retire);
+static void finalize(hark__ctrl *c) {
   void *obj = c->obj;
   const hark_type *type = c->type;
   hark__tracker_remove(c->slot);
@@ -141,16 +73,91 @@ static void finalize(hark__retired *r) {
 
 void hark__notify_run_all(hark__ctrl *c); /* weak.c */
 
-void hark__die(hark__ctrl *c) {
+static void die(hark__ctrl *c) {
   unsigned flags = atomic_fetch_or(&c->flags, HARK__CTRL_DYING);
-  if (flags & HARK__CTRL_RECEIVER) {
-    atomic_fetch_add(&hark__epoch, 1);
+  if (flags & HARK__CTRL_RECEIVER)
     atomic_fetch_add(&hark__dead_receivers, 1);
-  }
   hark__notify_run_all(c);
-  c->retire.fn = finalize;
-  hark__retire(&c->retire);
+  finalize(c);
 }
+
+/* The last counted reference to an object that has been a receiver.
+ *
+ * A send calling it holds no count, only a hazard. So before the count
+ * may reach zero: the epoch moves (a send that has not yet published its
+ * hazard will see it and upgrade instead, racing fairly with the CAS
+ * below), then hark__hand_over looks at every hazard after a barrier (a
+ * send that did publish is seen, and takes our reference over).
+ *
+ * The epoch moves twice. A send may mark a receiver list valid at the
+ * epoch it read (see walk() in signal.c) after checking each receiver;
+ * one doing so between the first move and the CAS saw this object alive.
+ * While hark__killing is not zero nothing is marked valid, and the second
+ * move makes any such mark stale. */
+static void kill_last(hark__ctrl *c) {
+  for (;;) {
+    long s = atomic_load(&c->strong);
+    if (s > 1) {
+      if (atomic_compare_exchange_weak(&c->strong, &s, s - 1))
+        return;
+      continue;
+    }
+    atomic_fetch_add(&hark__killing, 1);
+    atomic_fetch_add(&hark__epoch, 1);
+    if (hark__hand_over(c)) {
+      atomic_fetch_sub(&hark__killing, 1);
+      return;
+    }
+    long one = 1;
+    bool dead = atomic_compare_exchange_strong(&c->strong, &one, 0);
+    atomic_fetch_add(&hark__epoch, 1);
+    atomic_fetch_sub(&hark__killing, 1);
+    if (dead) {
+      die(c);
+      return;
+    }
+    /* a send upgraded it meanwhile: its reference is the last now, or
+     * ours is not */
+  }
+}
+
+static void dead_object(const char *what, const void *obj) {
+  fprintf(stderr, "hark: %s on %p, which is not a live hark object\n", what,
+          obj);
+  abort();
+}
+
+/* Drops one counted reference. The count is read before the flags: the
+ * thread that connected obj set HARK__CTRL_RECEIVER before it let go of
+ * its own reference, which our acquiring load of the count sees. */
+static void drop(hark__ctrl *c) {
+  long s = atomic_load_explicit(&c->strong, memory_order_acquire);
+  for (;;) {
+    if (s > 1) {
+      if (atomic_compare_exchange_weak(&c->strong, &s, s - 1))
+        return;
+      continue;
+    }
+    if (s <= 0)
+      dead_object("hark_unref", c->obj);
+    if (atomic_load(&c->flags) & HARK__CTRL_RECEIVER) {
+      kill_last(c);
+      return;
+    }
+    if (atomic_compare_exchange_strong(&c->strong, &s, 0)) {
+      die(c);
+      return;
+    }
+  }
+}
+
+void hark__unref(void *obj) {
+  if (HARK__UNLIKELY(hark__me.npins != 0) && hark__pin_owe(obj))
+    return; /* a send on this thread holds it: paid when the send ends */
+  drop(hark__ctrl_of(obj));
+}
+
+void hark__ctrl_unref(hark__ctrl *c) { hark__unref(c->obj); }
 
 int hark_object_init(void *obj, const hark_type *type) {
   if (obj == NULL || type == NULL)
@@ -183,12 +190,6 @@ void *hark_new(const hark_type *type) {
   return obj;
 }
 
-static void dead_object(const char *what, const void *obj) {
-  fprintf(stderr, "hark: %s on %p, which is not a live hark object\n", what,
-          obj);
-  abort();
-}
-
 void *hark_ref(void *obj) {
   if (obj == NULL)
     return NULL;
@@ -201,16 +202,9 @@ void *hark_ref(void *obj) {
 void hark_unref(void *obj) {
   if (obj == NULL)
     return;
-  hark__ctrl *c = hark__ctrl_of(obj);
-  if (c == NULL)
+  if (hark__ctrl_of(obj) == NULL)
     dead_object("hark_unref", obj);
-  if (hark__npins != 0 && hark__pin_owe(obj))
-    return; /* a send on this thread holds it: paid when the send ends */
-  long old = atomic_fetch_sub(&c->strong, 1);
-  if (old == 1)
-    hark__die(c);
-  else if (old <= 0)
-    dead_object("hark_unref", obj);
+  hark__unref(obj);
 }
 
 const hark_type *hark_object_type(const void *obj) {

@@ -3,24 +3,30 @@
  * Layout. Connections are kept per sender in a bucket (plus one bucket for
  * the any-sender receivers), each a list in connection order; an identity
  * index finds a connection by (fn, self, sender) or (uid, sender) without
- * scanning. Each bucket caches the array a send from its sender walks: its
- * own receivers merged with the any-sender ones in connection order. The
- * sender table and the caches are read without a lock; writers (under the
- * signal's mutex) publish new arrays and retire old ones.
+ * scanning. For each sender a list is cached: the array a send from that
+ * sender walks, its own receivers merged with the any-sender ones in
+ * connection order (the weak-key sender cache: an entry goes when its
+ * sender dies). Writers work under the signal's mutex; sends take no lock.
  *
- * Why a send needs no lock and no atomic read-modify-write per receiver:
- * everything a send may read (arrays, connections, buckets, receiver
- * objects that die meanwhile) is released through hark__retire(), which
- * waits until no send is in flight. A send checks each receiver's strong
- * count with a plain load; a receiver that dies after the check is still
- * in memory (its finalize waits), and one that died before is skipped.
+ * What a send reads and what keeps it alive:
+ *  - the sender table (sig->senders) and the list it finds there: hazard
+ *    pointers (reclaim.c); writers unlink and hark__retire() them;
+ *  - the connections in the list: the list holds a reference on each, so
+ *    a connection outlives every list that names it;
+ *  - the receiver's object: alive while the send's hazard names it, or
+ *    through a real reference on the checked path (object.c, kill_last());
+ *  - the signal and the sender: the caller's references, plus pins for
+ *    what receivers drop on this thread (internal.h).
+ * A send checks per receiver only one global epoch (walk()); once it
+ * moves, the remaining receivers are checked one by one.
  *
- * Lock rules: nothing that may run user code (hark_unref, value frees,
- * receivers) runs under the signal's mutex; death notifications of
- * senders take it, so dropping a reference under it could deadlock. */
+ * Lock rules: nothing that may run user code (hark_unref, receivers) runs
+ * under the signal's mutex; death notifications of senders take it, so
+ * dropping a reference under it could deadlock. Reclaiming (hark__retire)
+ * runs no user code and may happen under it. */
 #include "internal.h"
 
-#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,12 +37,13 @@ typedef struct conn conn;
  * copied here so that the send loop makes no dependent load for it. */
 typedef struct rent {
   conn *c;
-  hark_receiver_fn fn; /* NULL: always take the slow path (HARK_ONCE,
+  hark_receiver_fn fn; /* NULL: always take the checked path (HARK_ONCE,
                           loop-bound, or blocked when the list was built) */
   void *obj;           /* self's object */
 } rent;
 
-/* The receivers a send walks, immutable once published. */
+/* The receivers a send walks, immutable once published. It holds a
+ * reference on each of its connections. */
 typedef struct rlist {
   hark__retired retire;
   unsigned long gen; /* the any-sender generation it was built for */
@@ -48,13 +55,12 @@ typedef struct rlist {
   rent v[];
 } rlist;
 
-/* conn.slow: zero for a plain, connected, unblocked receiver, so a send
- * tests one word per receiver; the block count lives in the high bits */
+/* conn.slow: zero for a plain, connected, unblocked receiver */
 #define C_REMOVED 1u
 #define C_FIRED 2u
 #define C_SLOW_ONCE 4u
 #define C_SLOW_LOOP 8u
-#define C_BLOCK_ONE 256u
+#define C_BLOCKED 16u
 /* conn.flags bits beyond the public ones */
 #define C_EXT 0x100u  /* allocated as conn_ext */
 #define C_UID 0x200u  /* identity is (uid, sender) */
@@ -63,16 +69,15 @@ typedef struct rlist {
 struct conn {
   hark_receiver_fn fn;
   hark__ctrl *self; /* weakly held always; strongly too with HARK_STRONG */
-  bucket *b;
-  union {
-    struct {
-      conn *prev, *next;
-    } l;                  /* in the bucket's list, while connected */
-    hark__retired retire; /* after */
-  } u;
+  bucket *b;        /* while connected */
+  conn *prev, *next; /* in the bucket's list, while connected */
+  conn *chain;       /* detached, until released (release_chain) */
   uint64_t seq;
+  uint64_t blocks; /* under the lock; cannot wrap in practice */
   _Atomic uint32_t slow;
   uint32_t flags;
+  _Atomic uint32_t refs; /* its bucket's while connected, one per list,
+                            one per batch of a locked walk */
 };
 
 typedef struct dbg {
@@ -94,32 +99,40 @@ struct bucket {
   hark_signal *sig;
   conn *head, *tail;
   size_t count;
-  rlist *_Atomic cache; /* NULL when stale */
-  hark__retired retire;
+  size_t pos;  /* its slot in the current sender table */
   bool orphan; /* signal finalized while the sender's death was on its way */
 };
 
-/* Sender table: open addressing, readable without the lock. */
+/* Sender table: open addressing; key and list are read without the lock
+ * (by sends), b only under it. */
+typedef struct sslot {
+  const void *_Atomic key; /* NULL empty, KEY_TOMB removed, else sender */
+  rlist *_Atomic list;     /* NULL when stale */
+  bucket *b;
+} sslot;
+
+#define KEY_TOMB ((const void *)1)
+
 typedef struct stable {
   hark__retired retire;
   size_t mask;
   size_t used; /* live + tombstones */
   size_t live;
-  bucket *_Atomic slot[];
+  sslot slot[];
 } stable;
-
-static bucket tomb_bucket;
-#define TOMB (&tomb_bucket)
 
 struct hark_signal {
   hark_object base;
+  /* what every send reads, together */
+  rlist *_Atomic any_cache; /* the any-sender list, NULL when stale */
+  stable *_Atomic senders;
+  _Atomic unsigned long any_gen;
+  hark__ctrl *ctrl; /* for the registry: readable while linked */
   char *name;
   pthread_mutex_t lock;
   bucket any;
-  stable *_Atomic senders;
   conn **index; /* identity index, under the lock */
   size_t index_mask, index_used, index_live;
-  _Atomic unsigned long any_gen;
   uint64_t seq;
   _Atomic size_t count;
   _Atomic size_t max_receivers;
@@ -130,26 +143,11 @@ struct hark_signal {
   struct hark_signal *reg_prev, *reg_next;
 };
 
-/* Memory retired while the mutex is held is reclaimed after unlocking:
- * reclaiming may run finalizers, which may use this signal. */
-static void lock(hark_signal *sig) {
-  pthread_mutex_lock(&sig->lock);
-  hark__hold();
-}
-
-static void unlock(hark_signal *sig) {
-  pthread_mutex_unlock(&sig->lock);
-  hark__unhold();
-}
+static void lock(hark_signal *sig) { pthread_mutex_lock(&sig->lock); }
+static void unlock(hark_signal *sig) { pthread_mutex_unlock(&sig->lock); }
 
 static conn tomb_conn;
 #define CTOMB (&tomb_conn)
-
-/* initial-exec: a send must not pay a __tls_get_addr call */
-static _Thread_local unsigned send_depth
-    __attribute__((tls_model("initial-exec")));
-
-unsigned hark__send_depth(void) { return send_depth; }
 
 /* ---- the registry of live signals, for idle sweeping ---------------- */
 
@@ -267,76 +265,7 @@ static void index_remove(hark_signal *sig, conn *c) {
   sig->index_live--;
 }
 
-/* ---- sender table (writes under the lock, reads lock-free) ------------- */
-
-static void free_retired(hark__retired *r) { hark__free(r); }
-
-static bucket *stable_find(stable *t, const void *sender) {
-  if (t == NULL)
-    return NULL;
-  size_t i = hash_ptr(sender) & t->mask;
-  for (;;) {
-    bucket *b = atomic_load(&t->slot[i]);
-    if (b == NULL)
-      return NULL;
-    if (b != TOMB && b->sender == sender)
-      return b;
-    i = (i + 1) & t->mask;
-  }
-}
-
-static int stable_reserve(hark_signal *sig) {
-  stable *t = atomic_load(&sig->senders);
-  size_t cap = t ? t->mask + 1 : 0;
-  if (t != NULL && (t->used + 1) * 4 <= cap * 3)
-    return 0;
-  size_t live = t ? t->live : 0;
-  size_t ncap = 8;
-  while (ncap * 3 < (live + 1) * 4 * 2)
-    ncap *= 2;
-  stable *n = hark__calloc(1, sizeof(*n) + ncap * sizeof(n->slot[0]));
-  if (n == NULL)
-    return HARK_ENOMEM;
-  n->mask = ncap - 1;
-  n->retire.fn = free_retired;
-  for (size_t i = 0; i < cap; i++) {
-    bucket *b = atomic_load(&t->slot[i]);
-    if (b == NULL || b == TOMB)
-      continue;
-    size_t j = hash_ptr(b->sender) & n->mask;
-    while (atomic_load(&n->slot[j]) != NULL)
-      j = (j + 1) & n->mask;
-    atomic_store(&n->slot[j], b);
-  }
-  n->used = n->live = live;
-  atomic_store(&sig->senders, n);
-  if (t != NULL)
-    hark__retire(&t->retire);
-  return 0;
-}
-
-static void stable_insert(hark_signal *sig, bucket *b) {
-  stable *t = atomic_load(&sig->senders);
-  size_t i = hash_ptr(b->sender) & t->mask;
-  bucket *s;
-  while ((s = atomic_load(&t->slot[i])) != NULL && s != TOMB)
-    i = (i + 1) & t->mask;
-  if (s == NULL)
-    t->used++;
-  t->live++;
-  atomic_store(&t->slot[i], b);
-}
-
-static void stable_remove(hark_signal *sig, bucket *b) {
-  stable *t = atomic_load(&sig->senders);
-  size_t i = hash_ptr(b->sender) & t->mask;
-  while (atomic_load(&t->slot[i]) != b)
-    i = (i + 1) & t->mask;
-  atomic_store(&t->slot[i], TOMB);
-  t->live--;
-}
-
-/* ---- releasing ------------------------------------------------------------ */
+/* ---- connections and lists: memory --------------------------------------- */
 
 static void dbg_unref(dbg *d) {
   if (atomic_fetch_sub(&d->refs, 1) == 1)
@@ -352,9 +281,10 @@ static void dbg_died(hark_notify *n, void *obj) {
   dbg_unref(d);
 }
 
-/* Frees a connection once no send can hold it. */
-static void conn_free(hark__retired *r) {
-  conn *c = HARK__CONTAINER_OF(r, conn, u.retire);
+/* Runs no user code: may be called under a signal's mutex. */
+static void conn_unref(conn *c) {
+  if (atomic_fetch_sub(&c->refs, 1) != 1)
+    return;
   if ((c->flags & C_EXT) && ext(c)->dbg != NULL) {
     dbg *d = ext(c)->dbg;
     if (hark_notify_remove(&d->n) == 1)
@@ -366,50 +296,143 @@ static void conn_free(hark__retired *r) {
   hark__free(c);
 }
 
-static void bucket_free(hark__retired *r) {
-  bucket *b = HARK__CONTAINER_OF(r, bucket, retire);
-  rlist *l = atomic_load(&b->cache);
-  if (l != NULL)
-    hark__free(l);
-  hark__free(b);
+static void rlist_free(void *item) {
+  rlist *r = item;
+  for (size_t i = 0; i < r->n; i++)
+    conn_unref(r->v[i].c);
+  hark__free(r);
 }
 
-/* Connections detached under the lock wait in a chain (through
- * u.retire.next) until it is released: then their strong references are
- * dropped and their memory retired. */
+static void retire_list(rlist *r) {
+  if (r != NULL)
+    hark__retire(&r->retire);
+}
+
+static void free_item(void *item) { hark__free(item); }
+
+/* Connections detached under the lock wait in a chain until it is
+ * released: then their strong references are dropped (user code may run)
+ * and their bucket's reference goes. */
 static void release_chain(conn *chain) {
   while (chain != NULL) {
-    conn *next = (conn *)chain->u.retire.next;
+    conn *next = chain->chain;
     if ((chain->flags & HARK_STRONG) && chain->self != NULL)
-      hark_unref(chain->self->obj);
+      hark__ctrl_unref(chain->self);
     if (chain->flags & C_LOOP)
       hark_unref(ext(chain)->loop);
-    chain->u.retire.fn = conn_free;
-    hark__retire(&chain->u.retire);
+    conn_unref(chain);
     chain = next;
   }
 }
 
-static void invalidate(hark_signal *sig, bucket *b) {
-  rlist *old = atomic_exchange(&b->cache, NULL);
-  if (old != NULL)
-    hark__retire(&old->retire);
-  if (b == &sig->any)
-    atomic_fetch_add(&sig->any_gen, 1);
+/* ---- sender table (writes under the lock, reads lock-free) ------------- */
+
+/* The slot of sender in t, or NULL. Any thread (t protected). */
+static inline sslot *slot_find(stable *t, const void *sender) {
+  size_t i = hash_ptr(sender) & t->mask;
+  for (;;) {
+    const void *k = atomic_load_explicit(&t->slot[i].key, memory_order_acquire);
+    if (k == sender)
+      return &t->slot[i];
+    if (k == NULL)
+      return NULL;
+    i = (i + 1) & t->mask;
+  }
 }
 
-/* Unlinks c from its bucket and the index (lock held) and chains it. */
+static bucket *bucket_find(hark_signal *sig, const void *sender) {
+  stable *t = atomic_load_explicit(&sig->senders, memory_order_relaxed);
+  sslot *s = t != NULL ? slot_find(t, sender) : NULL;
+  return s != NULL ? s->b : NULL;
+}
+
+static int stable_reserve(hark_signal *sig) {
+  stable *t = atomic_load(&sig->senders);
+  size_t cap = t ? t->mask + 1 : 0;
+  if (t != NULL && (t->used + 1) * 4 <= cap * 3)
+    return 0;
+  size_t live = t ? t->live : 0;
+  size_t ncap = 8;
+  while (ncap * 3 < (live + 1) * 4 * 2)
+    ncap *= 2;
+  stable *n = hark__calloc(1, sizeof(*n) + ncap * sizeof(n->slot[0]));
+  if (n == NULL)
+    return HARK_ENOMEM;
+  n->mask = ncap - 1;
+  n->retire.item = n;
+  n->retire.fn = free_item;
+  n->retire.bytes = sizeof(*n) + ncap * sizeof(n->slot[0]);
+  for (size_t i = 0; i < cap; i++) {
+    sslot *s = &t->slot[i];
+    const void *k = atomic_load(&s->key);
+    if (k == NULL || k == KEY_TOMB)
+      continue;
+    size_t j = hash_ptr(k) & n->mask;
+    while (atomic_load(&n->slot[j].key) != NULL)
+      j = (j + 1) & n->mask;
+    /* the lists move with their keys: a send that found one through the
+     * old table sees the table change and looks again (lookup()) */
+    atomic_init(&n->slot[j].list, atomic_load(&s->list));
+    n->slot[j].b = s->b;
+    s->b->pos = j;
+    atomic_init(&n->slot[j].key, k);
+  }
+  n->used = n->live = live;
+  atomic_store(&sig->senders, n);
+  if (t != NULL)
+    hark__retire(&t->retire);
+  return 0;
+}
+
+static void stable_insert(hark_signal *sig, bucket *b) {
+  stable *t = atomic_load(&sig->senders);
+  size_t i = hash_ptr(b->sender) & t->mask;
+  const void *k;
+  while ((k = atomic_load(&t->slot[i].key)) != NULL && k != KEY_TOMB)
+    i = (i + 1) & t->mask;
+  if (k == NULL)
+    t->used++;
+  t->live++;
+  atomic_store(&t->slot[i].list, NULL);
+  t->slot[i].b = b;
+  b->pos = i;
+  atomic_store_explicit(&t->slot[i].key, b->sender, memory_order_release);
+}
+
+static void stable_remove(hark_signal *sig, bucket *b) {
+  stable *t = atomic_load(&sig->senders);
+  sslot *s = &t->slot[b->pos];
+  atomic_store(&s->key, KEY_TOMB);
+  s->b = NULL;
+  retire_list(atomic_exchange(&s->list, NULL));
+  t->live--;
+}
+
+/* ---- changing connections (lock held) -------------------------------------- */
+
+static void invalidate(hark_signal *sig, bucket *b) {
+  rlist *old;
+  if (b == &sig->any) {
+    old = atomic_exchange(&sig->any_cache, NULL);
+    atomic_fetch_add(&sig->any_gen, 1);
+  } else {
+    old = atomic_exchange(&atomic_load(&sig->senders)->slot[b->pos].list, NULL);
+  }
+  retire_list(old);
+}
+
+/* Unlinks c from its bucket and the index and chains it. */
 static void detach(hark_signal *sig, conn *c, conn **chain, bool in_index) {
   bucket *b = c->b;
   atomic_fetch_or(&c->slow, C_REMOVED);
-  if (c->u.l.prev != NULL)
-    c->u.l.prev->u.l.next = c->u.l.next;
+  if (c->prev != NULL)
+    c->prev->next = c->next;
   else
-    b->head = c->u.l.next;
-  if (c->u.l.next != NULL)
-    c->u.l.next->u.l.prev = c->u.l.prev;
+    b->head = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
   else
-    b->tail = c->u.l.prev;
+    b->tail = c->prev;
   b->count--;
   atomic_fetch_sub(&sig->count, 1);
   if (in_index)
@@ -418,19 +441,18 @@ static void detach(hark_signal *sig, conn *c, conn **chain, bool in_index) {
   /* after the invalidation: a send that reads the new epoch before its
    * lookup finds the new list */
   atomic_fetch_add(&hark__epoch, 1);
-  c->u.retire.next = (hark__retired *)*chain;
+  c->chain = *chain;
   *chain = c;
 }
 
-/* Drops a sender bucket left empty (lock held). If its sender is dying
- * on another thread, its notification will come and drop it instead. */
+/* Drops a sender bucket left empty. If its sender is dying on another
+ * thread, its notification will come and drop it instead. */
 static void maybe_drop_bucket(hark_signal *sig, bucket *b) {
   if (b == &sig->any || b->count > 0)
     return;
   if (hark_notify_remove(&b->node) == 1) {
     stable_remove(sig, b);
-    b->retire.fn = bucket_free;
-    hark__retire(&b->retire);
+    hark__free(b); /* sends never read buckets */
   }
 }
 
@@ -438,12 +460,12 @@ static bool conn_dead(const conn *c) {
   return c->self != NULL && !hark__ctrl_alive(c->self);
 }
 
-/* Detaches the dead weak receivers of b (lock held); returns how many. */
+/* Detaches the dead receivers of b; returns how many. */
 static size_t purge(hark_signal *sig, bucket *b, conn **chain) {
   size_t n = 0;
   conn *c = b->head;
   while (c != NULL) {
-    conn *next = c->u.l.next;
+    conn *next = c->next;
     if (conn_dead(c)) {
       detach(sig, c, chain, true);
       n++;
@@ -453,9 +475,9 @@ static size_t purge(hark_signal *sig, bucket *b, conn **chain) {
   return n;
 }
 
-/* Finds the connection with this identity (lock held). One whose weak
- * receiver has died counts as gone: it is dropped here, so that a new
- * object at a dead receiver's address is never taken for it. */
+/* Finds the connection with this identity. One whose receiver has died
+ * counts as gone: it is dropped here, so that a new object at a dead
+ * receiver's address is never taken for it. */
 static conn **find_live(hark_signal *sig, hark_receiver_fn fn, const void *self,
                         const char *uid, const void *sender, conn **chain) {
   conn **slot = index_find(sig, fn, self, uid, sender);
@@ -477,7 +499,7 @@ static void unpin(hark_signal *sig) {
   }
 }
 
-/* A sender died: its connections and its bucket go. */
+/* A sender died: its connections, its list and its bucket go. */
 static void sender_died(hark_notify *n, void *obj) {
   (void)obj;
   bucket *b = HARK__CONTAINER_OF(n, bucket, node);
@@ -486,8 +508,7 @@ static void sender_died(hark_notify *n, void *obj) {
   lock(sig);
   if (b->orphan) {
     unlock(sig);
-    b->retire.fn = bucket_free;
-    hark__retire(&b->retire);
+    hark__free(b);
     unpin(sig);
     return;
   }
@@ -496,8 +517,7 @@ static void sender_died(hark_notify *n, void *obj) {
   stable_remove(sig, b);
   unlock(sig);
   release_chain(chain);
-  b->retire.fn = bucket_free;
-  hark__retire(&b->retire);
+  hark__free(b);
 }
 
 /* ---- the signal object ----------------------------------------------------- */
@@ -518,13 +538,15 @@ static void signal_finalize(void *obj) {
   lock(sig);
   while (sig->any.head != NULL)
     detach(sig, sig->any.head, &chain, false);
-  stable *t = atomic_exchange(&sig->senders, NULL);
+  stable *t = atomic_load(&sig->senders);
   for (size_t i = 0; t != NULL && i <= t->mask; i++) {
-    bucket *b = atomic_load(&t->slot[i]);
-    if (b == NULL || b == TOMB)
+    bucket *b = t->slot[i].b;
+    if (b == NULL)
       continue;
     while (b->head != NULL)
       detach(sig, b->head, &chain, false);
+    retire_list(atomic_exchange(&t->slot[i].list, NULL));
+    t->slot[i].b = NULL;
     if (hark_notify_remove(&b->node) == 1) {
       b->sender = dead;
       dead = b;
@@ -533,22 +555,23 @@ static void signal_finalize(void *obj) {
       atomic_fetch_add(&sig->pins, 1);
     }
   }
+  atomic_store(&sig->senders, NULL);
+  if (t != NULL)
+    hark__retire(&t->retire);
+  retire_list(atomic_exchange(&sig->any_cache, NULL));
   hark__free(sig->index);
   sig->index = NULL;
-  rlist *any = atomic_exchange(&sig->any.cache, NULL);
   unlock(sig);
 
   release_chain(chain);
   while (dead != NULL) {
     bucket *next = dead->sender;
-    dead->retire.fn = bucket_free;
-    hark__retire(&dead->retire);
+    hark__free(dead);
     dead = next;
   }
-  if (any != NULL)
-    hark__retire(&any->retire);
-  if (t != NULL)
-    hark__retire(&t->retire);
+  /* what this signal's sends may still hold goes once they let go; what
+   * nothing holds any more goes now (no memory stays behind a signal) */
+  hark__reclaim();
   unpin(sig);
 }
 
@@ -568,6 +591,7 @@ hark_signal *hark_signal_new(const char *name) {
     pthread_mutex_destroy(&sig->lock);
     goto fail;
   }
+  sig->ctrl = hark__ctrl_of(sig);
   sig->any.sig = sig;
   atomic_init(&sig->pins, 1);
   atomic_init(&sig->max_receivers, HARK_DEFAULT_MAX_RECEIVERS);
@@ -647,6 +671,7 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
       flags | (is_ext ? C_EXT : 0) | (uid ? C_UID : 0) | (loop ? C_LOOP : 0);
   atomic_init(&c->slow, ((flags & HARK_ONCE) ? C_SLOW_ONCE : 0) |
                             (loop ? C_SLOW_LOOP : 0));
+  atomic_init(&c->refs, 1);
   if (is_ext) {
     ext(c)->loop = loop;
     ext(c)->dbg = d;
@@ -667,7 +692,7 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
     goto out;
   bucket *b = &sig->any;
   if (sender != NULL) {
-    b = stable_find(atomic_load(&sig->senders), sender);
+    b = bucket_find(sig, sender);
     if (b == NULL) {
       if ((err = stable_reserve(sig)) != 0)
         goto out;
@@ -695,17 +720,17 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
   if (sc != NULL) {
     c->self = sc;
     hark__ctrl_weak_acquire(sc);
+    /* before the caller lets go of self: see drop() in object.c */
+    atomic_fetch_or(&sc->flags, HARK__CTRL_RECEIVER);
     if (flags & HARK_STRONG)
       hark_ref(self);
-    else
-      atomic_fetch_or(&sc->flags, HARK__CTRL_RECEIVER);
   }
   if (loop != NULL)
     hark_ref(loop);
-  c->u.l.prev = b->tail;
-  c->u.l.next = NULL;
+  c->prev = b->tail;
+  c->next = NULL;
   if (b->tail != NULL)
-    b->tail->u.l.next = c;
+    b->tail->next = c;
   else
     b->head = c;
   b->tail = c;
@@ -791,17 +816,19 @@ static int do_block(hark_signal *sig, hark_receiver_fn fn, void *self,
   conn *chain = NULL;
   lock(sig);
   conn **slot = find_live(sig, fn, self, uid, sender, &chain);
-  if (slot == NULL) {
+  conn *c = slot != NULL ? *slot : NULL;
+  if (c == NULL) {
     err = HARK_ENOENT;
-  } else if (delta < 0 && atomic_load(&(*slot)->slow) < C_BLOCK_ONE) {
+  } else if (delta < 0 ? c->blocks == 0 : c->blocks == UINT64_MAX) {
     err = HARK_ERANGE;
   } else {
-    if (delta > 0)
-      atomic_fetch_add(&(*slot)->slow, C_BLOCK_ONE);
+    c->blocks += delta > 0 ? 1 : (uint64_t)-1;
+    if (c->blocks == 0)
+      atomic_fetch_and(&c->slow, ~C_BLOCKED);
     else
-      atomic_fetch_sub(&(*slot)->slow, C_BLOCK_ONE);
-    /* lists mark blocked receivers for the slow path: rebuild them */
-    invalidate(sig, (*slot)->b);
+      atomic_fetch_or(&c->slow, C_BLOCKED);
+    /* lists mark blocked receivers for the checked path: rebuild them */
+    invalidate(sig, c->b);
     atomic_fetch_add(&hark__epoch, 1);
   }
   unlock(sig);
@@ -834,24 +861,24 @@ size_t hark_signal_sweep(hark_signal *sig) {
   purge(sig, &sig->any, &chain);
   stable *t = atomic_load(&sig->senders);
   for (size_t i = 0; t != NULL && i <= t->mask; i++) {
-    bucket *b = atomic_load(&t->slot[i]);
-    if (b == NULL || b == TOMB)
-      continue;
-    if (purge(sig, b, &chain) > 0)
+    bucket *b = t->slot[i].b;
+    if (b != NULL && purge(sig, b, &chain) > 0)
       maybe_drop_bucket(sig, b);
   }
   unlock(sig);
   size_t count = 0;
-  for (conn *c = chain; c != NULL; c = (conn *)c->u.retire.next)
+  for (conn *c = chain; c != NULL; c = c->chain)
     count++;
   release_chain(chain);
   return count;
 }
 
 /* Takes a strong reference to the first live signal from s on (registry
- * lock held). */
+ * lock held). A signal is unlinked by its finalize, under the lock, before
+ * its memory or its control block go; a dying one (count zero, finalize
+ * on its way on another thread) is skipped. */
 static hark_signal *next_live(hark_signal *s) {
-  while (s != NULL && hark__ctrl_upgrade(hark__ctrl_of(s)) == NULL)
+  while (s != NULL && hark__ctrl_upgrade(s->ctrl) == NULL)
     s = s->reg_next;
   return s;
 }
@@ -876,17 +903,48 @@ size_t hark__signal_sweep_all(void) {
   return n;
 }
 
-/* ---- sending --------------------------------------------------------------- */
+/* ---- finding the list a send walks ------------------------------------------ */
 
-/* The published list for a send from sender, or NULL if it must be built. */
-static inline rlist *current_list(hark_signal *sig, const void *sender) {
-  bucket *b = sender ? stable_find(atomic_load(&sig->senders), sender) : NULL;
-  if (b == NULL) {
-    return atomic_load(&sig->any.cache);
+/* Publishes r in the hazard and checks that where it came from still
+ * holds it (see reclaim.c). */
+#define PROTECT(hz_field, r, from)                                             \
+  (atomic_store_explicit(&(hz_field), (r), memory_order_release),              \
+   hark__hazard_fence(),                                                       \
+   atomic_load_explicit(&(from), memory_order_acquire) == (r))
+
+/* The list for a send from sender, protected by hz->list; NULL when it
+ * must be built (lookup_slow). */
+static inline rlist *lookup(hark_signal *sig, const void *sender,
+                           hark__hazard *hz) {
+  if (sender != NULL) {
+  again:;
+    stable *t = atomic_load_explicit(&sig->senders, memory_order_acquire);
+    if (t != NULL) {
+      if (!PROTECT(hz->tab, (void *)t, sig->senders))
+        goto again;
+      sslot *s = slot_find(t, sender);
+      if (s != NULL) {
+        for (;;) {
+          rlist *r = atomic_load_explicit(&s->list, memory_order_acquire);
+          if (r == NULL)
+            return NULL;
+          if (PROTECT(hz->list, r, s->list)) {
+            if (atomic_load_explicit(&sig->senders, memory_order_acquire) != t)
+              goto again; /* it moved to a new table: that one is current */
+            return r->gen == atomic_load_explicit(&sig->any_gen,
+                                                  memory_order_acquire)
+                       ? r
+                       : NULL;
+          }
+        }
+      }
+    }
   }
-  unsigned long gen = atomic_load(&sig->any_gen);
-  rlist *r = atomic_load(&b->cache);
-  return r != NULL && r->gen == gen ? r : NULL;
+  for (;;) {
+    rlist *r = atomic_load_explicit(&sig->any_cache, memory_order_acquire);
+    if (r == NULL || PROTECT(hz->list, r, sig->any_cache))
+      return r;
+  }
 }
 
 /* Builds and publishes the list of b (lock held). */
@@ -896,7 +954,9 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
   rlist *r = hark__malloc(sizeof(*r) + n * sizeof(r->v[0]));
   if (r == NULL)
     return HARK_ENOMEM;
-  r->retire.fn = free_retired;
+  r->retire.item = r;
+  r->retire.fn = rlist_free;
+  r->retire.bytes = sizeof(*r) + n * sizeof(r->v[0]);
   r->gen = atomic_load(&sig->any_gen);
   r->n = n;
   /* read before the checks below, like a validating send */
@@ -908,11 +968,12 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
     conn *c;
     if (y == NULL || (x != NULL && x->seq < y->seq)) {
       c = x;
-      x = x->u.l.next;
+      x = x->next;
     } else {
       c = y;
-      y = y->u.l.next;
+      y = y->next;
     }
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
     r->v[i].c = c;
     r->v[i].fn = atomic_load(&c->slow) != 0 ? NULL : c->fn;
     r->v[i].obj = c->self ? c->self->obj : NULL;
@@ -920,38 +981,45 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
       all_ok = false;
     i++;
   }
+  all_ok = all_ok && atomic_load(&hark__epoch) == epoch &&
+           atomic_load(&hark__killing) == 0;
   atomic_init(&r->valid_at, all_ok ? epoch : ~0UL);
-  rlist *old = atomic_exchange(&b->cache, r);
-  if (old != NULL)
-    hark__retire(&old->retire);
+  rlist *old;
+  if (b == any)
+    old = atomic_exchange(&sig->any_cache, r);
+  else
+    old = atomic_exchange(&atomic_load(&sig->senders)->slot[b->pos].list, r);
+  retire_list(old);
   *out = r;
   return 0;
 }
 
-/* The list is stale: rebuild it under the lock (out of line: rare). */
+/* The list is stale: rebuild it under the lock (out of line: rare). On
+ * success it is protected by hz->list (stored under the lock: a writer
+ * that retires it takes the lock after us). */
 static __attribute__((noinline)) int
-lookup_slow(hark_signal *sig, const void *sender, rlist **out) {
-  rlist *r;
+lookup_slow(hark_signal *sig, const void *sender, hark__hazard *hz,
+            rlist **out) {
   int err = 0;
   lock(sig);
-  r = current_list(sig, sender);
-  if (r == NULL) {
-    bucket *b = sender ? stable_find(atomic_load(&sig->senders), sender) : NULL;
-    err = rebuild(sig, b ? b : &sig->any, &r);
+  bucket *b = sender ? bucket_find(sig, sender) : NULL;
+  if (b == NULL)
+    b = &sig->any;
+  rlist *r;
+  if (b == &sig->any) {
+    r = atomic_load(&sig->any_cache);
+  } else {
+    r = atomic_load(&atomic_load(&sig->senders)->slot[b->pos].list);
+    if (r != NULL && r->gen != atomic_load(&sig->any_gen))
+      r = NULL;
   }
+  if (r == NULL)
+    err = rebuild(sig, b, &r);
+  if (err == 0)
+    atomic_store_explicit(&hz->list, r, memory_order_release);
   unlock(sig);
   *out = r;
   return err;
-}
-
-static inline __attribute__((always_inline)) int
-lookup(hark_signal *sig, const void *sender, rlist **out) {
-  rlist *r = current_list(sig, sender);
-  if (__builtin_expect(r != NULL, 1)) {
-    *out = r;
-    return 0;
-  }
-  return lookup_slow(sig, sender, out);
 }
 
 /* After a send met dead receivers: drop them from the buckets it used. */
@@ -959,20 +1027,22 @@ static void purge_after_send(hark_signal *sig, const void *sender) {
   conn *chain = NULL;
   lock(sig);
   purge(sig, &sig->any, &chain);
-  bucket *b = sender ? stable_find(atomic_load(&sig->senders), sender) : NULL;
+  bucket *b = sender ? bucket_find(sig, sender) : NULL;
   if (b != NULL && purge(sig, b, &chain) > 0)
     maybe_drop_bucket(sig, b);
   unlock(sig);
   release_chain(chain);
 }
 
+/* ---- calling receivers ------------------------------------------------------- */
+
 enum mode { M_SEND, M_ROBUST, M_ACC };
 
 typedef struct emit_ctx {
-  enum mode mode;
   void (*on_result)(void *data, hark_receiver_fn fn, void *self, int result);
   int (*acc)(void *data, hark_receiver_fn fn, void *self, int result);
   void *data;
+  bool saw_dead; /* met a dead receiver: purge after the send */
 } emit_ctx;
 
 /* Detaches a HARK_ONCE connection just before its call. */
@@ -989,7 +1059,7 @@ static void once_detach(hark_signal *sig, conn *c) {
 }
 
 /* A queued call of a loop-bound receiver from another thread. */
-static int queue_call(hark_signal *sig, const rent *e, void *sender, void *hold,
+static int queue_call(hark_signal *sig, conn *c, void *sender, void *hold,
                       void *args) {
   void *a = args;
   void (*afree)(void *) = NULL;
@@ -999,7 +1069,7 @@ static int queue_call(hark_signal *sig, const rent *e, void *sender, void *hold,
       return HARK_ENOMEM;
     afree = sig->args_free;
   }
-  int err = hark__loop_queue_call(ext(e->c)->loop, e->c->fn, e->c->self,
+  int err = hark__loop_queue_call(ext(c)->loop, c->fn, c->self,
                                   sender ? hark__ctrl_of(sender) : NULL, hold,
                                   a, afree);
   if (err != 0 && afree != NULL)
@@ -1009,79 +1079,94 @@ static int queue_call(hark_signal *sig, const rent *e, void *sender, void *hold,
 
 enum { CALL, SKIP, QUEUED };
 
-/* The uncommon receivers: blocked, removed, HARK_ONCE, loop-bound. */
-static int slow_receiver(hark_signal *sig, const rent *e, uint32_t slow,
-                         void *sender, void *args, bool *strong_after) {
-  if (slow & ~(C_SLOW_ONCE | C_SLOW_LOOP))
-    return SKIP; /* removed, fired or blocked */
-  conn *c = e->c;
+/* Calls c with every check: removed, blocked, HARK_ONCE, loop-bound, and
+ * its object upgraded to a real reference for the call (the send's
+ * reference, see internal.h). Returns SKIP, QUEUED, or CALL with the
+ * receiver's result in *rv and the reference in *held, which the caller
+ * drops after it has reported the result, on this thread. */
+static int call_checked(hark_signal *sig, conn *c, void *sender, void *args,
+                        emit_ctx *ctx, int *rv, void **held) {
+  uint32_t slow = atomic_load_explicit(&c->slow, memory_order_acquire);
+  if (slow & (C_REMOVED | C_FIRED | C_BLOCKED))
+    return SKIP;
+  void *self = NULL;
+  if (c->self != NULL && (self = hark__ctrl_upgrade(c->self)) == NULL) {
+    ctx->saw_dead = true;
+    return SKIP;
+  }
   if (slow & C_SLOW_ONCE) {
-    if (atomic_fetch_or(&c->slow, C_FIRED) & C_FIRED)
+    if (atomic_fetch_or(&c->slow, C_FIRED) & C_FIRED) {
+      if (self != NULL)
+        hark__unref(self);
       return SKIP;
-    /* the connection holds self strongly until it goes: keep it alive
-     * across the call */
-    if (e->obj != NULL && (c->flags & HARK_STRONG)) {
-      hark__ref(e->obj);
-      *strong_after = true;
     }
     once_detach(sig, c);
   }
   if ((slow & C_SLOW_LOOP) && !hark__loop_is_current(ext(c)->loop)) {
-    /* the reference keeping self alive across the call goes with the
-     * queued call: the connection that held self strongly is gone */
-    void *hold = *strong_after ? e->obj : NULL;
-    int queued = queue_call(sig, e, sender, hold, args) == 0;
-    if (*strong_after) {
-      *strong_after = false;
-      if (!queued)
-        hark__unref(e->obj);
+    /* the queued call keeps self alive only where no connection does any
+     * more (HARK_ONCE|HARK_STRONG); else it holds self weakly */
+    bool hold = self != NULL && (slow & C_SLOW_ONCE) &&
+                (c->flags & HARK_STRONG);
+    int err = queue_call(sig, c, sender, hold ? self : NULL, args);
+    if (self != NULL && !(hold && err == 0))
+      hark__unref(self);
+    return err == 0 ? QUEUED : SKIP;
+  }
+  *rv = c->fn(self, sender, args);
+  *held = self;
+  return CALL;
+}
+
+/* A receiver that needs checking (see walk): out of line, so that the
+ * fast path stays small. The hazard's object is let go first, and any
+ * reference handed over for it meanwhile dropped. */
+static __attribute__((noinline)) int checked(hark_signal *sig, const rent *e,
+                                             hark__hazard *hz, void *sender,
+                                             void *args, emit_ctx *ctx, int *rv,
+                                             void **held) {
+  atomic_store_explicit(&hz->obj, NULL, memory_order_release);
+  hark__settle(hz);
+  return call_checked(sig, e->c, sender, args, ctx, rv, held);
+}
+
+/* What a send does with a receiver's result: returns true to stop. */
+static inline __attribute__((always_inline)) bool
+result(const enum mode mode, emit_ctx *ctx, hark_receiver_fn fn, void *obj,
+       int rv, int *failed, int *stop) {
+  if (mode == M_SEND) {
+    if (rv != 0) {
+      *stop = rv;
+      return true;
     }
-    return queued ? QUEUED : SKIP;
+  } else if (mode == M_ROBUST) {
+    if (rv != 0)
+      (*failed)++;
+    if (ctx->on_result != NULL)
+      ctx->on_result(ctx->data, fn, obj, rv);
+  } else if (ctx->acc(ctx->data, fn, obj, rv) != 0) {
+    return true;
   }
-  return CALL;
+  return false;
 }
 
-/* The send loop, specialised per mode by the compiler. Returns the
- * result of the send; sets *saw_dead when it met a dead receiver.
+/* The send loop, specialised per mode and fence kind by the compiler.
  *
- * Fast path: while hark__epoch holds the value read before the lookup, and
- * the list was validated at that value, every receiver in it is
- * connected, unblocked and alive, or died concurrently on another thread
- * after this send started: its finalize then waits for the send, because
- * the in-flight count was raised before the epoch was read. Once the
- * epoch moves (a receiver of this send may have disconnected or killed
- * another), every remaining receiver is checked. */
-/* A receiver that needs checking (see walk): returns SKIP, QUEUED, or CALL
- * after calling it, with its result in *rv. Kept out of line so that the
- * fast path stays small. */
-static __attribute__((noinline)) int checked_call(hark_signal *sig,
-                                                  const rent *e, void *sender,
-                                                  void *args, bool *saw_dead,
-                                                  int *rv) {
-  if (e->c->self != NULL && !hark__ctrl_alive(e->c->self)) {
-    *saw_dead = true;
-    return SKIP;
-  }
-  bool strong_after = false;
-  uint32_t slow = atomic_load_explicit(&e->c->slow, memory_order_acquire);
-  if (slow != 0) {
-    int how = slow_receiver(sig, e, slow, sender, args, &strong_after);
-    if (how != CALL)
-      return how;
-  }
-  *rv = e->c->fn(e->obj, sender, args);
-  if (strong_after)
-    hark__unref(e->obj);
-  return CALL;
-}
-
+ * Fast path: the hazard names the receiver's object (the send's reference
+ * for the call), then the epoch is compared with the value read before the
+ * lookup. While it holds, and the list was validated at that value, every
+ * receiver in it is connected, unblocked and alive: a receiver that dies
+ * on another thread moves the epoch first and then either sees our hazard
+ * (and hands its reference to us) or is seen by our epoch load (object.c,
+ * kill_last()). Once the epoch moves, every remaining receiver is checked. */
 static inline __attribute__((always_inline)) int
-walk(hark_signal *sig, const rlist *r, unsigned long epoch0, void *sender,
-     void *args, const enum mode mode, const emit_ctx *ctx, bool *saw_dead) {
+walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
+     void *sender, void *args, const enum mode mode, emit_ctx *ctx,
+     const bool fenced) {
   const size_t n = r->n;
   const rent *v = r->v;
-  int skipped = 0, failed = 0;
-  const bool validating = atomic_load(&r->valid_at) != epoch0;
+  int called = 0, failed = 0, stop = 0;
+  const bool validating =
+      atomic_load_explicit(&r->valid_at, memory_order_acquire) != epoch0;
   /* an unvalidated list compares against a value the epoch never holds */
   const unsigned long fast_at = validating ? ~0UL : epoch0;
   size_t i;
@@ -1089,77 +1174,170 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, void *sender,
     const rent *e = &v[i];
     hark_receiver_fn fn = e->fn;
     int rv = 0;
-    if (__builtin_expect(fn != NULL && atomic_load(&hark__epoch) == fast_at,
-                         1)) {
-      rv = fn(e->obj, sender, args);
-    } else {
-      int how = checked_call(sig, e, sender, args, saw_dead, &rv);
-      if (how != CALL) {
-        skipped += how == SKIP; /* a queued call counts as called */
+    if (HARK__LIKELY(fn != NULL)) {
+      atomic_store_explicit(&hz->obj, e->obj, memory_order_release);
+      if (fenced)
+        hark__full_fence();
+      else
+        atomic_signal_fence(memory_order_seq_cst);
+      if (HARK__LIKELY(atomic_load_explicit(&hark__epoch,
+                                            memory_order_acquire) == fast_at)) {
+        rv = fn(e->obj, sender, args);
+        called++;
+        if (result(mode, ctx, fn, e->obj, rv, &failed, &stop)) {
+          i++;
+          break;
+        }
         continue;
       }
-      fn = e->c->fn;
     }
-    if (mode == M_SEND) {
-      if (rv != 0)
-        return rv;
-    } else if (mode == M_ROBUST) {
-      if (rv != 0)
-        failed++;
-      if (ctx->on_result != NULL)
-        ctx->on_result(ctx->data, fn, e->obj, rv);
-    } else if (ctx->acc(ctx->data, fn, e->obj, rv) != 0) {
+    void *held = NULL;
+    int how = checked(sig, e, hz, sender, args, ctx, &rv, &held);
+    if (how != CALL) {
+      called += how == QUEUED; /* a queued call counts as called */
+      continue;
+    }
+    called++;
+    bool stopped = result(mode, ctx, e->c->fn, e->obj, rv, &failed, &stop);
+    if (held != NULL)
+      hark__unref(held);
+    if (stopped) {
       i++;
       break;
     }
   }
+  atomic_store_explicit(&hz->obj, NULL, memory_order_release);
+  hark__settle(hz);
   /* A complete walk that checked everyone and met no dead receiver
-   * validates the list at the epoch read before it started. */
-  if (validating && i == n && !*saw_dead)
-    atomic_store(&((rlist *)r)->valid_at, epoch0);
-  return mode == M_ROBUST ? failed : (int)i - skipped;
+   * validates the list at the epoch read before it started, unless a
+   * death was being decided meanwhile (object.c, kill_last()). */
+  if (validating && i == n && !ctx->saw_dead &&
+      atomic_load(&hark__epoch) == epoch0 &&
+      atomic_load(&hark__killing) == 0)
+    atomic_store_explicit(&((rlist *)r)->valid_at, epoch0,
+                          memory_order_release);
+  if (mode == M_SEND && stop != 0)
+    return stop;
+  return mode == M_ROBUST ? failed : called;
+}
+
+/* The send without a list: when the list cannot be built (no memory) or
+ * sends nest deeper than the hazards reach. Connections are taken a batch
+ * at a time under the lock, each with a reference, and called after it is
+ * released, in connection order; none connected after the send started
+ * is called. Slower, but it delivers. */
+#define BATCH 32
+
+static int walk_locked(hark_signal *sig, void *sender, void *args,
+                       const enum mode mode, emit_ctx *ctx) {
+  conn *batch[BATCH];
+  uint64_t last = 0, limit = 0;
+  int called = 0, failed = 0, stop = 0;
+  bool first = true, stopped = false;
+  while (!stopped) {
+    size_t n = 0;
+    lock(sig);
+    if (first) {
+      limit = sig->seq;
+      first = false;
+    }
+    bucket *b = sender ? bucket_find(sig, sender) : NULL;
+    conn *x = sig->any.head, *y = b != NULL ? b->head : NULL;
+    while (n < BATCH && (x != NULL || y != NULL)) {
+      conn *c;
+      if (y == NULL || (x != NULL && x->seq < y->seq)) {
+        c = x;
+        x = x->next;
+      } else {
+        c = y;
+        y = y->next;
+      }
+      if (c->seq <= last)
+        continue;
+      if (c->seq > limit)
+        break;
+      atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+      batch[n++] = c;
+    }
+    unlock(sig);
+    if (n == 0)
+      break;
+    last = batch[n - 1]->seq;
+    for (size_t i = 0; i < n; i++) {
+      conn *c = batch[i];
+      int rv = 0;
+      if (!stopped) {
+        void *held = NULL;
+        int how = call_checked(sig, c, sender, args, ctx, &rv, &held);
+        if (how == QUEUED)
+          called++;
+        else if (how == CALL) {
+          called++;
+          stopped = result(mode, ctx, c->fn, conn_self(c), rv, &failed, &stop);
+          if (held != NULL)
+            hark__unref(held);
+        }
+      }
+      conn_unref(c);
+    }
+  }
+  if (mode == M_SEND && stop != 0)
+    return stop;
+  return mode == M_ROBUST ? failed : called;
 }
 
 /* Inlined into each kind of send, so that mode is a constant. */
-static inline __attribute__((always_inline)) int emit(hark_signal *sig,
-                                                      void *sender, void *args,
-                                                      const enum mode mode,
-                                                      const emit_ctx *ctx) {
+static inline __attribute__((always_inline)) int
+emit(hark_signal *sig, void *sender, void *args, const enum mode mode,
+     emit_ctx *ctx) {
   if (sig == NULL)
     return HARK_EINVAL;
+  hark__thr *me = hark__self();
+  const unsigned level = me->depth++;
   /* The send keeps the signal and the sender alive for its duration: by
    * pins (see internal.h), or by references when sends nest too deep. */
-  unsigned base = hark__npins;
-  bool pinned = base + 2 <= HARK__PINS;
+  const unsigned base = me->npins;
+  const bool pinned = base + 2 <= HARK__PINS;
   if (pinned) {
-    hark__pins[base] = (hark__pin){sig, 0};
-    hark__pins[base + 1] = (hark__pin){sender, 0};
-    hark__npins = base + 2;
+    me->pins[base] = (hark__pin){sig, 0};
+    me->pins[base + 1] = (hark__pin){sender, 0};
+    me->npins = base + 2;
   } else {
     hark__ref(sig);
     if (sender != NULL)
       hark__ref(sender);
   }
-  hark__enter();
-  send_depth++;
-  /* before the lookup: see walk() */
-  unsigned long epoch0 = atomic_load(&hark__epoch);
-  rlist *r;
-  bool saw_dead = false;
-  int ret = lookup(sig, sender, &r);
-  if (ret == 0) {
-    ret = walk(sig, r, epoch0, sender, args, mode, ctx, &saw_dead);
+  int ret;
+  if (HARK__LIKELY(level < HARK__LEVELS)) {
+    hark__hazard *hz = &me->hz[level];
+    /* before the lookup: see walk() */
+    unsigned long epoch0 = atomic_load(&hark__epoch);
+    rlist *r = lookup(sig, sender, hz);
+    if (HARK__UNLIKELY(r == NULL) && lookup_slow(sig, sender, hz, &r) != 0)
+      r = NULL;
+    if (HARK__LIKELY(r != NULL)) {
+      if (HARK__UNLIKELY(hark__fenced))
+        ret = walk(sig, r, epoch0, hz, sender, args, mode, ctx, true);
+      else
+        ret = walk(sig, r, epoch0, hz, sender, args, mode, ctx, false);
+    } else {
+      ret = walk_locked(sig, sender, args, mode, ctx);
+    }
+    atomic_store_explicit(&hz->list, NULL, memory_order_release);
+    atomic_store_explicit(&hz->tab, NULL, memory_order_release);
+  } else {
+    ret = walk_locked(sig, sender, args, mode, ctx);
   }
-  send_depth--;
-  if (saw_dead)
+  me->depth--;
+  if (HARK__UNLIKELY(ctx->saw_dead))
     purge_after_send(sig, sender);
-  hark__leave();
+  hark__check_kick(me);
   if (pinned) {
     /* pay what receivers dropped, in the order references would go;
      * an outer send that pinned the same object takes the debt over */
-    unsigned owe_sender = hark__pins[base + 1].owed;
-    unsigned owe_sig = hark__pins[base].owed;
-    hark__npins = base;
+    unsigned owe_sender = me->pins[base + 1].owed;
+    unsigned owe_sig = me->pins[base].owed;
+    me->npins = base;
     while (owe_sender-- > 0)
       hark__unref(sender);
     while (owe_sig-- > 0)
@@ -1173,7 +1351,7 @@ static inline __attribute__((always_inline)) int emit(hark_signal *sig,
 }
 
 int hark_send(hark_signal *sig, void *sender, void *args) {
-  emit_ctx ctx = {M_SEND, NULL, NULL, NULL};
+  emit_ctx ctx = {NULL, NULL, NULL, false};
   return emit(sig, sender, args, M_SEND, &ctx);
 }
 
@@ -1181,7 +1359,7 @@ int hark_send_robust(hark_signal *sig, void *sender, void *args,
                      void (*on_result)(void *data, hark_receiver_fn fn,
                                        void *self, int result),
                      void *data) {
-  emit_ctx ctx = {M_ROBUST, on_result, NULL, data};
+  emit_ctx ctx = {on_result, NULL, data, false};
   return emit(sig, sender, args, M_ROBUST, &ctx);
 }
 
@@ -1191,33 +1369,45 @@ int hark_send_accumulate(hark_signal *sig, void *sender, void *args,
                          void *data) {
   if (acc == NULL)
     return HARK_EINVAL;
-  emit_ctx ctx = {M_ACC, NULL, acc, data};
+  emit_ctx ctx = {NULL, acc, data, false};
   return emit(sig, sender, args, M_ACC, &ctx);
+}
+
+static bool conn_callable(conn *c) {
+  return !(atomic_load(&c->slow) & (C_REMOVED | C_FIRED | C_BLOCKED)) &&
+         !conn_dead(c);
 }
 
 bool hark_has_listeners(hark_signal *sig, void *sender) {
   if (sig == NULL)
     return false;
+  hark__thr *me = hark__self();
+  const unsigned level = me->depth;
   bool found = false;
-  hark__enter();
-  rlist *r;
-  if (lookup(sig, sender, &r) == 0) {
-    for (size_t i = 0; i < r->n && !found; i++) {
-      conn *c = r->v[i].c;
-      found = !(atomic_load(&c->slow) & ~(C_SLOW_ONCE | C_SLOW_LOOP)) &&
-              !conn_dead(c);
-    }
-  } else {
-    /* no memory for the list: answer from the buckets under the lock */
+  rlist *r = NULL;
+  if (level < HARK__LEVELS) {
+    hark__hazard *hz = &me->hz[level];
+    me->depth++; /* the level is ours while the hazards name something */
+    r = lookup(sig, sender, hz);
+    if (r == NULL && lookup_slow(sig, sender, hz, &r) != 0)
+      r = NULL;
+    for (size_t i = 0; r != NULL && i < r->n && !found; i++)
+      found = conn_callable(r->v[i].c);
+    atomic_store_explicit(&hz->list, NULL, memory_order_release);
+    atomic_store_explicit(&hz->tab, NULL, memory_order_release);
+    me->depth--;
+    hark__check_kick(me);
+  }
+  if (r == NULL) {
+    /* no memory for the list, or nested too deep: ask the buckets */
     lock(sig);
-    bucket *b = sender ? stable_find(atomic_load(&sig->senders), sender) : NULL;
+    bucket *b = sender ? bucket_find(sig, sender) : NULL;
     for (int pass = 0; pass < 2 && !found; pass++) {
       bucket *x = pass == 0 ? &sig->any : b;
-      for (conn *c = x ? x->head : NULL; c != NULL && !found; c = c->u.l.next)
-        found = atomic_load(&c->slow) < C_BLOCK_ONE && !conn_dead(c);
+      for (conn *c = x ? x->head : NULL; c != NULL && !found; c = c->next)
+        found = conn_callable(c);
     }
     unlock(sig);
   }
-  hark__leave();
   return found;
 }

@@ -54,6 +54,10 @@ static void debug_init(void) {
     if ((n == 9 && strncmp(p, "receivers", 9) == 0) ||
         (n == 3 && strncmp(p, "all", 3) == 0))
       debug_flags |= HARK__DEBUG_RECEIVERS;
+    /* not part of "all": senders fence instead of relying on membarrier,
+     * the path taken where the kernel lacks it (for tests) */
+    if (n == 6 && strncmp(p, "fences", 6) == 0)
+      debug_flags |= HARK__DEBUG_FENCES;
     p += n;
     if (*p == ',')
       p++;

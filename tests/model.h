@@ -15,14 +15,15 @@
  *
  * What the model knows (the contract, precisely):
  *  - objects: strong counts as the sum of the references the model owns,
- *    the strong connections holding them and the sends pinning them; an
- *    object dies when that sum reaches zero; its death removes its
- *    weak-map entry (value freed by the time hark_unref returns) and the
- *    connections it is the sender of (releasing their strong selves);
- *    finalize runs once, possibly deferred while a send is in flight, so
- *    finalization is checked between top-level operations only;
- *  - a signal's death (deferred while a send is in flight, like every
- *    finalize) drops its connections and their strong selves;
+ *    the strong connections holding them, the sends pinning them (signal
+ *    and sender) and the reference a send holds on a receiver's self for
+ *    the call (dropped after it returns and its on_result ran); an object
+ *    dies when that sum reaches zero, then and there: its death removes
+ *    its weak-map entry (value freed by the time the last reference goes)
+ *    and the connections it is the sender of (releasing their strong
+ *    selves), and finalize runs once (checked between top-level
+ *    operations);
+ *  - a signal's death drops its connections and their strong selves;
  *  - connections: identity (fn, self, sender) or (uid, sender), EEXIST on
  *    a live duplicate; a connection whose weak self died is a "zombie":
  *    never called, never listening, dropped lazily, so disconnecting or
@@ -100,7 +101,7 @@ typedef struct morec {
 typedef struct msrec {
   hark_signal *p;
   int refs, owned;
-  bool alive, fin_pending;
+  bool alive;
 } msrec;
 
 typedef struct mconn {
@@ -124,7 +125,8 @@ typedef struct mframe {
   bool want_result; /* robust: on_result must come next */
   int want_fn, want_rv;
   void *want_self;
-  unsigned pin; /* HARK_ONCE|HARK_STRONG self kept across its call */
+  unsigned held; /* the reference the send holds on the self it called,
+                   dropped after the call (and its on_result) */
 } mframe;
 
 typedef struct mval {
@@ -303,7 +305,6 @@ static void m_unref_obj(unsigned id) {
 }
 
 static void m_sig_finalize(int s) {
-  M.sig[s].fin_pending = false;
   for (int i = 0; i < M.nconns; i++)
     if (!M.conns[i].removed && M.conns[i].sig == s)
       m_remove_conn(i);
@@ -313,10 +314,7 @@ static void m_unref_sig(int s) {
   msrec *g = &M.sig[s];
   if (--g->refs == 0) {
     g->alive = false;
-    if (M.depth > 0)
-      g->fin_pending = true; /* its finalize waits for the send */
-    else
-      m_sig_finalize(s);
+    m_sig_finalize(s);
   }
 }
 
@@ -547,24 +545,32 @@ static void act_block_conn(int ci, int delta) {
 /* ---- sends ----------------------------------------------------------------
  */
 
-/* The next receiver the send should call, applying HARK_ONCE; -1 if none. */
-static int model_next(mframe *f) {
+/* The next receiver the send should call, applying HARK_ONCE; -1 if none.
+ * With call, the send takes its reference on the receiver's self for the
+ * call first (so a HARK_ONCE|HARK_STRONG self outlives its connection). */
+static int model_next(mframe *f, bool call) {
   while (f->cur < f->n) {
     int ci = f->list[f->cur++];
     mconn *c = &M.conns[ci];
     if (c->removed || !self_alive(c) || c->blocks > 0)
       continue;
-    if (c->flags & HARK_ONCE) {
-      if ((c->flags & HARK_STRONG) && c->self) {
-        c->removed = true; /* its strong reference pins self for the call */
-        f->pin = c->self;
-      } else {
-        m_remove_conn(ci);
-      }
+    if (call && c->self) {
+      M.objs[c->self].refs++;
+      f->held = c->self;
     }
+    if (c->flags & HARK_ONCE)
+      m_remove_conn(ci);
     return ci;
   }
   return -1;
+}
+
+/* The send drops the reference it held for the last call. */
+static void settle(mframe *f) {
+  unsigned id = f->held;
+  f->held = 0;
+  if (id)
+    m_unref_obj(id);
 }
 
 static void on_result(void *data, hark_receiver_fn fn, void *self, int result) {
@@ -580,6 +586,7 @@ static void on_result(void *data, hark_receiver_fn fn, void *self, int result) {
     mfail("on_result(f?, %p, %d), model expects (f%d, %p, %d)", self, result,
           f->want_fn, f->want_self, f->want_rv);
   check_values();
+  settle(f);
 }
 
 static void act_send(int s, unsigned sender, bool robust) {
@@ -612,11 +619,12 @@ static void act_send(int s, unsigned sender, bool robust) {
     free(f.list);
     return;
   }
+  settle(&f);
   if (f.want_result)
     mfail("on_result not called after f%d returned %d", f.want_fn, f.want_rv);
   int exp = f.stopped ? f.ret : robust ? f.failed : f.called;
   if (!f.stopped) {
-    int missed = model_next(&f);
+    int missed = model_next(&f, false);
     if (missed >= 0)
       mfail("s%d: receiver f%d self=%s sender=%s (connection #%d) not called",
             s, M.conns[missed].fn, oname(M.conns[missed].self),
@@ -629,10 +637,6 @@ static void act_send(int s, unsigned sender, bool robust) {
           robust ? "send_robust" : "send", s, oname(sender), got, exp);
   if (M.failed)
     return;
-  if (M.depth == 0)
-    for (int i = 0; i < M_SIGS; i++)
-      if (M.sig[i].fin_pending)
-        m_sig_finalize(i);
   if (sender)
     m_unref_obj(sender);
   m_unref_sig(s);
@@ -728,8 +732,8 @@ static int rcv_common(int fn, void *self, void *sender, void *args) {
     mfail("on_result not called after f%d returned %d", f->want_fn, f->want_rv);
     return 0;
   }
-  f->pin = 0;
-  int ci = model_next(f);
+  settle(f);
+  int ci = model_next(f, true);
   if (ci < 0) {
     mfail("s%d: unexpected call of f%d self=%p sender=%p", f->sig, fn, self,
           sender);
@@ -747,13 +751,9 @@ static int rcv_common(int fn, void *self, void *sender, void *args) {
   tr("call #%d f%d self=%s (%s, %s) -> %s/%u rv=%d", ci, fn, oname(c->self),
      c->sender ? "sender" : "any", flname(c->flags), M_ACTS[c->act % A_N],
      c->param, rv);
-  unsigned pin = f->pin;
-  f->pin = 0;
   M.indent++;
   run_action(ci, f);
   M.indent--;
-  if (pin && !M.failed)
-    m_unref_obj(pin); /* hark drops it right after we return */
   f->called++;
   if (f->robust) {
     if (rv != 0)
