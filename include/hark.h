@@ -8,7 +8,17 @@
  *    caller's to drop with hark_unref(); a *borrowed* one must not be
  *    dropped; a *stolen* argument is taken over by the callee.
  *  - Thread-safety is stated per function. "Any thread" means the call may
- *    run concurrently with any other hark call on the same objects.
+ *    run concurrently with any other hark call on the same objects, under
+ *    any interleaving of any number of threads: no crash, no data race,
+ *    no leak, and no unbounded delay (a thread sending forever, or a
+ *    receiver that runs for the program's life, delays no other thread's
+ *    finalization or reclamation).
+ *  - Object lifetime: an object dies on the thread that drops its last
+ *    strong reference, before that hark_unref returns, with no hark lock
+ *    held. A send holds a reference on each receiver's object for the
+ *    duration of that receiver's call (see hark_send), so the last
+ *    reference may also go when such a call returns, on the sending
+ *    thread. Nothing is ever finalized on a thread that did not drop it.
  */
 #ifndef HARK_H
 #define HARK_H
@@ -104,12 +114,15 @@ HARK_EXTERN void *hark_new(const hark_type *type);
  * thread. */
 HARK_EXTERN void *hark_ref(void *obj);
 
-/* Drops a strong reference. On the last one the object dies: weak
- * references stop upgrading, its death notifications run (on this thread,
- * before hark_unref returns), then its type's finalize releases it. If a
- * signal send is in flight on any thread at that moment, finalize is
- * deferred until no send is in flight, so a receiver never runs on freed
- * memory. NULL is a harmless no-op. Any thread. */
+/* Drops a strong reference. On the last one the object dies, on this
+ * thread, before hark_unref returns: weak references stop upgrading, its
+ * death notifications run, then its type's finalize releases it; no hark
+ * lock is held meanwhile, so finalize may take the caller's own locks,
+ * call uv_close or any hark function. If a send on some thread is calling
+ * one of obj's receivers at that moment, the reference that send holds
+ * for the call is the last one: obj then dies when that call returns, on
+ * the sending thread (never during the call). NULL is a harmless no-op.
+ * Any thread. */
 HARK_EXTERN void hark_unref(void *obj);
 
 /* The object's type (borrowed), or NULL for NULL. Any thread. */
@@ -122,9 +135,11 @@ HARK_EXTERN const hark_type *hark_object_type(const void *obj);
 /* A weak reference, held by value (like GLib's GWeakRef). Initialise with
  * HARK_WEAK_INIT; an all-zero hark_weak is the same. It never keeps its
  * object alive, and a hark_weak that has been set must be cleared (or set
- * to NULL) to release its small bookkeeping. One hark_weak variable is
- * like any variable: reading it from several threads is fine, writing it
- * concurrently with another access needs the caller's lock. */
+ * to NULL) to release its small bookkeeping. Like GWeakRef, one hark_weak
+ * may be got, set and cleared from any number of threads at once (the
+ * three calls serialize on a lock bit inside it, held for a few
+ * instructions); copying or freeing the hark_weak itself while another
+ * thread uses it is the caller's race, as for any variable. */
 typedef struct hark_weak {
   struct hark__ctrl *hark_private_;
 } hark_weak;
@@ -193,13 +208,38 @@ HARK_EXTERN int hark_notify_remove(hark_notify *n);
  * key should hold a hark_weak to it, or the key never dies. Keys are
  * matched by object identity, never by address alone: an object that
  * reuses a dead key's address is a new key.
- * All functions may be called from any thread; value_free runs with no
- * lock of the map held, so it may use the map and drop references. */
+ * All functions may be called from any thread (hark_weakmap_peek's result
+ * excepted, see there); value_free runs with no lock of the map held, so
+ * it may use the map and drop references. */
 typedef struct hark_weakmap hark_weakmap;
 
+/* Called with each hark object a value holds a strong reference to (see
+ * hark_weakmap_ops.value_traverse and hark_type.traverse). */
+typedef void (*hark_visit_fn)(void *obj, void *arg);
+
+/* How a map treats its values; every member may be NULL. */
+typedef struct hark_weakmap_ops {
+  /* Releases a value the map owns (on removal, replacement, key death or
+   * map free). NULL: the map never releases values. */
+  void (*value_free)(void *value);
+  /* Returns a new reference to value, for hark_weakmap_get (e.g. an
+   * increment of the value's own count). Runs under the map's lock: it
+   * must not call the map. NULL: hark_weakmap_get is not available. */
+  void *(*value_ref)(void *value);
+  /* Reports each hark object the value holds a strong reference to, with
+   * visit(obj, arg), for the leak finder. NULL: the value's references
+   * are unknown. */
+  void (*value_traverse)(void *value, hark_visit_fn visit, void *arg);
+} hark_weakmap_ops;
+
 /* Returns a new empty map, or NULL when memory runs out. value_free may be
- * NULL (values are then not released by the map). */
+ * NULL (values are then not released by the map). Same as
+ * hark_weakmap_new_ops with only value_free set. */
 HARK_EXTERN hark_weakmap *hark_weakmap_new(void (*value_free)(void *value));
+
+/* Returns a new empty map whose values are handled by ops (copied; NULL is
+ * no ops), or NULL when memory runs out. */
+HARK_EXTERN hark_weakmap *hark_weakmap_new_ops(const hark_weakmap_ops *ops);
 
 /* Frees the map, releasing every remaining value with value_free. NULL is
  * a harmless no-op. No other thread may use the map during or after. */
@@ -212,9 +252,19 @@ HARK_EXTERN void hark_weakmap_free(hark_weakmap *m);
  * HARK_ENOMEM (value then stays the caller's and the map is unchanged). */
 HARK_EXTERN int hark_weakmap_set(hark_weakmap *m, void *key, void *value);
 
-/* Returns key's value, borrowed: valid until the entry is removed,
- * replaced or its key dies. NULL if there is none (or m/key is NULL). */
+/* Returns a new reference to key's value, made by the map's value_ref
+ * while the entry cannot go (under the map's lock): the caller releases it
+ * as its value type says. NULL if key has no entry, if m or key is NULL,
+ * or if the map was made without value_ref. key is a live object the
+ * caller holds. Any thread, concurrently with any change of the map. */
 HARK_EXTERN void *hark_weakmap_get(hark_weakmap *m, void *key);
+
+/* Returns key's value, borrowed, or NULL: it stays valid only until the
+ * entry is removed or replaced, or its key dies, which another thread may
+ * do at any moment. Use it where one thread owns the map's changes and
+ * the key's references (e.g. everything happens on one loop thread);
+ * elsewhere use hark_weakmap_get. */
+HARK_EXTERN void *hark_weakmap_peek(hark_weakmap *m, void *key);
 
 /* Removes key's entry, releasing its value. Returns 1 if there was one,
  * 0 if not, HARK_EINVAL for a NULL map or key. */
@@ -296,9 +346,10 @@ HARK_EXTERN int hark_disconnect_uid(hark_signal *sig, const char *uid,
                                     void *sender);
 
 /* Blocks the connection (fn, self, sender): it is skipped by sends until
- * unblocked as many times as blocked (GLib's counted blocking). Returns 0,
- * HARK_ENOENT (no such connection), HARK_EINVAL, HARK_ERANGE (unblock of
- * a connection that is not blocked). Any thread. */
+ * unblocked as many times as blocked (GLib's counted blocking; the count
+ * has 64 bits and never wraps). Returns 0, HARK_ENOENT (no such
+ * connection), HARK_EINVAL, HARK_ERANGE (unblock of a connection that is
+ * not blocked, or a block beyond 2^64 - 1). Any thread. */
 HARK_EXTERN int hark_block(hark_signal *sig, hark_receiver_fn fn, void *self,
                            void *sender);
 HARK_EXTERN int hark_unblock(hark_signal *sig, hark_receiver_fn fn, void *self,
@@ -317,14 +368,20 @@ HARK_EXTERN bool hark_has_listeners(hark_signal *sig, void *sender);
  * to until the call returns (another thread must not drop them); args is
  * borrowed. A receiver on this thread may drop any reference, the last
  * one included: the send keeps sig and sender alive until it returns.
+ * For each receiver's call the send holds a strong reference on its self
+ * (a weak receiver is upgraded for the call, or skipped if it has died):
+ * hark_ref(self) always works inside a receiver, and self's death, if
+ * another thread drops its last reference meanwhile, comes after the call
+ * returns, on this thread.
  * Stops at the first receiver returning non-zero and returns that value
  * (Django's exception propagation); else returns how many receivers it
- * called. May also fail with HARK_EINVAL (sig NULL) or
- * HARK_ENOMEM (the receiver list for this sender had to be rebuilt and
- * could not be; no receiver was called).
+ * called. Fails only with HARK_EINVAL (sig NULL): when memory runs out
+ * for its receiver list, the send walks the connections under the
+ * signal's lock in batches instead (slower, same result).
  * Any thread; receivers run on the calling thread (loop-bound ones
  * excepted) and may connect, disconnect, send, and drop any reference,
- * including the last one to the signal, the sender or themselves. */
+ * including the last one to the signal, the sender or themselves. A send
+ * writes no memory shared with sends on other signals. */
 HARK_EXTERN int hark_send(hark_signal *sig, void *sender, void *args);
 
 /* Like hark_send, but calls every receiver whatever they return, reports

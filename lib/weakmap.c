@@ -24,6 +24,8 @@ typedef struct entry {
 struct hark_weakmap {
   pthread_mutex_t lock;
   void (*value_free)(void *value);
+  void *(*value_ref)(void *value);
+  void (*value_traverse)(void *value, hark_visit_fn visit, void *arg);
   entry **buckets;
   size_t nbuckets; /* power of two, or 0 */
   size_t count;
@@ -83,7 +85,7 @@ static void key_died(hark_notify *n, void *obj) {
   map_unref(m);
 }
 
-hark_weakmap *hark_weakmap_new(void (*value_free)(void *value)) {
+hark_weakmap *hark_weakmap_new_ops(const hark_weakmap_ops *ops) {
   hark_weakmap *m = hark__calloc(1, sizeof(*m));
   if (m == NULL)
     return NULL;
@@ -91,9 +93,18 @@ hark_weakmap *hark_weakmap_new(void (*value_free)(void *value)) {
     hark__free(m);
     return NULL;
   }
-  m->value_free = value_free;
+  if (ops != NULL) {
+    m->value_free = ops->value_free;
+    m->value_ref = ops->value_ref;
+    m->value_traverse = ops->value_traverse;
+  }
   atomic_init(&m->refs, 1);
   return m;
+}
+
+hark_weakmap *hark_weakmap_new(void (*value_free)(void *value)) {
+  hark_weakmap_ops ops = {value_free, NULL, NULL};
+  return hark_weakmap_new_ops(&ops);
 }
 
 static int grow(hark_weakmap *m) {
@@ -157,8 +168,10 @@ int hark_weakmap_set(hark_weakmap *m, void *key, void *value) {
   return err;
 }
 
-void *hark_weakmap_get(hark_weakmap *m, void *key) {
-  if (m == NULL || key == NULL)
+/* key is held by the caller, so its control block is its own: an entry
+ * naming it is this key's, never a dead one's at the same address. */
+static void *lookup(hark_weakmap *m, void *key, bool ref) {
+  if (m == NULL || key == NULL || (ref && m->value_ref == NULL))
     return NULL;
   hark__ctrl *c = hark__ctrl_of(key);
   if (c == NULL)
@@ -166,10 +179,20 @@ void *hark_weakmap_get(hark_weakmap *m, void *key) {
   void *v = NULL;
   pthread_mutex_lock(&m->lock);
   entry **p = find_slot(m, c);
-  if (p != NULL && *p != NULL)
-    v = (*p)->value;
+  if (p != NULL && *p != NULL && (*p)->value != NULL)
+    /* under the lock, so the value cannot be released meanwhile: its
+     * release (remove, replace, key death) unlinks it under this lock */
+    v = ref ? m->value_ref((*p)->value) : (*p)->value;
   pthread_mutex_unlock(&m->lock);
   return v;
+}
+
+void *hark_weakmap_get(hark_weakmap *m, void *key) {
+  return lookup(m, key, true);
+}
+
+void *hark_weakmap_peek(hark_weakmap *m, void *key) {
+  return lookup(m, key, false);
 }
 
 /* Unlinks e (lock held). Returns true if the caller now owns e's memory;

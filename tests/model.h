@@ -950,7 +950,7 @@ static void model_op(const uint8_t *b) {
   }
   case OP_MAP_GET: {
     unsigned id = pick_obj(b[2]);
-    mval *v = hark_weakmap_get(M.map, optr(id));
+    mval *v = hark_weakmap_peek(M.map, optr(id));
     int tag = id ? M.objs[id].map_tag : 0;
     tr("map_get %s -> v%d", oname(id), v ? v->tag : 0);
     if ((v ? v->tag : 0) != tag)
@@ -1086,7 +1086,7 @@ static void model_check(uint8_t b7) {
       if (o->finalized)
         mfail("%s finalized while the model holds it alive (refs %d)",
               oname(id), o->refs);
-      mval *v = hark_weakmap_get(M.map, o->p);
+      mval *v = hark_weakmap_peek(M.map, o->p);
       if ((v ? v->tag : 0) != o->map_tag)
         mfail("weakmap_get %s gave value %d, model %d", oname(id),
               v ? v->tag : 0, o->map_tag);

@@ -43,7 +43,7 @@ START_TEST(weakmap_new_is_empty) {
   ck_assert_ptr_nonnull(m);
   ck_assert_uint_eq(hark_weakmap_size(m), 0);
   test_obj *k = key_new(1);
-  ck_assert_ptr_null(hark_weakmap_get(m, k));
+  ck_assert_ptr_null(hark_weakmap_peek(m, k));
   ck_assert_int_eq(hark_weakmap_remove(m, k), 0);
   hark_weakmap_free(m);
   hark_unref(k);
@@ -59,8 +59,8 @@ START_TEST(weakmap_set_then_get_returns_the_value) {
   test_obj *k1 = key_new(1), *k2 = key_new(2);
   ck_assert_int_eq(hark_weakmap_set(m, k1, &v1), 0);
   ck_assert_int_eq(hark_weakmap_set(m, k2, &v2), 0);
-  ck_assert_ptr_eq(hark_weakmap_get(m, k1), &v1);
-  ck_assert_ptr_eq(hark_weakmap_get(m, k2), &v2);
+  ck_assert_ptr_eq(hark_weakmap_peek(m, k1), &v1);
+  ck_assert_ptr_eq(hark_weakmap_peek(m, k2), &v2);
   ck_assert_uint_eq(hark_weakmap_size(m), 2);
   ck_assert_int_eq(freed_count, 0);
   hark_weakmap_free(m);
@@ -83,13 +83,13 @@ START_TEST(weakmap_holds_many_keys) {
   }
   ck_assert_uint_eq(hark_weakmap_size(m), N);
   for (int i = 0; i < N; i++)
-    ck_assert_ptr_eq(hark_weakmap_get(m, keys[i]), &vals[i]);
+    ck_assert_ptr_eq(hark_weakmap_peek(m, keys[i]), &vals[i]);
   /* kill every other key */
   for (int i = 0; i < N; i += 2)
     hark_unref(keys[i]);
   ck_assert_uint_eq(hark_weakmap_size(m), N / 2);
   for (int i = 1; i < N; i += 2)
-    ck_assert_ptr_eq(hark_weakmap_get(m, keys[i]), &vals[i]);
+    ck_assert_ptr_eq(hark_weakmap_peek(m, keys[i]), &vals[i]);
   for (int i = 1; i < N; i += 2)
     ck_assert_int_eq(hark_weakmap_remove(m, keys[i]), 1);
   ck_assert_uint_eq(hark_weakmap_size(m), 0);
@@ -109,13 +109,13 @@ START_TEST(weakmap_remove_releases_the_value_and_returns_one_then_zero) {
   ck_assert_int_eq(hark_weakmap_remove(m, k), 1);
   ck_assert_int_eq(freed_count, 1);
   ck_assert_ptr_eq(freed_log[0], &v);
-  ck_assert_ptr_null(hark_weakmap_get(m, k));
+  ck_assert_ptr_null(hark_weakmap_peek(m, k));
   ck_assert_uint_eq(hark_weakmap_size(m), 0);
   ck_assert_int_eq(hark_weakmap_remove(m, k), 0);
   ck_assert_int_eq(freed_count, 1);
   /* the key is usable again */
   ck_assert_int_eq(hark_weakmap_set(m, k, &v), 0);
-  ck_assert_ptr_eq(hark_weakmap_get(m, k), &v);
+  ck_assert_ptr_eq(hark_weakmap_peek(m, k), &v);
   hark_unref(k);
   ck_assert_int_eq(freed_count, 2);
   hark_weakmap_free(m);
@@ -151,8 +151,8 @@ START_TEST(weakmap_null_arguments_are_rejected_and_change_nothing) {
   test_obj *k = key_new(1);
   ck_assert_int_eq(hark_weakmap_set(NULL, k, &v), HARK_EINVAL);
   ck_assert_int_eq(hark_weakmap_set(m, NULL, &v), HARK_EINVAL);
-  ck_assert_ptr_null(hark_weakmap_get(NULL, k));
-  ck_assert_ptr_null(hark_weakmap_get(m, NULL));
+  ck_assert_ptr_null(hark_weakmap_peek(NULL, k));
+  ck_assert_ptr_null(hark_weakmap_peek(m, NULL));
   ck_assert_int_eq(hark_weakmap_remove(NULL, k), HARK_EINVAL);
   ck_assert_int_eq(hark_weakmap_remove(m, NULL), HARK_EINVAL);
   ck_assert_uint_eq(hark_weakmap_size(NULL), 0);
@@ -174,7 +174,7 @@ static void *dying_get_result = &dying_value;
 
 static void set_on_dying_key(hark_notify *n, void *obj) {
   dying_set_result = hark_weakmap_set(dying_map, obj, &dying_value);
-  dying_get_result = hark_weakmap_get(dying_map, obj);
+  dying_get_result = hark_weakmap_peek(dying_map, obj);
 }
 
 START_TEST(weakmap_set_with_a_dying_key_returns_enoent) {
@@ -204,7 +204,7 @@ static void value_free_peek(void *value) {
   value_free_log(value);
   /* the map may be used from value_free; the new value is already there
    * or not yet, but the call must not deadlock */
-  seen_in_value_free = hark_weakmap_get(replace_map, replace_key);
+  seen_in_value_free = hark_weakmap_peek(replace_map, replace_key);
 }
 
 START_TEST(
@@ -217,7 +217,7 @@ START_TEST(
   ck_assert_int_eq(hark_weakmap_set(replace_map, replace_key, &v2), 0);
   ck_assert_int_eq(freed_count, 1);
   ck_assert_ptr_eq(freed_log[0], &v1);
-  ck_assert_ptr_eq(hark_weakmap_get(replace_map, replace_key), &v2);
+  ck_assert_ptr_eq(hark_weakmap_peek(replace_map, replace_key), &v2);
   ck_assert_uint_eq(hark_weakmap_size(replace_map), 1);
   hark_unref(replace_key);
   ck_assert_int_eq(freed_count, 2);
@@ -265,7 +265,7 @@ START_TEST(weakmap_size_counts_live_keys_only) {
   ck_assert_int_eq(value_was_freed(&v[1]), 1);
   hark_unref(k[0]);
   ck_assert_uint_eq(hark_weakmap_size(m), 1);
-  ck_assert_ptr_eq(hark_weakmap_get(m, k[2]), &v[2]);
+  ck_assert_ptr_eq(hark_weakmap_peek(m, k[2]), &v[2]);
   hark_unref(k[2]);
   ck_assert_uint_eq(hark_weakmap_size(m), 0);
   ck_assert_int_eq(freed_count, 3);
@@ -334,12 +334,12 @@ START_TEST(weakmap_new_object_at_a_dead_keys_address_does_not_find_its_entry) {
     ck_assert_uint_eq(hark_weakmap_size(m), 0);
     for (int i = 0; i < 1000; i++) {
       test_obj *n = key_new(2);
-      ck_assert_ptr_null(hark_weakmap_get(m, n));
+      ck_assert_ptr_null(hark_weakmap_peek(m, n));
       ck_assert_int_eq(hark_weakmap_remove(m, n), 0);
       if ((void *)n == addr) {
         reused++;
         ck_assert_int_eq(hark_weakmap_set(m, n, &new_value), 0);
-        ck_assert_ptr_eq(hark_weakmap_get(m, n), &new_value);
+        ck_assert_ptr_eq(hark_weakmap_peek(m, n), &new_value);
         ck_assert_uint_eq(hark_weakmap_size(m), 1);
         hark_unref(n);
         break;
@@ -431,7 +431,7 @@ START_TEST(weakmap_replacement_whose_value_free_kills_another_key_removes_it) {
   ck_assert_int_eq(hark_weakmap_set(m, k1, h), 0);
   ck_assert_int_eq(holders_freed, 2);
   ck_assert_uint_eq(hark_weakmap_size(m), 1);
-  ck_assert_ptr_eq(hark_weakmap_get(m, k1), h);
+  ck_assert_ptr_eq(hark_weakmap_peek(m, k1), h);
   hark_unref(k1);
   ck_assert_int_eq(holders_freed, 3);
   hark_weakmap_free(m);
@@ -537,7 +537,7 @@ START_TEST(
   ck_assert_int_eq(hark_weakmap_set(registry, ax, ad), 0); /* steals ad */
 
   /* nobody but the registry holds the adaptor, and it works */
-  adaptor *found = hark_weakmap_get(registry, ax);
+  adaptor *found = hark_weakmap_peek(registry, ax);
   ck_assert_ptr_eq(found, ad);
   ck_assert_int_eq(adaptor_draw(found), 0);
   ck_assert_int_eq(adaptor_draw(found), 0);
@@ -608,7 +608,7 @@ static int weakmap_set_scenario(void *arg) {
   int r = hark_weakmap_set(m, k0, &v0);
   if (r == HARK_ENOMEM) {
     ck_assert_uint_eq(hark_weakmap_size(m), 0);
-    ck_assert_ptr_null(hark_weakmap_get(m, k0));
+    ck_assert_ptr_null(hark_weakmap_peek(m, k0));
     ck_assert_int_eq(oom_values_freed, 0);
     ok = 0;
     goto out;
@@ -617,19 +617,19 @@ static int weakmap_set_scenario(void *arg) {
   r = hark_weakmap_set(m, k1, &v1);
   if (r == HARK_ENOMEM) {
     ck_assert_uint_eq(hark_weakmap_size(m), 1);
-    ck_assert_ptr_null(hark_weakmap_get(m, k1));
-    ck_assert_ptr_eq(hark_weakmap_get(m, k0), &v0);
+    ck_assert_ptr_null(hark_weakmap_peek(m, k1));
+    ck_assert_ptr_eq(hark_weakmap_peek(m, k0), &v0);
     ck_assert_int_eq(oom_values_freed, 0);
     ok = 0;
     /* the map is still usable */
     ck_assert_int_eq(hark_weakmap_set(m, k1, &v1), 0);
-    ck_assert_ptr_eq(hark_weakmap_get(m, k1), &v1);
+    ck_assert_ptr_eq(hark_weakmap_peek(m, k1), &v1);
     goto out;
   }
   ck_assert_int_eq(r, 0);
   r = hark_weakmap_set(m, k0, &v2);
   if (r == HARK_ENOMEM) {
-    ck_assert_ptr_eq(hark_weakmap_get(m, k0), &v0);
+    ck_assert_ptr_eq(hark_weakmap_peek(m, k0), &v0);
     ck_assert_uint_eq(hark_weakmap_size(m), 2);
     ck_assert_int_eq(oom_values_freed, 0);
     ok = 0;
@@ -637,7 +637,7 @@ static int weakmap_set_scenario(void *arg) {
   }
   ck_assert_int_eq(r, 0);
   ck_assert_int_eq(oom_values_freed, 1);
-  ck_assert_ptr_eq(hark_weakmap_get(m, k0), &v2);
+  ck_assert_ptr_eq(hark_weakmap_peek(m, k0), &v2);
   if (test_failure_met())
     ok = 0; /* a failure was absorbed silently: fine, but not done */
 out:
@@ -675,7 +675,7 @@ START_TEST(weakmap_with_a_finalized_key_finds_nothing_and_stores_nothing) {
   hark_unref(&k); /* the entry goes with it */
   ck_assert_int_eq(value_was_freed(&v), 1);
   ck_assert_int_eq(hark_weakmap_set(m, &k, &v), HARK_ENOENT);
-  ck_assert_ptr_null(hark_weakmap_get(m, &k));
+  ck_assert_ptr_null(hark_weakmap_peek(m, &k));
   ck_assert_int_eq(hark_weakmap_remove(m, &k), 0);
   ck_assert_uint_eq(hark_weakmap_size(m), 0);
   ck_assert_int_eq(freed_count, 1); /* the refused value stays ours */
@@ -693,7 +693,7 @@ START_TEST(weakmap_setting_the_same_value_again_keeps_it_and_null_is_no_value) {
   ck_assert_int_eq(hark_weakmap_set(m, k, &v), 0);
   ck_assert_int_eq(hark_weakmap_set(m, k, &v), 0); /* same value: kept */
   ck_assert_int_eq(freed_count, 0);
-  ck_assert_ptr_eq(hark_weakmap_get(m, k), &v);
+  ck_assert_ptr_eq(hark_weakmap_peek(m, k), &v);
   ck_assert_int_eq(hark_weakmap_set(m, k2, NULL), 0);
   ck_assert_uint_eq(hark_weakmap_size(m), 2);
   ck_assert_int_eq(hark_weakmap_remove(m, k2), 1); /* NULL is not freed */
@@ -737,9 +737,9 @@ static int weakmap_growth_scenario(void *arg) {
     if (r == HARK_ENOMEM) {
       ck_assert(test_failure_met());
       ck_assert_uint_eq(hark_weakmap_size(m), (size_t)i);
-      ck_assert_ptr_null(hark_weakmap_get(m, k[i]));
+      ck_assert_ptr_null(hark_weakmap_peek(m, k[i]));
       for (int j = 0; j < i; j++)
-        ck_assert_ptr_eq(hark_weakmap_get(m, k[j]), &growth_values[j]);
+        ck_assert_ptr_eq(hark_weakmap_peek(m, k[j]), &growth_values[j]);
       ck_assert_int_eq(oom_values_freed, 0);
       ck_assert_int_eq(hark_weakmap_set(m, k[i], &growth_values[i]), 0);
       ck_assert_uint_eq(hark_weakmap_size(m), (size_t)i + 1);
@@ -749,7 +749,7 @@ static int weakmap_growth_scenario(void *arg) {
     ck_assert_int_eq(r, 0);
   }
   for (int j = 0; j < WM_N; j++)
-    ck_assert_ptr_eq(hark_weakmap_get(m, k[j]), &growth_values[j]);
+    ck_assert_ptr_eq(hark_weakmap_peek(m, k[j]), &growth_values[j]);
   if (test_failure_met())
     ok = 0;
 out:

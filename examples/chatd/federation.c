@@ -183,7 +183,7 @@ static void fed_chan_free(void *v) {
 }
 
 static fed_chan *fc_get(fed_bridge *b, chat_channel *c, bool create) {
-  fed_chan *fc = hark_weakmap_get(b->chans, c);
+  fed_chan *fc = hark_weakmap_peek(b->chans, c);
   if (fc == NULL && create) {
     fc = calloc(1, sizeof *fc);
     if (fc != NULL && hark_weakmap_set(b->chans, c, fc) != 0) {
@@ -241,14 +241,14 @@ static void parse_value(fed_member *m, const char *v) {
 
 fed_member *fed_members(chat_channel *c, size_t *n) {
   fed_bridge *b = bridge_of(c->srv);
-  fed_chan *fc = b != NULL ? hark_weakmap_get(b->chans, c) : NULL;
+  fed_chan *fc = b != NULL ? hark_weakmap_peek(b->chans, c) : NULL;
   *n = fc != NULL ? fc->n : 0;
   return fc != NULL ? fc->m : NULL;
 }
 
 fed_member *fed_member_find(chat_channel *c, const char *nick) {
   fed_bridge *b = bridge_of(c->srv);
-  return b != NULL ? fc_find(hark_weakmap_get(b->chans, c), nick) : NULL;
+  return b != NULL ? fc_find(hark_weakmap_peek(b->chans, c), nick) : NULL;
 }
 
 void fed_channel_load(chat_channel *c, const fed_join_state *st) {
@@ -1390,7 +1390,7 @@ static void lost_in_channel(void *obj, void *data) {
   chat_channel *c = obj;
   lost_ctx *x = data;
   fed_bridge *b = x->b;
-  fed_chan *fc = hark_weakmap_get(b->chans, c);
+  fed_chan *fc = hark_weakmap_peek(b->chans, c);
   if (fc == NULL)
     return;
   char mem[256], meta[256], ops[256];
@@ -1410,7 +1410,7 @@ static void lost_in_channel(void *obj, void *data) {
     if (cmd_ok(b))
       redisAsyncCommand(b->cmd, NULL, NULL, "EVAL %s 3 %s %s %s %s", PART, mem,
                         meta, ops, m.nick);
-    fc = hark_weakmap_get(b->chans, c); /* still there: c is held */
+    fc = hark_weakmap_peek(b->chans, c); /* still there: c is held */
     if (fc == NULL)
       return;
   }
@@ -1442,7 +1442,7 @@ typedef struct scan_ctx {
 
 static void scan_channel(void *obj, void *data) {
   scan_ctx *x = data;
-  fed_chan *fc = hark_weakmap_get(x->b->chans, obj);
+  fed_chan *fc = hark_weakmap_peek(x->b->chans, obj);
   for (size_t i = 0; fc != NULL && i < fc->n; i++) {
     size_t j;
     for (j = 0; j < x->n; j++)
