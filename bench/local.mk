@@ -20,9 +20,9 @@ noinst_PROGRAMS += bench/bench-signal bench/bench-post
 bench_bench_signal_SOURCES = bench/bench-signal.c bench/peers.h \
 	bench/peers.cc
 bench_bench_signal_CPPFLAGS = $(AM_CPPFLAGS)
-bench_bench_signal_CFLAGS = $(AM_CFLAGS) -O2
+bench_bench_signal_CFLAGS = $(AM_CFLAGS) -O2 -pthread
 bench_bench_signal_CXXFLAGS = $(AM_CXXFLAGS) -O2 -std=c++17 $(BENCH_CXXWARN)
-bench_bench_signal_LDADD = libhark.la $(UV_LIBS)
+bench_bench_signal_LDADD = libhark.la $(UV_LIBS) -lpthread
 if HAVE_GOBJECT
 bench_bench_signal_SOURCES += bench/peer-gobject.c
 bench_bench_signal_CPPFLAGS += -DBENCH_HAVE_GOBJECT $(GOBJECT_CFLAGS)

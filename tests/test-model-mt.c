@@ -1,10 +1,18 @@
 /* The model test's ideas across 4 threads, with invariants instead of an
  * exact model: threads connect, disconnect, send, send_robust, block,
- * unblock, drop references, upgrade weak references and use a shared
- * weak-key map, on shared signals, with shared and per-thread senders and
- * receivers; receivers act reentrantly by a script chosen at connect time
+ * unblock, drop references (the last ones too: kill), set, get and clear
+ * weak references (some shared by all threads, with no lock around
+ * them), and set, read (hark_weakmap_get, a new reference) and remove
+ * entries of a shared weak-key map, on shared signals, with shared and
+ * per-thread senders and receivers; receivers take a reference on their
+ * own object and act reentrantly by a script chosen at connect time
  * (disconnect themselves or another, drop a reference, connect a new
  * receiver, block themselves, send again, upgrade a weak reference).
+ *
+ * Each thread's operations come from a PRNG seeded from HARK_SEED and the
+ * thread's number: a failure prints the seed, and HARK_SEED=<n> replays
+ * the same operations (the interleaving is the scheduler's). Without
+ * HARK_SEED, HARK_MT_SEEDS runs (default 3) are made with seeds 1, 2...
  *
  * Invariants (violations are counted atomically, asserted after the join):
  *  - a receiver never runs on an object, nor is given a sender, whose
@@ -18,7 +26,9 @@
  *    called by that send (an epoch counter orders the two);
  *  - a blocked receiver is not called by its own thread's sends from its
  *    private sender (only that thread blocks it and sends from it);
- *  - each weak-map value is released exactly once;
+ *  - hark_ref(self) works in every receiver;
+ *  - each weak-map value is released exactly once, and a value read with
+ *    hark_weakmap_get is never released while the reader holds it;
  *  - at the end, with everything dropped: no live object, no block.
  *
  * Bounded: HARK_MT_ITERS operations per thread (default 20000, divided by
@@ -26,8 +36,10 @@
 #include "util.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 enum { THREADS = 4, SLOTS = 16, SIGNALS = 3, MAX_DEPTH = 2 };
 enum { ST_UNUSED, ST_ALIVE, ST_FINALIZED };
@@ -64,6 +76,7 @@ static _Atomic int pool_used;
 static _Atomic long violations, unexpected, calls, epoch;
 static _Atomic long values_set, values_freed;
 static int iterations = 20000;
+static unsigned long seed;
 
 static hark_signal *signals[SIGNALS];
 static hark_weakmap *map;
@@ -77,12 +90,14 @@ static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void violation(const char *what) {
   if (atomic_fetch_add(&violations, 1) < 5)
-    fprintf(stderr, "model-mt: violation: %s\n", what);
+    fprintf(stderr, "model-mt: violation: %s (HARK_SEED=%lu replays it)\n",
+            what, seed);
 }
 
 static void bad_result(const char *what, int r) {
   if (atomic_fetch_add(&unexpected, 1) < 5)
-    fprintf(stderr, "model-mt: %s returned %d\n", what, r);
+    fprintf(stderr, "model-mt: %s returned %d (HARK_SEED=%lu replays it)\n",
+            what, r, seed);
 }
 
 static unsigned rnd(unsigned *s) {
@@ -226,6 +241,8 @@ static int mt_rx(void *self, void *sender, void *args) {
   atomic_fetch_add(&o->running, 1);
   if (finalized(o))
     violation("receiver called on a finalized object");
+  if (hark_ref(o) != o) /* the send's reference makes this always work */
+    violation("hark_ref(self) failed in a receiver");
   long n = atomic_fetch_add(&o->calls, 1);
   if ((o->flags & HARK_ONCE) && n > 0)
     violation("HARK_ONCE receiver called twice");
@@ -282,6 +299,7 @@ static int mt_rx(void *self, void *sender, void *args) {
   if (finalized(o))
     violation("receiver's object finalized during its call");
   atomic_fetch_sub(&o->running, 1);
+  hark_unref(o); /* maybe the last one, if the send's is gone: not yet */
   return rv;
 }
 
@@ -303,15 +321,63 @@ static int do_send(int s, void *sender, frame *outer, unsigned *rng,
  * --------------------------------------------------------- */
 
 typedef struct value {
-  _Atomic int freed;
+  _Atomic int refs; /* the map's, plus one per reader */
+  _Atomic int released;
 } value;
 
-static void value_free(void *v) {
-  value *x = v;
-  if (atomic_fetch_add(&x->freed, 1) != 0)
-    violation("weak-map value released twice");
-  atomic_fetch_add(&values_freed, 1);
-  free(x);
+static value *value_new(void) {
+  value *v = calloc(1, sizeof *v);
+  if (v != NULL)
+    atomic_init(&v->refs, 1);
+  return v;
+}
+
+static void value_unref(void *p) {
+  value *x = p;
+  if (atomic_load(&x->released))
+    violation("weak-map value used after its release");
+  if (atomic_fetch_sub(&x->refs, 1) == 1) {
+    if (atomic_exchange(&x->released, 1) != 0)
+      violation("weak-map value released twice");
+    atomic_fetch_add(&values_freed, 1);
+    free(x);
+  }
+}
+
+static void *value_ref(void *p) {
+  atomic_fetch_add(&((value *)p)->refs, 1);
+  return p;
+}
+
+/* ---- weak references shared by every thread, without a lock ------------ */
+
+enum { SHARED_WEAK = 4 };
+static hark_weak shared_weak[SHARED_WEAK];
+
+static void shared_weak_op(unsigned *rng) {
+  hark_weak *w = &shared_weak[rnd(rng) % SHARED_WEAK];
+  switch (rnd(rng) % 3) {
+  case 0: {
+    mt_obj *x = slot_get(rnd(rng));
+    if (x != NULL) {
+      int r = hark_weak_set(w, x);
+      if (r != 0)
+        bad_result("hark_weak_set (shared)", r);
+      hark_unref(x);
+    }
+    break;
+  }
+  case 1: {
+    mt_obj *x = hark_weak_get(w);
+    if (x != NULL && finalized(x))
+      violation("hark_weak_get (shared) returned a finalized object");
+    hark_unref(x); /* may be the last reference */
+    break;
+  }
+  case 2:
+    hark_weak_clear(w);
+    break;
+  }
 }
 
 /* ---- the threads
@@ -328,7 +394,10 @@ static pthread_barrier_t start;
 static void *worker(void *arg) {
   worker_arg *w = arg;
   pthread_barrier_wait(&start); /* all four at once */
-  unsigned rng = 0x9e3779b9u * (unsigned)(w->id + 1);
+  unsigned rng = (unsigned)(seed * 0x9e3779b97f4a7c15ULL >> 32) ^
+                 (0x85ebca6bu * (unsigned)(w->id + 1));
+  if (rng == 0)
+    rng = 1;
   long budget;
   frame top = {.private_sender = w->sender, .rng = &rng, .budget = &budget};
   for (int it = 0; it < iterations; it++) {
@@ -380,8 +449,9 @@ static void *worker(void *arg) {
     } else if (op < 88) { /* weak-key map */
       mt_obj *k = slot_get(rnd(&rng));
       if (k != NULL) {
-        if (rnd(&rng) & 1) {
-          value *v = calloc(1, sizeof *v);
+        unsigned how = rnd(&rng) % 3;
+        if (how == 0) {
+          value *v = value_new();
           int r = hark_weakmap_set(map, k, v);
           if (r == 0)
             atomic_fetch_add(&values_set, 1);
@@ -389,12 +459,17 @@ static void *worker(void *arg) {
             bad_result("hark_weakmap_set", r);
             free(v);
           }
-        } else {
+        } else if (how == 1) {
           int r = hark_weakmap_remove(map, k);
           if (r != 0 && r != 1)
             bad_result("hark_weakmap_remove", r);
+        } else {
+          value *v = hark_weakmap_get(map, k);
+          if (v != NULL) {
+            sched_yield(); /* others may remove or replace it meanwhile */
+            value_unref(v);
+          }
         }
-        (void)hark_weakmap_peek(map, k); /* borrowed: not read */
         (void)hark_weakmap_size(map);
         hark_unref(k);
       }
@@ -402,6 +477,8 @@ static void *worker(void *arg) {
       int s = (int)(rnd(&rng) % SIGNALS);
       (void)hark_has_listeners(signals[s], (rnd(&rng) & 1) ? w->sender : NULL);
       (void)hark_signal_sweep(signals[s]);
+    } else if (op < 97) {
+      shared_weak_op(&rng);
     } else { /* a weak reference of one's own */
       hark_weak wk = HARK_WEAK_INIT;
       mt_obj *x = slot_get(rnd(&rng));
@@ -418,11 +495,12 @@ static void *worker(void *arg) {
   return NULL;
 }
 
-START_TEST(four_threads_keep_every_invariant) {
-  test_alloc_install();
-  const char *env = getenv("HARK_MT_ITERS");
-  iterations =
-      env != NULL && atoi(env) > 0 ? atoi(env) : (int)test_scaled(iterations);
+static void run_seed(void) {
+  atomic_store(&pool_used, 0);
+  atomic_store(&calls, 0);
+  atomic_store(&values_set, 0);
+  atomic_store(&values_freed, 0);
+  memset(recent, 0, sizeof recent);
   /* each operation makes at most one object, each receiver call one,
    * and receiver calls are bounded by the work: a generous pool, and
    * creation simply stops if it runs out */
@@ -435,7 +513,8 @@ START_TEST(four_threads_keep_every_invariant) {
     ck_assert_ptr_nonnull(signals[i]);
     hark_signal_set_max_receivers(signals[i], 0); /* dead ones pile up */
   }
-  map = hark_weakmap_new(value_free);
+  hark_weakmap_ops ops = {value_unref, value_ref, NULL};
+  map = hark_weakmap_new_ops(&ops);
   ck_assert_ptr_nonnull(map);
 
   worker_arg args[THREADS];
@@ -460,6 +539,8 @@ START_TEST(four_threads_keep_every_invariant) {
   for (int i = 0; i < SLOTS; i++) {
     slot_put((unsigned)i, NULL, false);
   }
+  for (int i = 0; i < SHARED_WEAK; i++)
+    hark_weak_clear(&shared_weak[i]);
   for (int i = 0; i < THREADS; i++) {
     hark_unref(args[i].blocked);
     hark_unref(args[i].sender);
@@ -483,11 +564,28 @@ START_TEST(four_threads_keep_every_invariant) {
   ck_assert_int_eq(atomic_load(&values_freed), atomic_load(&values_set));
   ck_assert_uint_eq(hark_live_count(NULL), 0);
   ck_assert_int_eq(test_blocks(), 0);
-  printf("model-mt: %d threads x %d operations, %d objects, %ld receiver "
-         "calls, %ld weak-map values\n",
-         THREADS, iterations, made, atomic_load(&calls),
+  printf("model-mt: seed %lu: %d threads x %d operations, %d objects, %ld "
+         "receiver calls, %ld weak-map values\n",
+         seed, THREADS, iterations, made, atomic_load(&calls),
          atomic_load(&values_set));
   free(pool);
+}
+
+START_TEST(four_threads_keep_every_invariant) {
+  test_alloc_install();
+  const char *env = getenv("HARK_MT_ITERS");
+  iterations =
+      env != NULL && atoi(env) > 0 ? atoi(env) : (int)test_scaled(iterations);
+  const char *fixed = getenv("HARK_SEED");
+  if (fixed != NULL) {
+    seed = strtoul(fixed, NULL, 0);
+    run_seed();
+    return;
+  }
+  const char *n = getenv("HARK_MT_SEEDS");
+  unsigned long seeds = n != NULL && atoi(n) > 0 ? (unsigned long)atoi(n) : 3;
+  for (seed = 1; seed <= seeds; seed++)
+    run_seed();
 }
 END_TEST
 
