@@ -9,6 +9,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Everything declared here is the library's own: the compiler may then
+ * reach globals and functions directly, not through the GOT or PLT. */
+#pragma GCC visibility push(hidden)
+
 #define HARK__CONTAINER_OF(ptr, type, field)                                   \
   ((type *)((char *)(ptr)-offsetof(type, field)))
 
@@ -110,7 +114,6 @@ void hark__ctrl_unref(hark__ctrl *c);
  * fence themselves (hark__fenced). With one registered thread no fence is
  * needed at all: a thread sees its own stores in order. */
 #define HARK__LEVELS 8 /* nesting levels with hazards; deeper sends lock */
-#define HARK__PINS (2 * HARK__LEVELS)
 
 typedef struct hark__hazard {
   void *_Atomic tab;
@@ -119,22 +122,21 @@ typedef struct hark__hazard {
   hark__ctrl *_Atomic owed; /* a reference handed over for obj */
 } hark__hazard;
 
-/* Pins: a send keeps its signal and its sender alive without touching
- * their counts. It pins them on its thread; an unref of a pinned object
- * on this thread is owed to the outermost send that pinned it, and paid
- * when that send ends. (Another thread cannot bring the count to zero:
- * the caller of the send holds a reference, as the contract requires.) */
-typedef struct hark__pin {
-  void *obj;
-  unsigned owed;
-} hark__pin;
+/* A send keeps its signal and its sender alive without touching their
+ * counts: it records them at its level (held), and a last unref on this
+ * thread of an object a send of this thread holds is handed over to that
+ * send's level like a receiver's (drop() in object.c), and paid when the
+ * send ends. (Another thread cannot drop the last reference: the caller
+ * of a send holds one, as the contract requires.) */
+typedef struct hark__held {
+  void *sig, *sender;
+} hark__held;
 
 typedef struct hark__thr {
   /* this thread only */
   unsigned depth; /* nested sends */
-  unsigned npins;
   bool registered;
-  hark__pin pins[HARK__PINS];
+  hark__held held[HARK__LEVELS];
   /* read by other threads (under the registry lock) */
   hark__hazard hz[HARK__LEVELS];
   _Atomic int kick; /* a retired item waits for one of our hazards */
@@ -192,9 +194,9 @@ static inline void hark__settle(hark__hazard *hz) {
     hark__take_owed(hz);
 }
 
-/* kill_last() (object.c): a send on some thread is calling obj right now; if
- * so hands the caller's reference (c's last) over to it and returns true.
- * Takes the registry lock. */
+/* kill_last() (object.c): a send on another thread is calling obj right
+ * now; if so hands the caller's reference (c's last) over to it and
+ * returns true. Takes the registry lock. */
 bool hark__hand_over(hark__ctrl *c);
 
 /* Moves whenever a receiver may have stopped being callable: a receiver
@@ -211,18 +213,9 @@ extern _Atomic unsigned long hark__killing;
  * loop sweeps when it changes. */
 extern _Atomic unsigned long hark__dead_receivers;
 
-/* If a send on this thread pinned obj, owes it this unref and says so. */
-static inline bool hark__pin_owe(void *obj) {
-  hark__thr *me = &hark__me;
-  unsigned n = me->npins;
-  for (unsigned i = 0; i < n; i++) {
-    if (me->pins[i].obj == obj) {
-      me->pins[i].owed++;
-      return true;
-    }
-  }
-  return false;
-}
+/* Hands c's last reference over to a send of this thread that holds c's
+ * object (as signal, sender or receiver being called), if any. */
+bool hark__hand_over_own(hark__thr *me, hark__ctrl *c);
 
 /* hark_ref/hark_unref for objects the library knows to be alive. */
 static inline void hark__ref(void *obj) {
@@ -253,5 +246,7 @@ bool hark__loop_is_current(hark_loop *hl);
 int hark__loop_queue_call(hark_loop *hl, hark_receiver_fn fn,
                           hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
                           void *hold, void *args, void (*args_free)(void *));
+
+#pragma GCC visibility pop
 
 #endif /* HARK_INTERNAL_H */

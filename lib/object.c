@@ -127,9 +127,12 @@ static void dead_object(const char *what, const void *obj) {
   abort();
 }
 
-/* Drops one counted reference. The count is read before the flags: the
- * thread that connected obj set HARK__CTRL_RECEIVER before it let go of
- * its own reference, which our acquiring load of the count sees. */
+/* Drops one counted reference. The last one is first offered to the sends
+ * of this thread (one may hold the object as its signal, its sender or
+ * the receiver it calls), then, for a receiver, to every thread's. The
+ * count is read before the flags: the thread that connected obj set
+ * HARK__CTRL_RECEIVER before it let go of its own reference, which our
+ * acquiring load of the count sees. */
 static void drop(hark__ctrl *c) {
   long s = atomic_load_explicit(&c->strong, memory_order_acquire);
   for (;;) {
@@ -140,6 +143,13 @@ static void drop(hark__ctrl *c) {
     }
     if (s <= 0)
       dead_object("hark_unref", c->obj);
+    hark__thr *me = &hark__me;
+    if (me->depth != 0 && hark__hand_over_own(me, c)) {
+      /* the sends walking on check their receivers again, and meet the
+       * reference on their way (hark__settle) */
+      atomic_fetch_add(&hark__epoch, 1);
+      return;
+    }
     if (atomic_load(&c->flags) & HARK__CTRL_RECEIVER) {
       kill_last(c);
       return;
@@ -151,13 +161,9 @@ static void drop(hark__ctrl *c) {
   }
 }
 
-void hark__unref(void *obj) {
-  if (HARK__UNLIKELY(hark__me.npins != 0) && hark__pin_owe(obj))
-    return; /* a send on this thread holds it: paid when the send ends */
-  drop(hark__ctrl_of(obj));
-}
+void hark__unref(void *obj) { drop(hark__ctrl_of(obj)); }
 
-void hark__ctrl_unref(hark__ctrl *c) { hark__unref(c->obj); }
+void hark__ctrl_unref(hark__ctrl *c) { drop(c); }
 
 int hark_object_init(void *obj, const hark_type *type) {
   if (obj == NULL || type == NULL)

@@ -258,22 +258,29 @@ static bool take_back(hark__hazard *hz, hark__ctrl *c) {
   return atomic_compare_exchange_strong(&hz->owed, &expect, c->owed_next);
 }
 
+/* Our own sends see our stores in order and run no code meanwhile: no
+ * barrier, no lock. The outermost level that holds obj takes it, so that
+ * it goes when the last of those sends lets go. */
+bool hark__hand_over_own(hark__thr *me, hark__ctrl *c) {
+  void *obj = c->obj;
+  unsigned n = me->depth < HARK__LEVELS ? me->depth : HARK__LEVELS;
+  for (unsigned i = 0; i < n; i++) {
+    if (me->held[i].sig == obj || me->held[i].sender == obj ||
+        atomic_load_explicit(&me->hz[i].obj, memory_order_relaxed) == obj) {
+      push_owed(&me->hz[i], c);
+      return true;
+    }
+  }
+  return false;
+}
+
 bool hark__hand_over(hark__ctrl *c) {
   hark__thr *me = &hark__me;
   void *obj = c->obj;
-  /* Alone, only our own sends can be calling obj (a receiver dropping
-   * its own last reference), and we see our own stores in order. */
-  if (alone(me)) {
-    if (!me->registered)
-      return false;
-    for (unsigned i = 0; i < me->depth && i < HARK__LEVELS; i++) {
-      if (atomic_load_explicit(&me->hz[i].obj, memory_order_relaxed) == obj) {
-        push_owed(&me->hz[i], c);
-        return true;
-      }
-    }
+  /* alone: only our own sends could be calling obj, and drop() has
+   * already offered it to them */
+  if (alone(me))
     return false;
-  }
   bool handed = false;
   pthread_mutex_lock(&reg_lock);
   barrier(me);
@@ -282,11 +289,9 @@ bool hark__hand_over(hark__ctrl *c) {
       hark__hazard *hz = &t->hz[i];
       if (atomic_load_explicit(&hz->obj, memory_order_acquire) != obj)
         continue;
+      if (t == me)
+        continue; /* drop() offered it to our own sends already */
       push_owed(hz, c);
-      if (t == me) {
-        handed = true;
-        break;
-      }
       /* The call may have ended and its owner looked at owed before our
        * push: after a barrier, either it still calls obj (and will find
        * the reference) or we see that it stopped and take ours back. */

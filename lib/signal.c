@@ -15,8 +15,8 @@
  *    a connection outlives every list that names it;
  *  - the receiver's object: alive while the send's hazard names it, or
  *    through a real reference on the checked path (object.c, kill_last());
- *  - the signal and the sender: the caller's references, plus pins for
- *    what receivers drop on this thread (internal.h).
+ *  - the signal and the sender: the caller's references, plus the send's
+ *    own for what receivers drop on this thread (hark__held, internal.h).
  * A send checks per receiver only one global epoch (walk()); once it
  * moves, the remaining receivers are checked one by one.
  *
@@ -912,39 +912,48 @@ size_t hark__signal_sweep_all(void) {
    hark__hazard_fence(),                                                       \
    atomic_load_explicit(&(from), memory_order_acquire) == (r))
 
-/* The list for a send from sender, protected by hz->list; NULL when it
- * must be built (lookup_slow). */
-static inline rlist *lookup(hark_signal *sig, const void *sender,
-                           hark__hazard *hz) {
-  if (sender != NULL) {
-  again:;
-    stable *t = atomic_load_explicit(&sig->senders, memory_order_acquire);
-    if (t != NULL) {
-      if (!PROTECT(hz->tab, (void *)t, sig->senders))
-        goto again;
-      sslot *s = slot_find(t, sender);
-      if (s != NULL) {
-        for (;;) {
-          rlist *r = atomic_load_explicit(&s->list, memory_order_acquire);
-          if (r == NULL)
-            return NULL;
-          if (PROTECT(hz->list, r, s->list)) {
-            if (atomic_load_explicit(&sig->senders, memory_order_acquire) != t)
-              goto again; /* it moved to a new table: that one is current */
-            return r->gen == atomic_load_explicit(&sig->any_gen,
-                                                  memory_order_acquire)
-                       ? r
-                       : NULL;
-          }
-        }
-      }
-    }
-  }
+/* The any-sender list, protected by hz->list; NULL when it must be built
+ * (lookup_slow). */
+static inline __attribute__((always_inline)) rlist *
+lookup_any(hark_signal *sig, hark__hazard *hz) {
   for (;;) {
     rlist *r = atomic_load_explicit(&sig->any_cache, memory_order_acquire);
     if (r == NULL || PROTECT(hz->list, r, sig->any_cache))
       return r;
   }
+}
+
+/* The list for a send from sender, protected by hz->list; NULL when it
+ * must be built (lookup_slow). */
+static __attribute__((noinline)) rlist *
+lookup_sender(hark_signal *sig, const void *sender, hark__hazard *hz) {
+again:;
+  stable *t = atomic_load_explicit(&sig->senders, memory_order_acquire);
+  if (t == NULL)
+    return lookup_any(sig, hz);
+  if (!PROTECT(hz->tab, (void *)t, sig->senders))
+    goto again;
+  sslot *s = slot_find(t, sender);
+  if (s == NULL)
+    return lookup_any(sig, hz); /* no receiver of its own */
+  for (;;) {
+    rlist *r = atomic_load_explicit(&s->list, memory_order_acquire);
+    if (r == NULL)
+      return NULL;
+    if (PROTECT(hz->list, r, s->list)) {
+      if (atomic_load_explicit(&sig->senders, memory_order_acquire) != t)
+        goto again; /* it moved to a new table: that one is current */
+      return r->gen == atomic_load_explicit(&sig->any_gen,
+                                            memory_order_acquire)
+                 ? r
+                 : NULL;
+    }
+  }
+}
+
+static inline __attribute__((always_inline)) rlist *
+lookup(hark_signal *sig, const void *sender, hark__hazard *hz) {
+  return sender == NULL ? lookup_any(sig, hz) : lookup_sender(sig, sender, hz);
 }
 
 /* Builds and publishes the list of b (lock held). */
@@ -1119,14 +1128,19 @@ static int call_checked(hark_signal *sig, conn *c, void *sender, void *args,
 
 /* A receiver that needs checking (see walk): out of line, so that the
  * fast path stays small. The hazard's object is let go first, and any
- * reference handed over for it meanwhile dropped. */
-static __attribute__((noinline)) int checked(hark_signal *sig, const rent *e,
-                                             hark__hazard *hz, void *sender,
-                                             void *args, emit_ctx *ctx, int *rv,
-                                             void **held) {
+ * reference handed over for it meanwhile dropped. Returns the outcome in
+ * the high half and the receiver's result in the low half (a result
+ * passed through memory would cost the fast path a spill). */
+static __attribute__((noinline)) uint64_t checked(hark_signal *sig,
+                                                  const rent *e,
+                                                  hark__hazard *hz,
+                                                  void *sender, void *args,
+                                                  emit_ctx *ctx, void **held) {
   atomic_store_explicit(&hz->obj, NULL, memory_order_release);
   hark__settle(hz);
-  return call_checked(sig, e->c, sender, args, ctx, rv, held);
+  int rv = 0;
+  int how = call_checked(sig, e->c, sender, args, ctx, &rv, held);
+  return (uint64_t)(uint32_t)how << 32 | (uint32_t)rv;
 }
 
 /* What a send does with a receiver's result: returns true to stop. */
@@ -1162,18 +1176,14 @@ static inline __attribute__((always_inline)) int
 walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
      void *sender, void *args, const enum mode mode, emit_ctx *ctx,
      const bool fenced) {
-  const size_t n = r->n;
-  const rent *v = r->v;
-  int called = 0, failed = 0, stop = 0;
+  const rent *e = r->v, *const end = r->v + r->n;
+  int skipped = 0, failed = 0, stop = 0;
   const bool validating =
       atomic_load_explicit(&r->valid_at, memory_order_acquire) != epoch0;
   /* an unvalidated list compares against a value the epoch never holds */
   const unsigned long fast_at = validating ? ~0UL : epoch0;
-  size_t i;
-  for (i = 0; i < n; i++) {
-    const rent *e = &v[i];
+  for (; e != end; e++) {
     hark_receiver_fn fn = e->fn;
-    int rv = 0;
     if (HARK__LIKELY(fn != NULL)) {
       atomic_store_explicit(&hz->obj, e->obj, memory_order_release);
       if (fenced)
@@ -1182,43 +1192,47 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
         atomic_signal_fence(memory_order_seq_cst);
       if (HARK__LIKELY(atomic_load_explicit(&hark__epoch,
                                             memory_order_acquire) == fast_at)) {
-        rv = fn(e->obj, sender, args);
-        called++;
-        if (result(mode, ctx, fn, e->obj, rv, &failed, &stop)) {
-          i++;
+        int rv = fn(e->obj, sender, args);
+        if (mode == M_SEND) {
+          if (HARK__UNLIKELY(rv != 0)) {
+            stop = rv;
+            e++;
+            break;
+          }
+        } else if (result(mode, ctx, fn, e->obj, rv, &failed, &stop)) {
+          e++;
           break;
         }
         continue;
       }
     }
     void *held = NULL;
-    int how = checked(sig, e, hz, sender, args, ctx, &rv, &held);
+    uint64_t x = checked(sig, e, hz, sender, args, ctx, &held);
+    int how = (int)(x >> 32), rv = (int)(uint32_t)x;
     if (how != CALL) {
-      called += how == QUEUED; /* a queued call counts as called */
+      skipped += how == SKIP; /* a queued call counts as called */
       continue;
     }
-    called++;
     bool stopped = result(mode, ctx, e->c->fn, e->obj, rv, &failed, &stop);
     if (held != NULL)
       hark__unref(held);
     if (stopped) {
-      i++;
+      e++;
       break;
     }
   }
   atomic_store_explicit(&hz->obj, NULL, memory_order_release);
-  hark__settle(hz);
   /* A complete walk that checked everyone and met no dead receiver
    * validates the list at the epoch read before it started, unless a
    * death was being decided meanwhile (object.c, kill_last()). */
-  if (validating && i == n && !ctx->saw_dead &&
+  if (HARK__UNLIKELY(validating) && e == end && !ctx->saw_dead &&
       atomic_load(&hark__epoch) == epoch0 &&
       atomic_load(&hark__killing) == 0)
     atomic_store_explicit(&((rlist *)r)->valid_at, epoch0,
                           memory_order_release);
   if (mode == M_SEND && stop != 0)
     return stop;
-  return mode == M_ROBUST ? failed : called;
+  return mode == M_ROBUST ? failed : (int)(e - r->v) - skipped;
 }
 
 /* The send without a list: when the list cannot be built (no memory) or
@@ -1293,25 +1307,21 @@ emit(hark_signal *sig, void *sender, void *args, const enum mode mode,
   if (sig == NULL)
     return HARK_EINVAL;
   hark__thr *me = hark__self();
-  const unsigned level = me->depth++;
-  /* The send keeps the signal and the sender alive for its duration: by
-   * pins (see internal.h), or by references when sends nest too deep. */
-  const unsigned base = me->npins;
-  const bool pinned = base + 2 <= HARK__PINS;
-  if (pinned) {
-    me->pins[base] = (hark__pin){sig, 0};
-    me->pins[base + 1] = (hark__pin){sender, 0};
-    me->npins = base + 2;
-  } else {
-    hark__ref(sig);
-    if (sender != NULL)
-      hark__ref(sender);
-  }
+  /* one computation of the record's address, kept in a register, rather
+   * than one per access to it */
+  __asm__("" : "+r"(me));
+  const unsigned level = me->depth;
   int ret;
   if (HARK__LIKELY(level < HARK__LEVELS)) {
+    /* The send keeps the signal and the sender alive for its duration:
+     * a last unref of either on this thread is handed to this level
+     * (object.c, drop()) and paid below. */
+    me->held[level] = (hark__held){sig, sender};
+    me->depth = level + 1;
     hark__hazard *hz = &me->hz[level];
     /* before the lookup: see walk() */
-    unsigned long epoch0 = atomic_load(&hark__epoch);
+    unsigned long epoch0 = atomic_load_explicit(&hark__epoch,
+                                                memory_order_acquire);
     rlist *r = lookup(sig, sender, hz);
     if (HARK__UNLIKELY(r == NULL) && lookup_slow(sig, sender, hz, &r) != 0)
       r = NULL;
@@ -1324,34 +1334,35 @@ emit(hark_signal *sig, void *sender, void *args, const enum mode mode,
       ret = walk_locked(sig, sender, args, mode, ctx);
     }
     atomic_store_explicit(&hz->list, NULL, memory_order_release);
-    atomic_store_explicit(&hz->tab, NULL, memory_order_release);
+    if (sender != NULL)
+      atomic_store_explicit(&hz->tab, NULL, memory_order_release);
+    /* still holding sig and sender: dropping the dead may run finalizers */
+    if (HARK__UNLIKELY(ctx->saw_dead))
+      purge_after_send(sig, sender);
+    me->depth = level;
+    /* what receivers dropped of sig, sender or themselves, last */
+    hark__settle(hz);
   } else {
+    /* deeper than the levels reach: real references */
+    hark__ref(sig);
+    if (sender != NULL)
+      hark__ref(sender);
+    me->depth = level + 1;
     ret = walk_locked(sig, sender, args, mode, ctx);
-  }
-  me->depth--;
-  if (HARK__UNLIKELY(ctx->saw_dead))
-    purge_after_send(sig, sender);
-  hark__check_kick(me);
-  if (pinned) {
-    /* pay what receivers dropped, in the order references would go;
-     * an outer send that pinned the same object takes the debt over */
-    unsigned owe_sender = me->pins[base + 1].owed;
-    unsigned owe_sig = me->pins[base].owed;
-    me->npins = base;
-    while (owe_sender-- > 0)
-      hark__unref(sender);
-    while (owe_sig-- > 0)
-      hark__unref(sig);
-  } else {
+    me->depth = level;
+    if (HARK__UNLIKELY(ctx->saw_dead))
+      purge_after_send(sig, sender);
     if (sender != NULL)
       hark__unref(sender);
     hark__unref(sig);
   }
+  hark__check_kick(me);
   return ret;
 }
 
 int hark_send(hark_signal *sig, void *sender, void *args) {
-  emit_ctx ctx = {NULL, NULL, NULL, false};
+  emit_ctx ctx; /* a plain send reads only saw_dead */
+  ctx.saw_dead = false;
   return emit(sig, sender, args, M_SEND, &ctx);
 }
 
@@ -1387,6 +1398,7 @@ bool hark_has_listeners(hark_signal *sig, void *sender) {
   rlist *r = NULL;
   if (level < HARK__LEVELS) {
     hark__hazard *hz = &me->hz[level];
+    me->held[level] = (hark__held){NULL, NULL};
     me->depth++; /* the level is ours while the hazards name something */
     r = lookup(sig, sender, hz);
     if (r == NULL && lookup_slow(sig, sender, hz, &r) != 0)
