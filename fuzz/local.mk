@@ -14,13 +14,14 @@ FUZZ_CC = clang
 FUZZ_SANITIZE = -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined
 FUZZ_CFLAGS = -g -O1 $(FUZZ_SANITIZE) $(HARK_CFLAGS) -pthread \
-	-DHARK_BUILDING -I$(top_builddir) -I$(top_srcdir)/include \
+	-DHARK_BUILDING -I$(top_builddir) -I$(top_builddir)/include \
+	-I$(top_srcdir)/include \
 	-I$(top_srcdir)/lib -I$(top_srcdir)/examples/chatd $(UV_CFLAGS)
 FUZZ_LIBS = $(UV_LIBS) -lpthread
 FUZZ_SECONDS = 60
 
-fuzz_headers = include/hark.h lib/internal.h examples/chatd/chatd.h \
-	examples/chatd/proto.h examples/chatd/fuzz_seam.h
+fuzz_headers = include/hark.h include/hark/version.h lib/internal.h \
+	examples/chatd/chatd.h examples/chatd/proto.h examples/chatd/fuzz_seam.h
 # The .c files of a list, under $(top_srcdir) (no GNU make functions).
 fuzz_c = for f in $$list; do case $$f in *.c) \
 	srcs="$$srcs $(top_srcdir)/$$f";; esac; done
