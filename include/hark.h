@@ -1,12 +1,34 @@
 /* hark: weak-receiver signals for libuv programs.
  *
- * One header to read to learn the library. Conventions used throughout:
+ * One header to read to learn the library. Its vocabulary, used the same
+ * way everywhere:
  *
- *  - Functions that can fail return 0 (or a count) on success and a
- *    negative HARK_E* code on failure; a failed call changes nothing.
- *  - Ownership words (jansson's vocabulary): a *new* reference is the
- *    caller's to drop with hark_unref(); a *borrowed* one must not be
- *    dropped; a *stolen* argument is taken over by the callee.
+ *  - A *signal* has *receivers*: functions, each optionally bound to an
+ *    object (its *self*), connected for one *sender* or for any. A *send*
+ *    calls them. (hark_has_listeners is Django's word, kept as an alias
+ *    of hark_has_receivers.)
+ *  - Errors: functions that can fail return 0 (or a count) on success and
+ *    a negative HARK_E* code on failure; a failed call changes nothing.
+ *    A receiver's own return value never comes back as one of them.
+ *  - Ownership (jansson's words): a *new* reference is the caller's to
+ *    drop; a *borrowed* one must not be dropped; a *stolen* argument is
+ *    taken over by the callee.
+ *  - Life cycles: reference-counted types (hark objects: your own types,
+ *    hark_signal, hark_loop) are made by _new, which returns a new
+ *    reference, and live while references remain (hark_ref adds one,
+ *    hark_unref drops one); they have no _free. Plain owned memory
+ *    (hark_weakmap, hark_snapshot) is made by _new or _take and released
+ *    by _free. Caller-owned memory is set up by _init (hark_object_init).
+ *  - Accessors: _get returns a new reference (hark_weak_get,
+ *    hark_weakmap_get), or a copy into the caller's memory
+ *    (hark_loop_get_stats); _peek returns a borrowed pointer that another
+ *    thread may invalidate, for single-thread use (hark_weakmap_peek);
+ *    accessors named after what they return (hark_signal_name,
+ *    hark_object_type, hark_loop_uv) return borrowed data that lives as
+ *    long as the object.
+ *  - Diagnostics: the library writes nothing by itself; what it has to say
+ *    goes to the function set with hark_set_log (default: a line on
+ *    stderr).
  *  - Thread-safety is stated per function. "Any thread" means the call may
  *    run concurrently with any other hark call on the same objects, under
  *    any interleaving of any number of threads: no crash, no data race,
@@ -67,10 +89,40 @@ HARK_EXTERN const char *hark_version_string(void);
 #define HARK_EINVAL (-22)
 #define HARK_ERANGE (-34)
 #define HARK_ECANCELED (-125)
+/* Not a failure of hark: a receiver returned non-zero and so stopped a
+ * send (hark_send). Outside the errno range, so that no receiver value
+ * and no system error is ever mistaken for it. */
+#define HARK_ESTOPPED (-4001)
 
 /* Returns a static string naming err ("HARK_ENOMEM: out of memory"), or
  * "unknown error" for a value that is not a HARK_E* code. Any thread. */
 HARK_EXTERN const char *hark_strerror(int err);
+
+/* ------------------------------------------------------------------ */
+/* Diagnostics                                                         */
+/* ------------------------------------------------------------------ */
+
+typedef enum hark_log_level {
+  HARK_LOG_ERROR, /* misuse hark cannot survive: it aborts right after */
+  HARK_LOG_WARN,  /* misuse it survives, or a likely leak */
+  HARK_LOG_INFO   /* reports asked for with HARK_DEBUG */
+} hark_log_level;
+
+/* A log function: msg (borrowed for the call) is one line without its
+ * newline. It may run on any thread, in any hark call (never under a hark
+ * lock), and may call hark functions, hark_set_log excepted. */
+typedef void (*hark_log_fn)(void *data, hark_log_level level,
+                            const char *msg);
+
+/* Routes everything the library has to say to fn(data, level, msg)
+ * instead of stderr: misuse (hark_ref of a dead object, hark_loop_close
+ * off the loop thread), the leak guard's warning (see
+ * hark_signal_set_max_receivers), asynchronous receivers never completed
+ * at close, and the HARK_DEBUG reports. NULL restores the default, a line
+ * "hark: ..." on stderr; a function that does nothing silences hark.
+ * Once it returns, the previous function is not running and will not be
+ * called again. Any thread. */
+HARK_EXTERN void hark_set_log(hark_log_fn fn, void *data);
 
 /* ------------------------------------------------------------------ */
 /* Allocation                                                          */
@@ -294,7 +346,8 @@ typedef struct hark_loop hark_loop;
 /* A receiver: self is the object it is bound to (NULL for a plain
  * function), sender the object that sent (NULL for an any-sender send),
  * args the send's argument, borrowed for the call. Return 0 for success;
- * non-zero stops hark_send and is returned by it. */
+ * non-zero stops hark_send (which then returns HARK_ESTOPPED; the value
+ * comes with hark_send_ex) and is reported by hark_send_robust. */
 typedef int (*hark_receiver_fn)(void *self, void *sender, void *args);
 
 /* Connection flags. */
@@ -369,7 +422,10 @@ HARK_EXTERN int hark_unblock_uid(hark_signal *sig, const char *uid,
                                  void *sender);
 
 /* True if a send from sender would call at least one live, unblocked
- * receiver (Django's has_listeners). Any thread. */
+ * receiver. false for a NULL sig. Any thread. */
+HARK_EXTERN bool hark_has_receivers(hark_signal *sig, void *sender);
+
+/* The same as hark_has_receivers, under Django's name. */
 HARK_EXTERN bool hark_has_listeners(hark_signal *sig, void *sender);
 
 /* Calls, in connection order, every live unblocked receiver connected for
@@ -383,21 +439,39 @@ HARK_EXTERN bool hark_has_listeners(hark_signal *sig, void *sender);
  * hark_ref(self) always works inside a receiver, and self's death, if
  * another thread drops its last reference meanwhile, comes after the call
  * returns, on this thread.
- * Stops at the first receiver returning non-zero and returns that value
- * (Django's exception propagation); else returns how many receivers it
- * called. Fails only with HARK_EINVAL (sig NULL): when memory runs out
- * for its receiver list, the send walks the connections under the
- * signal's lock in batches instead (slower, same result).
+ * Returns how many receivers it called (>= 0; a queued loop-bound call
+ * counts) when every one returned 0. A receiver returning non-zero stops
+ * the send there (Django's exception propagation): hark_send then returns
+ * HARK_ESTOPPED, and hark_send_ex tells the value and the receiver. Fails
+ * only with HARK_EINVAL (sig NULL): when memory runs out for its receiver
+ * list, the send walks the connections under the signal's lock in
+ * batches instead (slower, same result). So the three outcomes never
+ * mix: a count, HARK_ESTOPPED, or a hark error.
  * Any thread; receivers run on the calling thread (loop-bound ones
  * excepted) and may connect, disconnect, send, and drop any reference,
  * including the last one to the signal, the sender or themselves. A send
  * writes no memory shared with sends on other signals. */
 HARK_EXTERN int hark_send(hark_signal *sig, void *sender, void *args);
 
+/* What hark_send_ex reports. */
+typedef struct hark_send_result {
+  int called; /* receivers called, the stopping one included */
+  int stop;   /* the non-zero value that stopped the send, or 0 */
+  hark_receiver_fn stop_fn; /* the receiver that stopped it, or NULL */
+  void *stop_self; /* its self: for identity only, it may be dead by now */
+} hark_send_result;
+
+/* hark_send, also filling *res (when not NULL) with how many receivers
+ * were called and, if one stopped the send, its value, function and self.
+ * Returns as hark_send; on HARK_EINVAL *res is all zero. Any thread. */
+HARK_EXTERN int hark_send_ex(hark_signal *sig, void *sender, void *args,
+                             hark_send_result *res);
+
 /* Like hark_send, but calls every receiver whatever they return, reports
- * each result to on_result (may be NULL) right after the call, and
- * returns the number of receivers that returned non-zero (or a negative
- * HARK_E* as hark_send). */
+ * each result to on_result (may be NULL) right after the call, on the
+ * sending thread, and returns the number of receivers that returned
+ * non-zero (>= 0), or HARK_EINVAL (sig NULL). Receivers' values reach
+ * on_result only, never the return value. */
 HARK_EXTERN int hark_send_robust(hark_signal *sig, void *sender, void *args,
                                  void (*on_result)(void *data,
                                                    hark_receiver_fn fn,
@@ -407,7 +481,8 @@ HARK_EXTERN int hark_send_robust(hark_signal *sig, void *sender, void *args,
 /* The accumulator form (GLib's accumulators): like hark_send_robust, but
  * acc decides after each receiver whether the emission goes on: a
  * non-zero return from acc stops it. Returns the number of receivers
- * called, or a negative HARK_E* as hark_send. */
+ * called (>= 0), or HARK_EINVAL (sig or acc NULL). Receivers' values
+ * reach acc only. */
 HARK_EXTERN int hark_send_accumulate(hark_signal *sig, void *sender, void *args,
                                      int (*acc)(void *data, hark_receiver_fn fn,
                                                 void *self, int result),
@@ -457,12 +532,14 @@ HARK_EXTERN uv_loop_t *hark_loop_uv(hark_loop *hl);
 
 /* Closes hl: pending posts are dropped (their args_free runs), later posts
  * fail with HARK_ECANCELED, asynchronous receivers that never completed
- * are reported on stderr, and hark's handles are closed, so that uv_run
- * finishes and uv_loop_close returns 0. Idempotent. Loop thread only, also
- * from inside a receiver (called from another thread it prints a warning
- * and does nothing). The memory goes with the last reference, after the
+ * are reported through the log hook (hark_set_log), and hark's handles
+ * are closed, so that uv_run finishes and uv_loop_close returns 0.
+ * Returns 0 (also when hl was already closed: it is idempotent), or
+ * HARK_EINVAL for NULL or when called off the loop thread (then it does
+ * nothing, and says so through the log hook). Loop thread only, also from
+ * inside a receiver. The memory goes with the last reference, after the
  * handles have closed. */
-HARK_EXTERN void hark_loop_close(hark_loop *hl);
+HARK_EXTERN int hark_loop_close(hark_loop *hl);
 
 /* Queues a send of sig from sender with args to run on hl's loop thread,
  * in post order per posting thread. sig is held strongly and sender

@@ -45,6 +45,12 @@ void *hark__realloc(void *ptr, size_t size);
 void hark__free(void *ptr);
 char *hark__strdup(const char *s);
 
+/* ---- the log hook (error.c) ------------------------------------------ */
+/* Formats and hands a message to the log function. No hark lock may be
+ * held: the function is the user's code. */
+void hark__log(hark_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* ---- debug switches (tracker.c reads HARK_DEBUG once) --------------- */
 #define HARK__DEBUG_LEAKS 1u
 #define HARK__DEBUG_RECEIVERS 2u
@@ -74,8 +80,8 @@ static inline hark__ctrl *hark__ctrl_of(const void *obj) {
 static inline bool hark__ctrl_alive(hark__ctrl *c) {
   return atomic_load(&c->strong) > 0;
 }
-/* Locks and returns the stripe lock guarding c's notification list. */
-pthread_mutex_t *hark__ctrl_lock(const hark__ctrl *c);
+/* The weak interface (weak.c, and whatever holds an object weakly):
+ * what a weak reference may do with a control block. */
 void hark__ctrl_weak_acquire(hark__ctrl *c);
 void hark__ctrl_weak_release(hark__ctrl *c);
 /* Returns a new strong reference to c's object, or NULL if it died. */
@@ -120,24 +126,22 @@ typedef struct hark__hazard {
   void *_Atomic list;
   void *_Atomic obj;
   hark__ctrl *_Atomic owed; /* a reference handed over for obj */
+  /* this thread only; see below */
+  void *sig, *sender;
 } hark__hazard;
 
-/* A send keeps its signal and its sender alive without touching their
- * counts: it records them at its level (held), and a last unref on this
- * thread of an object a send of this thread holds is handed over to that
- * send's level like a receiver's (drop() in object.c), and paid when the
- * send ends. (Another thread cannot drop the last reference: the caller
- * of a send holds one, as the contract requires.) */
-typedef struct hark__held {
-  void *sig, *sender;
-} hark__held;
-
+/* A send also keeps its signal and its sender alive without touching
+ * their counts: it records them at its level (sig, sender above, valid
+ * while the level is below depth), and a last unref on this thread of an
+ * object a send of this thread holds is handed over to that send's level
+ * like a receiver's (drop() in object.c), and paid when the send ends.
+ * (Another thread cannot drop the last reference: the caller of a send
+ * holds one, as the contract requires.) */
 typedef struct hark__thr {
   /* this thread only */
   unsigned depth; /* nested sends */
   bool registered;
-  hark__held held[HARK__LEVELS];
-  /* read by other threads (under the registry lock) */
+  /* read by other threads (under the registry lock), but sig/sender */
   hark__hazard hz[HARK__LEVELS];
   _Atomic int kick; /* a retired item waits for one of our hazards */
   struct hark__thr *next, *prev;

@@ -141,6 +141,7 @@ struct async_send {
   hark_token *tokens; /* taken, completion not yet run; tokens_mu */
   unsigned depth;     /* send depth its receivers run at */
   int pending;        /* tokens taken, not yet completed */
+  int orphaned;       /* of those, orphaned by hark_loop_close */
   int failures;
   bool taken;    /* the receiver running took a token */
   bool returned; /* hark_send_robust has returned */
@@ -499,16 +500,16 @@ fail:
   return NULL;
 }
 
-void hark_loop_close(hark_loop *hl) {
+int hark_loop_close(hark_loop *hl) {
   if (hl == NULL)
-    return;
+    return HARK_EINVAL;
   if (!hark__loop_is_current(hl)) {
-    fprintf(stderr, "hark: hark_loop_close called off the loop thread; "
-                    "ignored\n");
-    return;
+    hark__log(HARK_LOG_WARN,
+              "hark_loop_close called off the loop thread; ignored");
+    return HARK_EINVAL;
   }
   if (hl->shut)
-    return;
+    return 0;
 
   /* closed is set under mu, so a post either got in before (and is
    * dropped below) or sees it and is refused; one that got in may still
@@ -544,13 +545,18 @@ void hark_loop_close(hark_loop *hl) {
       tok->as = NULL;
       as->pending--;
       as->failures++;
-      fprintf(stderr,
-              "hark: hark_loop_close: a receiver of an asynchronous send of "
-              "signal \"%s\" never completed its token (counted as failed)\n",
-              hark_signal_name(as->sig));
+      as->orphaned++;
     }
   }
   pthread_mutex_unlock(&tokens_mu);
+  /* reported outside the locks: the log function is the user's code */
+  for (async_send *as = hl->sends; as != NULL; as = as->next)
+    if (as->orphaned != 0)
+      hark__log(HARK_LOG_WARN,
+                "hark_loop_close: %d receiver(s) of an asynchronous send of "
+                "signal \"%s\" never completed their token (counted as "
+                "failed)",
+                as->orphaned, hark_signal_name(as->sig));
 
   item *later = list_take(&hl->later);
   hl->later_count = 0;
@@ -569,6 +575,7 @@ void hark_loop_close(hark_loop *hl) {
    * still run token completions. */
   run_batch(hl, batch);
   run_batch(hl, later);
+  return 0;
 }
 
 /* ---- posting ---------------------------------------------------------- */

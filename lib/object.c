@@ -1,4 +1,5 @@
-/* Reference-counted objects and their control blocks.
+/* Reference-counted objects, their control blocks and death
+ * notifications.
  *
  * An object dies on the thread that drops its last strong reference,
  * before that hark_unref returns: death notifications, then finalize,
@@ -30,7 +31,7 @@ static pthread_mutex_t stripes[STRIPES] = {
 #undef L
 };
 
-pthread_mutex_t *hark__ctrl_lock(const hark__ctrl *c) {
+static pthread_mutex_t *ctrl_lock(const hark__ctrl *c) {
   uintptr_t h = (uintptr_t)c;
   h ^= h >> 7;
   h ^= h >> 13;
@@ -71,13 +72,93 @@ static void finalize(hark__ctrl *c) {
   hark__ctrl_weak_release(c);
 }
 
-void hark__notify_run_all(hark__ctrl *c); /* weak.c */
+/* ---- death notifications ----------------------------------------------
+ * A registered node is in its control block's list and its hark_ctrl_
+ * names that block; a node being run or done has hark_ctrl_ NULL. The
+ * node holds no reference: the block cannot go while the list is not
+ * empty, because it goes only after death has emptied the list. */
+
+static hark__ctrl *node_ctrl(const hark_notify *n) {
+  return __atomic_load_n((hark__ctrl **)&n->hark_ctrl_, __ATOMIC_SEQ_CST);
+}
+
+static void node_set_ctrl(hark_notify *n, hark__ctrl *c) {
+  __atomic_store_n((hark__ctrl **)&n->hark_ctrl_, c, __ATOMIC_SEQ_CST);
+}
+
+static void unlink_node(hark__ctrl *c, hark_notify *n) {
+  if (n->hark_prev_ != NULL)
+    n->hark_prev_->hark_next_ = n->hark_next_;
+  else
+    c->notify_head = n->hark_next_;
+  if (n->hark_next_ != NULL)
+    n->hark_next_->hark_prev_ = n->hark_prev_;
+  n->hark_next_ = n->hark_prev_ = NULL;
+  node_set_ctrl(n, NULL);
+}
+
+int hark_notify_add(hark_notify *n, void *obj, hark_notify_fn cb) {
+  if (n == NULL || obj == NULL || cb == NULL)
+    return HARK_EINVAL;
+  hark__ctrl *c = hark__ctrl_of(obj);
+  if (c == NULL)
+    return HARK_ENOENT;
+  if (node_ctrl(n) != NULL)
+    return HARK_EBUSY;
+  pthread_mutex_t *m = ctrl_lock(c);
+  if (!hark__ctrl_alive(c) || (atomic_load(&c->flags) & HARK__CTRL_DYING)) {
+    pthread_mutex_unlock(m);
+    return HARK_ENOENT;
+  }
+  n->hark_cb_ = cb;
+  n->hark_prev_ = NULL;
+  n->hark_next_ = c->notify_head;
+  if (c->notify_head != NULL)
+    c->notify_head->hark_prev_ = n;
+  c->notify_head = n;
+  node_set_ctrl(n, c);
+  pthread_mutex_unlock(m);
+  return 0;
+}
+
+int hark_notify_remove(hark_notify *n) {
+  if (n == NULL)
+    return 0;
+  hark__ctrl *c = node_ctrl(n);
+  if (c == NULL)
+    return 0;
+  pthread_mutex_t *m = ctrl_lock(c);
+  int removed = 0;
+  /* Only a node still in c's list names c; then c is alive. */
+  if (node_ctrl(n) == c) {
+    unlink_node(c, n);
+    removed = 1;
+  }
+  pthread_mutex_unlock(m);
+  return removed;
+}
+
+/* Runs every notification of a dying object, newest first. Each callback
+ * runs with no lock held: it may drop references, take its own locks, or
+ * register and remove other nodes. */
+static void notify_run_all(hark__ctrl *c) {
+  pthread_mutex_t *m = ctrl_lock(c);
+  hark_notify *n;
+  while ((n = c->notify_head) != NULL) {
+    hark_notify_fn cb = n->hark_cb_;
+    unlink_node(c, n);
+    pthread_mutex_unlock(m);
+    cb(n, c->obj);
+    m = ctrl_lock(c);
+  }
+  pthread_mutex_unlock(m);
+}
 
 static void die(hark__ctrl *c) {
   unsigned flags = atomic_fetch_or(&c->flags, HARK__CTRL_DYING);
   if (flags & HARK__CTRL_RECEIVER)
     atomic_fetch_add(&hark__dead_receivers, 1);
-  hark__notify_run_all(c);
+  notify_run_all(c);
   finalize(c);
 }
 
@@ -122,8 +203,8 @@ static void kill_last(hark__ctrl *c) {
 }
 
 static void dead_object(const char *what, const void *obj) {
-  fprintf(stderr, "hark: %s on %p, which is not a live hark object\n", what,
-          obj);
+  hark__log(HARK_LOG_ERROR, "%s on %p, which is not a live hark object", what,
+            obj);
   abort();
 }
 

@@ -40,7 +40,7 @@ static void thr_exit(void *arg);
 
 static void init(void) {
   if (pthread_key_create(&exit_key, thr_exit) != 0) {
-    fprintf(stderr, "hark: pthread_key_create failed\n");
+    hark__log(HARK_LOG_ERROR, "pthread_key_create failed");
     abort();
   }
   long mask = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
@@ -265,7 +265,7 @@ bool hark__hand_over_own(hark__thr *me, hark__ctrl *c) {
   void *obj = c->obj;
   unsigned n = me->depth < HARK__LEVELS ? me->depth : HARK__LEVELS;
   for (unsigned i = 0; i < n; i++) {
-    if (me->held[i].sig == obj || me->held[i].sender == obj ||
+    if (me->hz[i].sig == obj || me->hz[i].sender == obj ||
         atomic_load_explicit(&me->hz[i].obj, memory_order_relaxed) == obj) {
       push_owed(&me->hz[i], c);
       return true;

@@ -16,7 +16,7 @@
  *  - the receiver's object: alive while the send's hazard names it, or
  *    through a real reference on the checked path (object.c, kill_last());
  *  - the signal and the sender: the caller's references, plus the send's
- *    own for what receivers drop on this thread (hark__held, internal.h).
+ *    own for what receivers drop on this thread (hark__hazard, internal.h).
  * A send checks per receiver only one global epoch (walk()); once it
  * moves, the remaining receivers are checked one by one.
  *
@@ -275,9 +275,9 @@ static void dbg_unref(dbg *d) {
 static void dbg_died(hark_notify *n, void *obj) {
   dbg *d = HARK__CONTAINER_OF(n, dbg, n);
   const hark_type *t = hark_object_type(obj);
-  fprintf(stderr,
-          "hark: receiver %p (%s) died while connected to signal '%s'\n", obj,
-          t && t->name ? t->name : "(unnamed)", d->name);
+  hark__log(HARK_LOG_INFO,
+            "receiver %p (%s) died while connected to signal '%s'", obj,
+            t && t->name ? t->name : "(unnamed)", d->name);
   dbg_unref(d);
 }
 
@@ -682,6 +682,8 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
   conn *chain = NULL;
   bucket *fresh = NULL;
   int err = 0;
+  size_t warn_count = 0, warn_max = 0;
+  bool warn_any = false;
   lock(sig);
   conn **slot = find_live(sig, fn, self, uid, sender, &chain);
   if (slot != NULL) {
@@ -741,17 +743,21 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
   size_t max = atomic_load(&sig->max_receivers);
   if (max != 0 && b->count > max && !sig->warned) {
     sig->warned = true;
-    fprintf(stderr,
-            "hark: warning: signal '%s' has %zu receivers for one %s "
-            "(limit %zu): a leak? hark_signal_set_max_receivers() raises "
-            "the limit\n",
-            sig->name, b->count, b == &sig->any ? "any-sender list" : "sender",
-            max);
+    warn_count = b->count;
+    warn_any = b == &sig->any;
+    warn_max = max;
   }
   c = NULL;
   d = NULL;
 out:
   unlock(sig);
+  /* the log function is the user's code: never under the lock */
+  if (warn_count != 0)
+    hark__log(HARK_LOG_WARN,
+              "signal '%s' has %zu receivers for one %s (limit %zu): a "
+              "leak? hark_signal_set_max_receivers() raises the limit",
+              sig->name, warn_count, warn_any ? "any-sender list" : "sender",
+              warn_max);
   release_chain(chain);
   hark__free(fresh);
   hark__free(d);
@@ -1052,6 +1058,8 @@ typedef struct emit_ctx {
   int (*acc)(void *data, hark_receiver_fn fn, void *self, int result);
   void *data;
   bool saw_dead; /* met a dead receiver: purge after the send */
+  /* M_SEND, written only when a receiver stops the send */
+  hark_send_result stopped;
 } emit_ctx;
 
 /* Detaches a HARK_ONCE connection just before its call. */
@@ -1150,6 +1158,9 @@ result(const enum mode mode, emit_ctx *ctx, hark_receiver_fn fn, void *obj,
   if (mode == M_SEND) {
     if (rv != 0) {
       *stop = rv;
+      ctx->stopped.stop = rv;
+      ctx->stopped.stop_fn = fn;
+      ctx->stopped.stop_self = obj;
       return true;
     }
   } else if (mode == M_ROBUST) {
@@ -1195,7 +1206,7 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
         int rv = fn(e->obj, sender, args);
         if (mode == M_SEND) {
           if (HARK__UNLIKELY(rv != 0)) {
-            stop = rv;
+            result(mode, ctx, fn, e->obj, rv, &failed, &stop);
             e++;
             break;
           }
@@ -1230,9 +1241,12 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
       atomic_load(&hark__killing) == 0)
     atomic_store_explicit(&((rlist *)r)->valid_at, epoch0,
                           memory_order_release);
-  if (mode == M_SEND && stop != 0)
-    return stop;
-  return mode == M_ROBUST ? failed : (int)(e - r->v) - skipped;
+  int called = (int)(e - r->v) - skipped;
+  if (mode == M_SEND && HARK__UNLIKELY(stop != 0)) {
+    ctx->stopped.called = called;
+    return HARK_ESTOPPED;
+  }
+  return mode == M_ROBUST ? failed : called;
 }
 
 /* The send without a list: when the list cannot be built (no memory) or
@@ -1295,8 +1309,10 @@ static int walk_locked(hark_signal *sig, void *sender, void *args,
       conn_unref(c);
     }
   }
-  if (mode == M_SEND && stop != 0)
-    return stop;
+  if (mode == M_SEND && stop != 0) {
+    ctx->stopped.called = called;
+    return HARK_ESTOPPED;
+  }
   return mode == M_ROBUST ? failed : called;
 }
 
@@ -1316,9 +1332,10 @@ emit(hark_signal *sig, void *sender, void *args, const enum mode mode,
     /* The send keeps the signal and the sender alive for its duration:
      * a last unref of either on this thread is handed to this level
      * (object.c, drop()) and paid below. */
-    me->held[level] = (hark__held){sig, sender};
-    me->depth = level + 1;
     hark__hazard *hz = &me->hz[level];
+    hz->sig = sig;
+    hz->sender = sender;
+    me->depth = level + 1;
     /* before the lookup: see walk() */
     unsigned long epoch0 = atomic_load_explicit(&hark__epoch,
                                                 memory_order_acquire);
@@ -1366,11 +1383,25 @@ int hark_send(hark_signal *sig, void *sender, void *args) {
   return emit(sig, sender, args, M_SEND, &ctx);
 }
 
+int hark_send_ex(hark_signal *sig, void *sender, void *args,
+                 hark_send_result *res) {
+  emit_ctx ctx;
+  ctx.saw_dead = false;
+  int r = emit(sig, sender, args, M_SEND, &ctx);
+  if (res != NULL) {
+    if (r == HARK_ESTOPPED)
+      *res = ctx.stopped;
+    else
+      *res = (hark_send_result){r >= 0 ? r : 0, 0, NULL, NULL};
+  }
+  return r;
+}
+
 int hark_send_robust(hark_signal *sig, void *sender, void *args,
                      void (*on_result)(void *data, hark_receiver_fn fn,
                                        void *self, int result),
                      void *data) {
-  emit_ctx ctx = {on_result, NULL, data, false};
+  emit_ctx ctx = {on_result, NULL, data, false, {0, 0, NULL, NULL}};
   return emit(sig, sender, args, M_ROBUST, &ctx);
 }
 
@@ -1380,7 +1411,7 @@ int hark_send_accumulate(hark_signal *sig, void *sender, void *args,
                          void *data) {
   if (acc == NULL)
     return HARK_EINVAL;
-  emit_ctx ctx = {NULL, acc, data, false};
+  emit_ctx ctx = {NULL, acc, data, false, {0, 0, NULL, NULL}};
   return emit(sig, sender, args, M_ACC, &ctx);
 }
 
@@ -1390,6 +1421,10 @@ static bool conn_callable(conn *c) {
 }
 
 bool hark_has_listeners(hark_signal *sig, void *sender) {
+  return hark_has_receivers(sig, sender);
+}
+
+bool hark_has_receivers(hark_signal *sig, void *sender) {
   if (sig == NULL)
     return false;
   hark__thr *me = hark__self();
@@ -1398,7 +1433,7 @@ bool hark_has_listeners(hark_signal *sig, void *sender) {
   rlist *r = NULL;
   if (level < HARK__LEVELS) {
     hark__hazard *hz = &me->hz[level];
-    me->held[level] = (hark__held){NULL, NULL};
+    hz->sig = hz->sender = NULL;
     me->depth++; /* the level is ours while the hazards name something */
     r = lookup(sig, sender, hz);
     if (r == NULL && lookup_slow(sig, sender, hz, &r) != 0)

@@ -30,15 +30,24 @@ static const char *type_name(const hark_type *t) {
   return t->name != NULL ? t->name : "(unnamed)";
 }
 
+static void print_table(void (*line)(void *ctx, const char *s), void *ctx,
+                        const hark_snapshot *before,
+                        const hark_snapshot *after);
+
+static void log_line(void *ctx, const char *s) {
+  (void)ctx;
+  hark__log(HARK_LOG_INFO, "%s", s);
+}
+
 static void print_leaks(void) {
   size_t total = hark_live_count(NULL);
   if (total == 0) {
-    fprintf(stderr, "hark: no live objects at exit\n");
+    hark__log(HARK_LOG_INFO, "no live objects at exit");
     return;
   }
-  fprintf(stderr, "hark: %zu live object%s at exit:\n", total,
-          total == 1 ? "" : "s");
-  hark_snapshot_print_diff(stderr, NULL, NULL);
+  hark__log(HARK_LOG_INFO, "%zu live object%s at exit:", total,
+            total == 1 ? "" : "s");
+  print_table(log_line, NULL, NULL, NULL);
 }
 
 static void debug_init(void) {
@@ -192,12 +201,23 @@ size_t hark_snapshot_count(const hark_snapshot *s, const char *name) {
 
 void hark_snapshot_free(hark_snapshot *s) { hark__free(s); }
 
-/* With both snapshots NULL this prints the live objects (the exit report);
- * it then reads the counters directly and needs no memory. */
+static void file_line(void *ctx, const char *s) {
+  fputs(s, ctx);
+  fputc('\n', ctx);
+}
+
 void hark_snapshot_print_diff(FILE *out, const hark_snapshot *before,
                               const hark_snapshot *after) {
-  if (out == NULL)
-    out = stdout;
+  print_table(file_line, out != NULL ? out : stdout, before, after);
+}
+
+/* Hands the table to line(ctx, s), one line at a time. With both
+ * snapshots NULL this is the live objects (the exit report); it then reads
+ * the counters directly and needs no memory. */
+static void print_table(void (*line)(void *ctx, const char *s), void *ctx,
+                        const hark_snapshot *before,
+                        const hark_snapshot *after) {
+  char buf[128];
   struct row live[SLOTS + 1];
   struct row diff[2 * (SLOTS + 1)];
   size_t nlive = 0, n = 0;
@@ -221,15 +241,18 @@ void hark_snapshot_print_diff(FILE *out, const hark_snapshot *before,
     n = add_row(diff, n, a[i].name, a[i].count, a[i].bytes);
   for (size_t i = 0; i < nb; i++)
     n = add_row(diff, n, b[i].name, -b[i].count, -b[i].bytes);
-  fprintf(out, "%-32s %10s %12s\n", "type", "objects", "bytes");
+  snprintf(buf, sizeof buf, "%-32s %10s %12s", "type", "objects", "bytes");
+  line(ctx, buf);
   long tc = 0, tb = 0;
   for (size_t i = 0; i < n; i++) {
     if (diff[i].count == 0 && diff[i].bytes == 0)
       continue;
-    fprintf(out, "%-32s %+10ld %+12ld\n", diff[i].name, diff[i].count,
-            diff[i].bytes);
+    snprintf(buf, sizeof buf, "%-32s %+10ld %+12ld", diff[i].name,
+             diff[i].count, diff[i].bytes);
+    line(ctx, buf);
     tc += diff[i].count;
     tb += diff[i].bytes;
   }
-  fprintf(out, "%-32s %+10ld %+12ld\n", "(total)", tc, tb);
+  snprintf(buf, sizeof buf, "%-32s %+10ld %+12ld", "(total)", tc, tb);
+  line(ctx, buf);
 }

@@ -33,7 +33,8 @@
  *    any-sender ones always and sender-specific ones for their sender;
  *    skipped at their turn when disconnected, dead or blocked; HARK_ONCE
  *    disconnected just before its call; hark_send stops at the first
- *    non-zero result and returns it, else the number called;
+ *    non-zero result and returns HARK_ESTOPPED (hark_send_ex: how many
+ *    were called and the value), else the number called;
  *    hark_send_robust calls all, reports each result to on_result right
  *    after the call and returns the number of failures; the send pins the
  *    signal and the sender until it returns.
@@ -611,8 +612,9 @@ static void act_send(int s, unsigned sender, bool robust) {
     M.objs[sender].refs++;
   M.depth++;
   M.indent++;
+  hark_send_result res = {-1, -1, NULL, NULL};
   int got = robust ? hark_send_robust(g->p, f.senderp, &f, on_result, &f)
-                   : hark_send(g->p, f.senderp, &f);
+                   : hark_send_ex(g->p, f.senderp, &f, &res);
   M.depth--;
   M.indent--;
   if (M.failed) {
@@ -622,7 +624,11 @@ static void act_send(int s, unsigned sender, bool robust) {
   settle(&f);
   if (f.want_result)
     mfail("on_result not called after f%d returned %d", f.want_fn, f.want_rv);
-  int exp = f.stopped ? f.ret : robust ? f.failed : f.called;
+  int exp = f.stopped ? HARK_ESTOPPED : robust ? f.failed : f.called;
+  if (!robust && (res.called != f.called || res.stop != (f.stopped ? f.ret : 0)))
+    mfail("send s%d sender=%s reported %d called, stop %d; model %d, %d", s,
+          oname(sender), res.called, res.stop, f.called,
+          f.stopped ? f.ret : 0);
   if (!f.stopped) {
     int missed = model_next(&f, false);
     if (missed >= 0)

@@ -863,7 +863,7 @@ START_TEST(send_returns_the_number_of_receivers_called) {
 }
 END_TEST
 
-START_TEST(send_stops_at_the_first_non_zero_return_and_returns_it) {
+START_TEST(send_stops_at_the_first_non_zero_return_and_says_so) {
   begin();
   rx_obj *a = rx_new(1), *b = rx_new(2), *c = rx_new(3);
   b->ret = 7;
@@ -871,12 +871,44 @@ START_TEST(send_stops_at_the_first_non_zero_return_and_returns_it) {
   ck_assert_int_eq(hark_connect(g_sig, rx, a, NULL, 0), 0);
   ck_assert_int_eq(hark_connect(g_sig, rx, b, NULL, 0), 0);
   ck_assert_int_eq(hark_connect(g_sig, rx, c, NULL, 0), 0);
-  ck_assert_int_eq(hark_send(g_sig, NULL, NULL), 7);
+  ck_assert_int_eq(hark_send(g_sig, NULL, NULL), HARK_ESTOPPED);
   ASSERT_CALLS(1, 2);
-  b->ret = -3; /* negative values are returned as they are */
   log_reset();
-  ck_assert_int_eq(hark_send(g_sig, NULL, NULL), -3);
+  hark_send_result res;
+  ck_assert_int_eq(hark_send_ex(g_sig, NULL, NULL, &res), HARK_ESTOPPED);
   ASSERT_CALLS(1, 2);
+  ck_assert_int_eq(res.called, 2);
+  ck_assert_int_eq(res.stop, 7);
+  ck_assert_ptr_eq(res.stop_fn, rx);
+  ck_assert_ptr_eq(res.stop_self, b);
+  /* a receiver returning a hark error code, or a count, is still told
+   * apart from hark's own errors and from a count of receivers */
+  int values[] = {HARK_ENOMEM, HARK_EINVAL, HARK_ENOENT, HARK_EAGAIN,
+                  HARK_EBUSY,  HARK_EEXIST, HARK_ERANGE, HARK_ECANCELED,
+                  HARK_ESTOPPED, 1, 2, 3, -1};
+  for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+    b->ret = values[i];
+    log_reset();
+    ck_assert_int_eq(hark_send(g_sig, NULL, NULL), HARK_ESTOPPED);
+    ASSERT_CALLS(1, 2);
+    log_reset();
+    ck_assert_int_eq(hark_send_ex(g_sig, NULL, NULL, &res), HARK_ESTOPPED);
+    ck_assert_int_eq(res.stop, values[i]);
+    ck_assert_int_eq(res.called, 2);
+  }
+  /* none stops: the count, and the same in res */
+  b->ret = 0;
+  c->ret = 0;
+  log_reset();
+  ck_assert_int_eq(hark_send_ex(g_sig, NULL, NULL, &res), 3);
+  ck_assert_int_eq(res.called, 3);
+  ck_assert_int_eq(res.stop, 0);
+  ck_assert_ptr_null(res.stop_fn);
+  ck_assert_ptr_null(res.stop_self);
+  ck_assert_int_eq(hark_send_ex(g_sig, NULL, NULL, NULL), 3);
+  ck_assert_int_eq(hark_send_ex(NULL, NULL, NULL, &res), HARK_EINVAL);
+  ck_assert_int_eq(res.called, 0);
+  ck_assert_ptr_null(res.stop_fn);
   hark_unref(a);
   hark_unref(b);
   hark_unref(c);
@@ -1115,6 +1147,33 @@ START_TEST(has_listeners_ignores_dead_and_blocked_receivers) {
   ck_assert_int_eq(hark_unblock(g_sig, fn_a, NULL, NULL), 0);
   ck_assert(hark_has_listeners(g_sig, s));
   hark_unref(s);
+  end_signal();
+  assert_all_released();
+}
+END_TEST
+
+/* hark_has_listeners is Django's name for hark_has_receivers: both give
+ * the same answer in every case. */
+START_TEST(has_receivers_answers_as_has_listeners_does) {
+  begin();
+  test_obj *s1 = sender_new(1), *s2 = sender_new(2);
+  ck_assert(!hark_has_receivers(NULL, NULL));
+  ck_assert(!hark_has_receivers(g_sig, NULL));
+  ck_assert_int_eq(hark_connect(g_sig, fn_a, NULL, s1, 0), 0);
+  for (int round = 0; round < 3; round++) {
+    void *senders[] = {NULL, s1, s2};
+    for (int i = 0; i < 3; i++)
+      ck_assert(hark_has_receivers(g_sig, senders[i]) ==
+                hark_has_listeners(g_sig, senders[i]));
+    if (round == 0)
+      ck_assert_int_eq(hark_connect(g_sig, fn_b, NULL, NULL, 0), 0);
+    else
+      ck_assert_int_eq(hark_block(g_sig, fn_b, NULL, NULL), 0);
+  }
+  ck_assert(hark_has_receivers(g_sig, s1));
+  ck_assert(!hark_has_receivers(g_sig, s2));
+  hark_unref(s1);
+  hark_unref(s2);
   end_signal();
   assert_all_released();
 }
@@ -2430,6 +2489,7 @@ static Suite *signal_suite(void) {
       tc, sender_and_any_sender_receivers_are_merged_in_connection_order);
   tcase_add_test(tc, has_listeners_follows_sender_filtering);
   tcase_add_test(tc, has_listeners_ignores_dead_and_blocked_receivers);
+  tcase_add_test(tc, has_receivers_answers_as_has_listeners_does);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("lifetime");
@@ -2465,7 +2525,7 @@ static Suite *signal_suite(void) {
       tc, once_receiver_called_by_a_recursive_send_is_skipped_by_the_outer_one);
   tcase_add_test(tc, once_strong_receiver_releases_self_after_its_call);
   tcase_add_test(tc, send_returns_the_number_of_receivers_called);
-  tcase_add_test(tc, send_stops_at_the_first_non_zero_return_and_returns_it);
+  tcase_add_test(tc, send_stops_at_the_first_non_zero_return_and_says_so);
   tcase_add_test(tc, send_rejects_a_null_signal);
   tcase_add_test(tc, send_robust_calls_every_receiver_and_returns_the_failures);
   tcase_add_test(

@@ -49,6 +49,8 @@ static int find_row(const char *text, const char *name, long *objects,
   while (line != NULL && *line != '\0') {
     char first[64];
     long o, b;
+    if (strncmp(line, "hark: ", 6) == 0) /* through the default log */
+      line += 6;
     if (sscanf(line, "%63s %ld %ld", first, &o, &b) == 3 &&
         strcmp(first, name) == 0) {
       *objects = o;
