@@ -581,7 +581,15 @@ HARK_EXTERN int hark_loop_get_stats(hark_loop *hl, hark_loop_stats *out);
  * is then ignored. A receiver that takes no token completes with its
  * return value. Outside an asynchronous send, or when memory runs out,
  * hark_token_take() returns NULL (the receiver then completes with its
- * return value). */
+ * return value).
+ * Which send a token belongs to is hidden state, said here: while
+ * hark_send_async calls its receivers, the library keeps that send in a
+ * thread-local variable of the loop thread; hark_token_take() reads it,
+ * and gives a token only to a receiver that async send calls itself (not
+ * to one reached through a plain send nested inside it). Call it from the
+ * receiver, on the loop thread, before the receiver returns. Returns a
+ * new token, owned by the receiver until it passes it to
+ * hark_token_done. */
 typedef struct hark_token hark_token;
 HARK_EXTERN hark_token *hark_token_take(void);
 

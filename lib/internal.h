@@ -237,19 +237,29 @@ static inline unsigned hark__send_depth(void) { return hark__me.depth; }
 /* Drops dead receivers of every live signal; returns how many. */
 size_t hark__signal_sweep_all(void);
 
-/* ---- loop.c (for signal.c) ------------------------------------------- */
-/* True when the calling thread is hl's loop thread. */
-bool hark__loop_is_current(hark_loop *hl);
-/* Queues a call fn(self, sender, args) on hl's thread. self_ctrl and
+/* ---- dispatchers (signal.c; loop.c provides one) ---------------------
+ * A receiver may be bound to a dispatcher: an object (target) that says
+ * where the receiver must run. The signal layer calls it directly when
+ * is_current(target) is true, else hands the call to queue_call(target,
+ * ...), which runs fn(self, sender, args) there later: self_ctrl and
  * sender_ctrl (either may be NULL) are checked alive before the call and
  * held weakly meanwhile; args_free(args) runs once afterwards or when the
- * call is dropped. hold, if not NULL, is a strong reference the queued
- * call takes over and drops after the call or when the call is dropped.
- * Returns 0, HARK_ENOMEM, HARK_EAGAIN, HARK_ECANCELED; on failure args
- * and hold stay the caller's. */
-int hark__loop_queue_call(hark_loop *hl, hark_receiver_fn fn,
-                          hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
-                          void *hold, void *args, void (*args_free)(void *));
+ * call is dropped; hold, if not NULL, is a strong reference the queued
+ * call takes over. queue_call returns 0, or a HARK_E* with args and hold
+ * still the caller's. The signal layer knows nothing else of the target
+ * (a hark loop): the layers depend one way, loop on signal. */
+typedef struct hark__dispatch {
+  bool (*is_current)(void *target);
+  int (*queue_call)(void *target, hark_receiver_fn fn, hark__ctrl *self_ctrl,
+                    hark__ctrl *sender_ctrl, void *hold, void *args,
+                    void (*args_free)(void *));
+} hark__dispatch;
+
+/* hark_connect for a receiver bound to a dispatcher; target (a live hark
+ * object) is held strongly by the connection. Returns as hark_connect. */
+int hark__connect_dispatched(hark_signal *sig, const hark__dispatch *disp,
+                             void *target, hark_receiver_fn fn, void *self,
+                             void *sender, unsigned flags);
 
 #pragma GCC visibility pop
 

@@ -18,7 +18,7 @@
 
 enum item_kind {
   ITEM_POST,   /* hark_post / hark_send_later: hark_send on the loop */
-  ITEM_CALL,   /* hark__loop_queue_call: one loop-bound receiver */
+  ITEM_CALL,   /* dispatch_queue_call: one loop-bound receiver */
   ITEM_TOKEN,  /* hark_token_done: a completion handed to the loop */
   ITEM_FINISH, /* an async send whose receivers all completed at once */
 };
@@ -221,7 +221,7 @@ static void release_hold(hark_loop *hl) {
   }
 }
 
-bool hark__loop_is_current(hark_loop *hl) {
+static bool loop_is_current(hark_loop *hl) {
   uv_thread_t self = uv_thread_self();
   return hl != NULL && uv_thread_equal(&hl->thread, &self);
 }
@@ -432,7 +432,7 @@ static void close_handles(hark_loop *hl) {
 
 static void loop_finalize(void *obj) {
   hark_loop *hl = obj;
-  bool here = hark__loop_is_current(hl);
+  bool here = loop_is_current(hl);
   pthread_mutex_lock(&hl->mu);
   bool closed = hl->closed;
   /* Dropped without hark_loop_close on another thread: only the loop
@@ -503,7 +503,7 @@ fail:
 int hark_loop_close(hark_loop *hl) {
   if (hl == NULL)
     return HARK_EINVAL;
-  if (!hark__loop_is_current(hl)) {
+  if (!loop_is_current(hl)) {
     hark__log(HARK_LOG_WARN,
               "hark_loop_close called off the loop thread; ignored");
     return HARK_EINVAL;
@@ -684,14 +684,31 @@ int hark_post(hark_loop *hl, hark_signal *sig, void *sender, void *args,
   return enqueue(hl, ITEM_POST, sig, NULL, NULL, sc, NULL, args, args_free);
 }
 
-int hark__loop_queue_call(hark_loop *hl, hark_receiver_fn fn,
-                          hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
-                          void *hold, void *args, void (*args_free)(void *)) {
-  if (hl == NULL || fn == NULL)
-    return HARK_EINVAL;
+/* The loop as a dispatcher of the receivers bound to it (see internal.h):
+ * a call from the loop thread runs at once, one from another thread is
+ * queued like a post. */
+static bool dispatch_is_current(void *target) {
+  return loop_is_current(target);
+}
+
+static int dispatch_queue_call(void *target, hark_receiver_fn fn,
+                               hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
+                               void *hold, void *args,
+                               void (*args_free)(void *)) {
   /* on failure, hold stays the caller's */
-  return enqueue(hl, ITEM_CALL, NULL, fn, self_ctrl, sender_ctrl, hold, args,
-                 args_free);
+  return enqueue(target, ITEM_CALL, NULL, fn, self_ctrl, sender_ctrl, hold,
+                 args, args_free);
+}
+
+static const hark__dispatch loop_dispatch = {dispatch_is_current,
+                                             dispatch_queue_call};
+
+int hark_connect_loop(hark_signal *sig, hark_loop *hl, hark_receiver_fn fn,
+                      void *self, void *sender, unsigned flags) {
+  if (hl == NULL)
+    return HARK_EINVAL;
+  return hark__connect_dispatched(sig, &loop_dispatch, hl, fn, self, sender,
+                                  flags);
 }
 
 static void later_append(hark_loop *hl, item *it) {
@@ -703,7 +720,7 @@ static void later_append(hark_loop *hl, item *it) {
 int hark_send_later(hark_loop *hl, hark_signal *sig, void *sender, void *args,
                     void (*args_free)(void *args)) {
   hark__ctrl *sc;
-  if (hl == NULL || sig == NULL || !hark__loop_is_current(hl) ||
+  if (hl == NULL || sig == NULL || !loop_is_current(hl) ||
       sender_ctrl_of(sender, &sc) != 0)
     return HARK_EINVAL;
   if (hl->shut)
@@ -816,7 +833,7 @@ static void on_result(void *data, hark_receiver_fn fn, void *self, int result) {
 
 int hark_send_async(hark_loop *hl, hark_signal *sig, void *sender, void *args,
                     void (*on_done)(void *data, int failures), void *data) {
-  if (hl == NULL || sig == NULL || !hark__loop_is_current(hl))
+  if (hl == NULL || sig == NULL || !loop_is_current(hl))
     return HARK_EINVAL;
   if (hl->shut)
     return HARK_ECANCELED;

@@ -38,7 +38,7 @@ typedef struct conn conn;
 typedef struct rent {
   conn *c;
   hark_receiver_fn fn; /* NULL: always take the checked path (HARK_ONCE,
-                          loop-bound, or blocked when the list was built) */
+                          dispatched, or blocked when the list was built) */
   void *obj;           /* self's object */
 } rent;
 
@@ -59,12 +59,12 @@ typedef struct rlist {
 #define C_REMOVED 1u
 #define C_FIRED 2u
 #define C_SLOW_ONCE 4u
-#define C_SLOW_LOOP 8u
+#define C_SLOW_DISPATCH 8u
 #define C_BLOCKED 16u
 /* conn.flags bits beyond the public ones */
 #define C_EXT 0x100u  /* allocated as conn_ext */
 #define C_UID 0x200u  /* identity is (uid, sender) */
-#define C_LOOP 0x400u /* bound to a hark loop */
+#define C_DISPATCH 0x400u /* runs where a dispatcher says (loop.c) */
 
 struct conn {
   hark_receiver_fn fn;
@@ -88,7 +88,8 @@ typedef struct dbg {
 
 typedef struct conn_ext {
   conn c;
-  hark_loop *loop;
+  const hark__dispatch *disp;
+  void *target; /* the dispatcher's object, held strongly */
   dbg *dbg;
   char uid[];
 } conn_ext;
@@ -318,8 +319,8 @@ static void release_chain(conn *chain) {
     conn *next = chain->chain;
     if ((chain->flags & HARK_STRONG) && chain->self != NULL)
       hark__ctrl_unref(chain->self);
-    if (chain->flags & C_LOOP)
-      hark_unref(ext(chain)->loop);
+    if (chain->flags & C_DISPATCH)
+      hark__unref(ext(chain)->target);
     conn_unref(chain);
     chain = next;
   }
@@ -634,7 +635,8 @@ size_t hark_signal_receivers(hark_signal *sig) {
 
 /* ---- connect / disconnect ----------------------------------------------- */
 
-static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
+static int do_connect(hark_signal *sig, const char *uid,
+                      const hark__dispatch *disp, void *target,
                       hark_receiver_fn fn, void *self, void *sender,
                       unsigned flags) {
   if (sig == NULL || fn == NULL || (flags & ~(HARK_STRONG | HARK_ONCE)) ||
@@ -651,7 +653,7 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
   bool want_dbg = self != NULL && !(flags & HARK_STRONG) &&
                   (hark__debug() & HARK__DEBUG_RECEIVERS);
   size_t uidlen = uid ? strlen(uid) + 1 : 0;
-  bool is_ext = uid != NULL || loop != NULL || want_dbg;
+  bool is_ext = uid != NULL || disp != NULL || want_dbg;
   conn *c = hark__calloc(1, is_ext ? sizeof(conn_ext) + uidlen : sizeof(conn));
   if (c == NULL)
     return HARK_ENOMEM;
@@ -668,12 +670,13 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
   }
   c->fn = fn;
   c->flags =
-      flags | (is_ext ? C_EXT : 0) | (uid ? C_UID : 0) | (loop ? C_LOOP : 0);
+      flags | (is_ext ? C_EXT : 0) | (uid ? C_UID : 0) | (disp ? C_DISPATCH : 0);
   atomic_init(&c->slow, ((flags & HARK_ONCE) ? C_SLOW_ONCE : 0) |
-                            (loop ? C_SLOW_LOOP : 0));
+                            (disp ? C_SLOW_DISPATCH : 0));
   atomic_init(&c->refs, 1);
   if (is_ext) {
-    ext(c)->loop = loop;
+    ext(c)->disp = disp;
+    ext(c)->target = target;
     ext(c)->dbg = d;
     if (uid)
       memcpy(ext(c)->uid, uid, uidlen);
@@ -727,8 +730,8 @@ static int do_connect(hark_signal *sig, const char *uid, hark_loop *loop,
     if (flags & HARK_STRONG)
       hark_ref(self);
   }
-  if (loop != NULL)
-    hark_ref(loop);
+  if (disp != NULL)
+    hark_ref(target);
   c->prev = b->tail;
   c->next = NULL;
   if (b->tail != NULL)
@@ -767,21 +770,22 @@ out:
 
 int hark_connect(hark_signal *sig, hark_receiver_fn fn, void *self,
                  void *sender, unsigned flags) {
-  return do_connect(sig, NULL, NULL, fn, self, sender, flags);
+  return do_connect(sig, NULL, NULL, NULL, fn, self, sender, flags);
 }
 
 int hark_connect_uid(hark_signal *sig, const char *uid, hark_receiver_fn fn,
                      void *self, void *sender, unsigned flags) {
   if (uid == NULL)
     return HARK_EINVAL;
-  return do_connect(sig, uid, NULL, fn, self, sender, flags);
+  return do_connect(sig, uid, NULL, NULL, fn, self, sender, flags);
 }
 
-int hark_connect_loop(hark_signal *sig, hark_loop *hl, hark_receiver_fn fn,
-                      void *self, void *sender, unsigned flags) {
-  if (hl == NULL)
+int hark__connect_dispatched(hark_signal *sig, const hark__dispatch *disp,
+                             void *target, hark_receiver_fn fn, void *self,
+                             void *sender, unsigned flags) {
+  if (disp == NULL || target == NULL)
     return HARK_EINVAL;
-  return do_connect(sig, NULL, hl, fn, self, sender, flags);
+  return do_connect(sig, NULL, disp, target, fn, self, sender, flags);
 }
 
 static int do_disconnect(hark_signal *sig, hark_receiver_fn fn, void *self,
@@ -890,8 +894,9 @@ static hark_signal *next_live(hark_signal *s) {
 }
 
 /* The registry lock is not held while a signal is swept: dropping a
- * connection may drop the last reference to a loop, whose queued posts
- * hold signals, whose finalize takes the registry lock. A reference keeps
+ * connection may drop the last reference to a dispatcher's target (a
+ * hark loop), whose queued posts hold signals, whose finalize takes the
+ * registry lock. A reference keeps
  * the current signal in the registry instead. */
 size_t hark__signal_sweep_all(void) {
   size_t n = 0;
@@ -1075,7 +1080,7 @@ static void once_detach(hark_signal *sig, conn *c) {
   release_chain(chain);
 }
 
-/* A queued call of a loop-bound receiver from another thread. */
+/* A call of a dispatched receiver from a thread it does not run on. */
 static int queue_call(hark_signal *sig, conn *c, void *sender, void *hold,
                       void *args) {
   void *a = args;
@@ -1086,9 +1091,9 @@ static int queue_call(hark_signal *sig, conn *c, void *sender, void *hold,
       return HARK_ENOMEM;
     afree = sig->args_free;
   }
-  int err = hark__loop_queue_call(ext(c)->loop, c->fn, c->self,
-                                  sender ? hark__ctrl_of(sender) : NULL, hold,
-                                  a, afree);
+  int err = ext(c)->disp->queue_call(ext(c)->target, c->fn, c->self,
+                                     sender ? hark__ctrl_of(sender) : NULL,
+                                     hold, a, afree);
   if (err != 0 && afree != NULL)
     afree(a);
   return err;
@@ -1096,7 +1101,7 @@ static int queue_call(hark_signal *sig, conn *c, void *sender, void *hold,
 
 enum { CALL, SKIP, QUEUED };
 
-/* Calls c with every check: removed, blocked, HARK_ONCE, loop-bound, and
+/* Calls c with every check: removed, blocked, HARK_ONCE, dispatched, and
  * its object upgraded to a real reference for the call (the send's
  * reference, see internal.h). Returns SKIP, QUEUED, or CALL with the
  * receiver's result in *rv and the reference in *held, which the caller
@@ -1119,7 +1124,7 @@ static int call_checked(hark_signal *sig, conn *c, void *sender, void *args,
     }
     once_detach(sig, c);
   }
-  if ((slow & C_SLOW_LOOP) && !hark__loop_is_current(ext(c)->loop)) {
+  if ((slow & C_SLOW_DISPATCH) && !ext(c)->disp->is_current(ext(c)->target)) {
     /* the queued call keeps self alive only where no connection does any
      * more (HARK_ONCE|HARK_STRONG); else it holds self weakly */
     bool hold = self != NULL && (slow & C_SLOW_ONCE) &&
