@@ -98,7 +98,7 @@ typedef struct rcv {
   void *ctx;
 } rcv;
 
-static const hark_type rcv_type = {"bench-post-receiver", sizeof(rcv), NULL};
+static const hark_type rcv_type = {"bench-post-receiver", sizeof(rcv), NULL, NULL};
 
 /* args: (producer << 40 | seq) + 1 in throughput mode, &post_time in
  * latency mode */

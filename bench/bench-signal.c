@@ -60,8 +60,8 @@ typedef struct sndr {
   hark_object base;
 } sndr;
 
-static const hark_type recv_type = {"bench-receiver", sizeof(rcv), NULL};
-static const hark_type sndr_type = {"bench-sender", sizeof(sndr), NULL};
+static const hark_type recv_type = {"bench-receiver", sizeof(rcv), NULL, NULL};
+static const hark_type sndr_type = {"bench-sender", sizeof(sndr), NULL, NULL};
 
 /* The receiver body every impl calls: one increment in its object. */
 static NOIPA int on_call(void *self, void *sender, void *args) {
@@ -483,7 +483,7 @@ typedef struct mt_rcv {
 } mt_rcv;
 
 static const hark_type mt_rcv_type = {"bench-mt-receiver", sizeof(mt_rcv),
-                                      NULL};
+                                      NULL, NULL};
 
 static NOIPA int on_mt_call(void *self, void *sender, void *args) {
   (void)sender;

@@ -13,7 +13,7 @@
 # never run as tests: times are not asserted anywhere. A peer's
 # translation unit is compiled and linked in only when configure found
 # it; bench-signal lists a peer it lacks as skipped.
-noinst_PROGRAMS += bench/bench-signal bench/bench-post
+noinst_PROGRAMS += bench/bench-signal bench/bench-post bench/bench-leaks
 
 # bench-signal links as C++ (libsigc++, Boost) even without those peers:
 # bench/peers.cc is always there, so the linker does not depend on them.
@@ -38,6 +38,10 @@ bench_bench_signal_SOURCES += bench/peer-boost.cc
 bench_bench_signal_CPPFLAGS += -DBENCH_HAVE_BOOST
 endif
 
+bench_bench_leaks_SOURCES = bench/bench-leaks.c
+bench_bench_leaks_CFLAGS = $(AM_CFLAGS) -O2
+bench_bench_leaks_LDADD = libhark.la $(UV_LIBS)
+
 bench_bench_post_SOURCES = bench/bench-post.c
 bench_bench_post_CFLAGS = $(AM_CFLAGS) -O2 -pthread
 bench_bench_post_LDADD = libhark.la $(UV_LIBS) -lpthread
@@ -49,9 +53,11 @@ CLEANFILES += bench-signal.dat bench-post.dat bench-chat.dat
 
 BENCH_FLAGS =
 .PHONY: bench bench-callgrind bench-chat bench-plot
-bench: bench/bench-signal$(EXEEXT) bench/bench-post$(EXEEXT)
+bench: bench/bench-signal$(EXEEXT) bench/bench-post$(EXEEXT) \
+		bench/bench-leaks$(EXEEXT)
 	./bench/bench-signal$(EXEEXT) --data bench-signal.dat $(BENCH_FLAGS)
 	./bench/bench-post$(EXEEXT) --data bench-post.dat
+	./bench/bench-leaks$(EXEEXT)
 
 bench-callgrind: bench/bench-signal$(EXEEXT)
 	BENCH=bench/bench-signal$(EXEEXT) $(SHELL) $(srcdir)/bench/callgrind.sh

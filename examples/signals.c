@@ -17,8 +17,8 @@ typedef struct view {
   int redraws;
 } view;
 
-static const hark_type document_type = {"document", sizeof(document), NULL};
-static const hark_type view_type = {"view", sizeof(view), NULL};
+static const hark_type document_type = {"document", sizeof(document), NULL, NULL};
+static const hark_type view_type = {"view", sizeof(view), NULL, NULL};
 
 /* A bound method: self is the view, sender the document that changed. */
 static int view_on_changed(void *self, void *sender, void *args) {

@@ -111,8 +111,7 @@ typedef enum hark_log_level {
 /* A log function: msg (borrowed for the call) is one line without its
  * newline. It may run on any thread, in any hark call (never under a hark
  * lock), and may call hark functions, hark_set_log excepted. */
-typedef void (*hark_log_fn)(void *data, hark_log_level level,
-                            const char *msg);
+typedef void (*hark_log_fn)(void *data, hark_log_level level, const char *msg);
 
 /* Routes everything the library has to say to fn(data, level, msg)
  * instead of stderr: misuse (hark_ref of a dead object, hark_loop_close
@@ -150,10 +149,23 @@ typedef struct hark_object {
   struct hark__ctrl *hark_private_;
 } hark_object;
 
+/* Called with each hark object an object holds a strong reference to
+ * (hark_type.traverse, hark_weakmap_ops.value_traverse); arg is hark's. */
+typedef void (*hark_visit_fn)(void *obj, void *arg);
+
 typedef struct hark_type {
   const char *name;            /* shown by the tracker; borrowed, static */
   size_t size;                 /* bytes: what hark_new allocates */
   void (*finalize)(void *obj); /* NULL: hark frees obj with its allocator */
+  /* Optional, for the leak finder (hark_leaks_find): calls visit(ref, arg)
+   * for each hark object obj holds a strong reference to, and nothing
+   * else: no other hark call, no lock that code dropping references may
+   * hold (it runs while other threads go on; see hark_leaks_find). NULL:
+   * the type is opaque: its references are unknown, and everything it
+   * could point to is treated as reachable from outside. Last member, so
+   * that positional initializers of the three members before it still
+   * compile (with a missing-initializer warning under -Wextra). */
+  void (*traverse)(void *obj, hark_visit_fn visit, void *arg);
 } hark_type;
 
 /* Initialises the hark_object header at the start of caller-owned memory
@@ -275,10 +287,6 @@ HARK_EXTERN int hark_notify_remove(hark_notify *n);
  * it may use the map and drop references. */
 typedef struct hark_weakmap hark_weakmap;
 
-/* Called with each hark object a value holds a strong reference to (see
- * hark_weakmap_ops.value_traverse and hark_type.traverse). */
-typedef void (*hark_visit_fn)(void *obj, void *arg);
-
 /* How a map treats its values; every member may be NULL. */
 typedef struct hark_weakmap_ops {
   /* Releases a value the map owns (on removal, replacement, key death or
@@ -289,8 +297,10 @@ typedef struct hark_weakmap_ops {
    * must not call the map. NULL: hark_weakmap_get is not available. */
   void *(*value_ref)(void *value);
   /* Reports each hark object the value holds a strong reference to, with
-   * visit(obj, arg), for the leak finder. NULL: the value's references
-   * are unknown. */
+   * visit(obj, arg), for the leak finder (hark_leaks_find): a value that
+   * holds its own key strongly pins it for ever. Runs under the map's
+   * lock: it must only call visit. NULL: the value's references are
+   * unknown. */
   void (*value_traverse)(void *value, hark_visit_fn visit, void *arg);
 } hark_weakmap_ops;
 
@@ -455,8 +465,8 @@ HARK_EXTERN int hark_send(hark_signal *sig, void *sender, void *args);
 
 /* What hark_send_ex reports. */
 typedef struct hark_send_result {
-  int called; /* receivers called, the stopping one included */
-  int stop;   /* the non-zero value that stopped the send, or 0 */
+  int called;               /* receivers called, the stopping one included */
+  int stop;                 /* the non-zero value that stopped the send, or 0 */
   hark_receiver_fn stop_fn; /* the receiver that stopped it, or NULL */
   void *stop_self; /* its self: for identity only, it may be dead by now */
 } hark_send_result;
@@ -627,9 +637,12 @@ HARK_EXTERN hark_snapshot *hark_snapshot_take(void);
 HARK_EXTERN size_t hark_snapshot_count(const hark_snapshot *s,
                                        const char *type_name);
 
-/* Prints a table of the types whose counts differ between before and
- * after, like pympler's tracker: type, +/- objects, +/- bytes. NULL out is
- * stdout; a NULL snapshot counts as empty. */
+/* Prints a table of the rows (types, plus "hark_weakmap" for maps and
+ * "hark_weakmap entry" for their entries) whose counts differ between
+ * before and after, like pympler's tracker: type, objects, bytes, with
+ * signed deltas; with a NULL before, the rows of after alone, with plain
+ * counts (both NULL: the live objects now). Rows are ordered by count
+ * (the largest change first), then by name. NULL out is stdout. */
 HARK_EXTERN void hark_snapshot_print_diff(FILE *out,
                                           const hark_snapshot *before,
                                           const hark_snapshot *after);
@@ -637,9 +650,75 @@ HARK_EXTERN void hark_snapshot_print_diff(FILE *out,
 /* Frees s. NULL is a harmless no-op. */
 HARK_EXTERN void hark_snapshot_free(hark_snapshot *s);
 
+/* ------------------------------------------------------------------ */
+/* Leak finder                                                         */
+/* ------------------------------------------------------------------ */
+
+/* What keeps leaked objects alive, named with its path, in the spirit of
+ * CPython's gc (which finds unreachable cycles through tp_traverse) and
+ * of the retainer paths of browser heap snapshots. Only objects whose
+ * type has a traverse function can be reported, and they are found over
+ * the live objects of such types plus the keys of weak maps:
+ *
+ *  - HARK_LEAK_CYCLE: objects kept alive only by each other. path holds
+ *    n objects, each holding a strong reference to the next, the last to
+ *    the first (n == 1: an object holding itself).
+ *  - HARK_LEAK_PINNED_KEY: a weak-map entry whose key is kept alive only
+ *    through its own value (the value holds the key, directly or through
+ *    a chain): the entry and the key never go. map is the map; path holds
+ *    the n objects from the value to the key (path[n - 1]), each holding
+ *    the next; n == 1 when the value holds the key itself.
+ *  - HARK_LEAK_HELD: one object kept alive only by a leak reported before
+ *    it (path[0]; n == 1).
+ *
+ * An object referenced from anywhere the finder cannot see (a variable,
+ * an object of an opaque type, a value without value_traverse) counts as
+ * reachable: the finder reports only what it can prove. */
+typedef enum hark_leak_kind {
+  HARK_LEAK_CYCLE,
+  HARK_LEAK_PINNED_KEY,
+  HARK_LEAK_HELD
+} hark_leak_kind;
+
+typedef struct hark_leak {
+  hark_leak_kind kind;
+  size_t n;
+  void *const *path; /* n objects, borrowed for the call */
+  hark_weakmap *map; /* HARK_LEAK_PINNED_KEY: the map, else NULL */
+} hark_leak;
+
+typedef void (*hark_leak_fn)(void *data, const hark_leak *leak);
+
+/* Finds the leaks described above and calls fn(data, leak) for each,
+ * cycles and pinned keys first, then the objects they alone hold.
+ * Returns the number of leaked objects (0 if none), or HARK_ENOMEM (fn
+ * has then not been called, and nothing leaked). Any thread, while others
+ * run: the finder holds a strong reference to each object it examines for
+ * the time of the call (an object whose last other reference goes
+ * meanwhile dies when it lets go, on this thread), calls the types'
+ * traverse functions with no hark lock held, and each map's
+ * value_traverse under that map's lock (the map's changes wait).
+ * Objects may be created, changed and dropped meanwhile: the findings are
+ * exact for a program quiet during the call; a reference moving during it
+ * can hide a leak or, rarely, report a passing one. Allocates memory
+ * proportional to the objects examined; O(objects + references). */
+HARK_EXTERN int hark_leaks_find(hark_leak_fn fn, void *data);
+
+/* hark_leaks_find, printing each finding as a line on out (stdout for
+ * NULL):
+ *   cycle of 2: parent 0x... -> child 0x... -> parent 0x...
+ *   weak-map 0x... entry: key widget 0x... is pinned by its value
+ *     (value -> widget)
+ *   held by a leak: name 0x...
+ * (the second on one line), or "no leaks found". Returns the number of
+ * leaked objects; when memory runs out it prints why and returns
+ * (size_t)-1. Any thread. */
+HARK_EXTERN size_t hark_leaks_print(FILE *out);
+
 /* The environment variable HARK_DEBUG (read once, comma-separated):
- *   leaks      at exit, print the live objects per type to stderr;
- *   receivers  print when a weakly connected receiver dies while still
+ *   leaks      at exit, report the live objects per type and the leaks
+ *              found (hark_leaks_print) through the log hook;
+ *   receivers  report when a weakly connected receiver dies while still
  *              connected, naming the signal. */
 
 #ifdef __cplusplus

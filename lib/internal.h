@@ -65,10 +65,11 @@ typedef struct hark__ctrl {
   _Atomic long weak;   /* +1 for the strong group until finalize */
   void *obj;           /* the object, valid while not finalized */
   const hark_type *type;
-  hark_notify *notify_head; /* guarded by the ctrl's stripe lock */
-  _Atomic unsigned flags;   /* HARK__CTRL_* */
-  unsigned slot;            /* tracker slot */
+  hark_notify *notify_head;     /* guarded by the ctrl's stripe lock */
+  _Atomic unsigned flags;       /* HARK__CTRL_* */
+  unsigned slot;                /* tracker slot */
   struct hark__ctrl *owed_next; /* in a hazard's owed stack (reclaim.c) */
+  size_t traced; /* its index among traversable objects (leaks.c) */
 } hark__ctrl;
 
 #define HARK__CTRL_DYING 1u    /* death notifications have started */
@@ -230,6 +231,24 @@ void hark__unref(void *obj);
 /* ---- tracker.c -------------------------------------------------------- */
 unsigned hark__tracker_add(const hark_type *type);
 void hark__tracker_remove(unsigned slot);
+
+/* ---- leaks.c ------------------------------------------------------------ */
+/* Objects whose type has a traverse function are indexed, so that the leak
+ * finder can examine them: at init (HARK_ENOMEM possible) and at death. */
+int hark__leaks_track(hark__ctrl *c);
+void hark__leaks_untrack(hark__ctrl *c);
+
+/* ---- weakmap.c (for leaks.c and tracker.c) ------------------------------ */
+/* Calls fn for each entry of every live map, under that map's lock (fn
+ * must not call the map). Stops at fn's first non-zero return, and
+ * returns it (0 after all entries). */
+typedef int (*hark__entry_fn)(
+    void *ctx, hark_weakmap *m, hark__ctrl *key, void *value,
+    void (*value_traverse)(void *value, hark_visit_fn visit, void *arg));
+int hark__weakmaps_each(hark__entry_fn fn, void *ctx);
+/* Live maps and entries, and their bytes. */
+void hark__weakmap_counts(long *maps, long *map_bytes, long *entries,
+                          long *entry_bytes);
 
 /* ---- signal.c (for loop.c) ------------------------------------------ */
 /* Depth of nested sends on this thread (0 outside any send). */

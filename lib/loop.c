@@ -448,7 +448,7 @@ static void loop_finalize(void *obj) {
 }
 
 static const hark_type loop_type = {"hark_loop", sizeof(hark_loop),
-                                    loop_finalize};
+                                    loop_finalize, NULL};
 
 static void add_handle(hark_loop *hl, uv_handle_t *h, unsigned bit) {
   h->data = hl;

@@ -62,6 +62,8 @@ static void finalize(hark__ctrl *c) {
   void *obj = c->obj;
   const hark_type *type = c->type;
   hark__tracker_remove(c->slot);
+  if (type->traverse != NULL)
+    hark__leaks_untrack(c);
   /* The object no longer points at its control block: a stale pointer
    * from the user now fails loudly instead of reaching freed memory. */
   ((hark_object *)obj)->hark_private_ = NULL;
@@ -259,6 +261,14 @@ int hark_object_init(void *obj, const hark_type *type) {
   c->type = type;
   c->slot = hark__tracker_add(type);
   ((hark_object *)obj)->hark_private_ = c;
+  /* last: from here the leak finder may take a reference, and reach the
+   * object through it */
+  if (type->traverse != NULL && hark__leaks_track(c) != 0) {
+    ((hark_object *)obj)->hark_private_ = NULL;
+    hark__tracker_remove(c->slot);
+    hark__free(c);
+    return HARK_ENOMEM;
+  }
   return 0;
 }
 

@@ -62,14 +62,14 @@ typedef struct rlist {
 #define C_SLOW_DISPATCH 8u
 #define C_BLOCKED 16u
 /* conn.flags bits beyond the public ones */
-#define C_EXT 0x100u  /* allocated as conn_ext */
-#define C_UID 0x200u  /* identity is (uid, sender) */
+#define C_EXT 0x100u      /* allocated as conn_ext */
+#define C_UID 0x200u      /* identity is (uid, sender) */
 #define C_DISPATCH 0x400u /* runs where a dispatcher says (loop.c) */
 
 struct conn {
   hark_receiver_fn fn;
-  hark__ctrl *self; /* weakly held always; strongly too with HARK_STRONG */
-  bucket *b;        /* while connected */
+  hark__ctrl *self;  /* weakly held always; strongly too with HARK_STRONG */
+  bucket *b;         /* while connected */
   conn *prev, *next; /* in the bucket's list, while connected */
   conn *chain;       /* detached, until released (release_chain) */
   uint64_t seq;
@@ -577,7 +577,7 @@ static void signal_finalize(void *obj) {
 }
 
 static const hark_type signal_type = {"hark_signal", sizeof(hark_signal),
-                                      signal_finalize};
+                                      signal_finalize, NULL};
 
 hark_signal *hark_signal_new(const char *name) {
   hark_signal *sig = hark__calloc(1, sizeof(*sig));
@@ -669,8 +669,8 @@ static int do_connect(hark_signal *sig, const char *uid,
     atomic_init(&d->refs, 2);
   }
   c->fn = fn;
-  c->flags =
-      flags | (is_ext ? C_EXT : 0) | (uid ? C_UID : 0) | (disp ? C_DISPATCH : 0);
+  c->flags = flags | (is_ext ? C_EXT : 0) | (uid ? C_UID : 0) |
+             (disp ? C_DISPATCH : 0);
   atomic_init(&c->slow, ((flags & HARK_ONCE) ? C_SLOW_ONCE : 0) |
                             (disp ? C_SLOW_DISPATCH : 0));
   atomic_init(&c->refs, 1);
@@ -954,8 +954,7 @@ again:;
     if (PROTECT(hz->list, r, s->list)) {
       if (atomic_load_explicit(&sig->senders, memory_order_acquire) != t)
         goto again; /* it moved to a new table: that one is current */
-      return r->gen == atomic_load_explicit(&sig->any_gen,
-                                            memory_order_acquire)
+      return r->gen == atomic_load_explicit(&sig->any_gen, memory_order_acquire)
                  ? r
                  : NULL;
     }
@@ -1017,9 +1016,10 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
 /* The list is stale: rebuild it under the lock (out of line: rare). On
  * success it is protected by hz->list (stored under the lock: a writer
  * that retires it takes the lock after us). */
-static __attribute__((noinline)) int
-lookup_slow(hark_signal *sig, const void *sender, hark__hazard *hz,
-            rlist **out) {
+static __attribute__((noinline)) int lookup_slow(hark_signal *sig,
+                                                 const void *sender,
+                                                 hark__hazard *hz,
+                                                 rlist **out) {
   int err = 0;
   lock(sig);
   bucket *b = sender ? bucket_find(sig, sender) : NULL;
@@ -1127,8 +1127,8 @@ static int call_checked(hark_signal *sig, conn *c, void *sender, void *args,
   if ((slow & C_SLOW_DISPATCH) && !ext(c)->disp->is_current(ext(c)->target)) {
     /* the queued call keeps self alive only where no connection does any
      * more (HARK_ONCE|HARK_STRONG); else it holds self weakly */
-    bool hold = self != NULL && (slow & C_SLOW_ONCE) &&
-                (c->flags & HARK_STRONG);
+    bool hold =
+        self != NULL && (slow & C_SLOW_ONCE) && (c->flags & HARK_STRONG);
     int err = queue_call(sig, c, sender, hold ? self : NULL, args);
     if (self != NULL && !(hold && err == 0))
       hark__unref(self);
@@ -1144,11 +1144,9 @@ static int call_checked(hark_signal *sig, conn *c, void *sender, void *args,
  * reference handed over for it meanwhile dropped. Returns the outcome in
  * the high half and the receiver's result in the low half (a result
  * passed through memory would cost the fast path a spill). */
-static __attribute__((noinline)) uint64_t checked(hark_signal *sig,
-                                                  const rent *e,
-                                                  hark__hazard *hz,
-                                                  void *sender, void *args,
-                                                  emit_ctx *ctx, void **held) {
+static __attribute__((noinline)) uint64_t
+checked(hark_signal *sig, const rent *e, hark__hazard *hz, void *sender,
+        void *args, emit_ctx *ctx, void **held) {
   atomic_store_explicit(&hz->obj, NULL, memory_order_release);
   hark__settle(hz);
   int rv = 0;
@@ -1242,8 +1240,7 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
    * validates the list at the epoch read before it started, unless a
    * death was being decided meanwhile (object.c, kill_last()). */
   if (HARK__UNLIKELY(validating) && e == end && !ctx->saw_dead &&
-      atomic_load(&hark__epoch) == epoch0 &&
-      atomic_load(&hark__killing) == 0)
+      atomic_load(&hark__epoch) == epoch0 && atomic_load(&hark__killing) == 0)
     atomic_store_explicit(&((rlist *)r)->valid_at, epoch0,
                           memory_order_release);
   int called = (int)(e - r->v) - skipped;
@@ -1322,9 +1319,10 @@ static int walk_locked(hark_signal *sig, void *sender, void *args,
 }
 
 /* Inlined into each kind of send, so that mode is a constant. */
-static inline __attribute__((always_inline)) int
-emit(hark_signal *sig, void *sender, void *args, const enum mode mode,
-     emit_ctx *ctx) {
+static inline __attribute__((always_inline)) int emit(hark_signal *sig,
+                                                      void *sender, void *args,
+                                                      const enum mode mode,
+                                                      emit_ctx *ctx) {
   if (sig == NULL)
     return HARK_EINVAL;
   hark__thr *me = hark__self();
@@ -1342,8 +1340,8 @@ emit(hark_signal *sig, void *sender, void *args, const enum mode mode,
     hz->sender = sender;
     me->depth = level + 1;
     /* before the lookup: see walk() */
-    unsigned long epoch0 = atomic_load_explicit(&hark__epoch,
-                                                memory_order_acquire);
+    unsigned long epoch0 =
+        atomic_load_explicit(&hark__epoch, memory_order_acquire);
     rlist *r = lookup(sig, sender, hz);
     if (HARK__UNLIKELY(r == NULL) && lookup_slow(sig, sender, hz, &r) != 0)
       r = NULL;

@@ -19,7 +19,7 @@ static struct slot {
   _Atomic long bytes;
 } slots[SLOTS + 1];
 
-static const hark_type overflow_type = {"(other types)", 0, NULL};
+static const hark_type overflow_type = {"(other types)", 0, NULL, NULL};
 
 /* ---- HARK_DEBUG -------------------------------------------------------- */
 
@@ -39,6 +39,8 @@ static void log_line(void *ctx, const char *s) {
   hark__log(HARK_LOG_INFO, "%s", s);
 }
 
+size_t hark__leaks_report(void (*line)(void *ctx, const char *s), void *ctx);
+
 static void print_leaks(void) {
   size_t total = hark_live_count(NULL);
   if (total == 0) {
@@ -48,6 +50,7 @@ static void print_leaks(void) {
   hark__log(HARK_LOG_INFO, "%zu live object%s at exit:", total,
             total == 1 ? "" : "s");
   print_table(log_line, NULL, NULL, NULL);
+  hark__leaks_report(log_line, NULL);
 }
 
 static void debug_init(void) {
@@ -144,7 +147,11 @@ struct row {
   const char *name;
   long count;
   long bytes;
+  bool object; /* a hark object's type, not a weak map's row */
 };
+
+#define MAP_ROWS 2 /* "hark_weakmap" and "hark_weakmap entry" */
+#define ROWS (SLOTS + 1 + MAP_ROWS)
 
 struct hark_snapshot {
   size_t n;
@@ -153,17 +160,15 @@ struct hark_snapshot {
 
 /* Adds (name, count, bytes) to rows, merging types that share a name. */
 static size_t add_row(struct row *rows, size_t n, const char *name, long count,
-                      long bytes) {
+                      long bytes, bool object) {
   for (size_t i = 0; i < n; i++) {
-    if (strcmp(rows[i].name, name) == 0) {
+    if (strcmp(rows[i].name, name) == 0 && rows[i].object == object) {
       rows[i].count += count;
       rows[i].bytes += bytes;
       return n;
     }
   }
-  rows[n].name = name;
-  rows[n].count = count;
-  rows[n].bytes = bytes;
+  rows[n] = (struct row){name, count, bytes, object};
   return n + 1;
 }
 
@@ -175,14 +180,19 @@ static size_t fill_live(struct row *rows) {
       continue;
     long c = atomic_load(&slots[i].live);
     if (c > 0)
-      n = add_row(rows, n, type_name(t), c, atomic_load(&slots[i].bytes));
+      n = add_row(rows, n, type_name(t), c, atomic_load(&slots[i].bytes), true);
   }
+  long maps, map_bytes, entries, entry_bytes;
+  hark__weakmap_counts(&maps, &map_bytes, &entries, &entry_bytes);
+  if (maps > 0)
+    n = add_row(rows, n, "hark_weakmap", maps, map_bytes, false);
+  if (entries > 0)
+    n = add_row(rows, n, "hark_weakmap entry", entries, entry_bytes, false);
   return n;
 }
 
 hark_snapshot *hark_snapshot_take(void) {
-  hark_snapshot *s =
-      hark__malloc(sizeof(*s) + (SLOTS + 1) * sizeof(struct row));
+  hark_snapshot *s = hark__malloc(sizeof(*s) + ROWS * sizeof(struct row));
   if (s == NULL)
     return NULL;
   s->n = fill_live(s->rows);
@@ -194,7 +204,7 @@ size_t hark_snapshot_count(const hark_snapshot *s, const char *name) {
     return 0;
   long n = 0;
   for (size_t i = 0; i < s->n; i++)
-    if (name == NULL || strcmp(s->rows[i].name, name) == 0)
+    if (name == NULL ? s->rows[i].object : strcmp(s->rows[i].name, name) == 0)
       n += s->rows[i].count;
   return (size_t)n;
 }
@@ -211,15 +221,27 @@ void hark_snapshot_print_diff(FILE *out, const hark_snapshot *before,
   print_table(file_line, out != NULL ? out : stdout, before, after);
 }
 
-/* Hands the table to line(ctx, s), one line at a time. With both
- * snapshots NULL this is the live objects (the exit report); it then reads
- * the counters directly and needs no memory. */
+/* Largest change first, then by name: tables read the same every run. */
+static int cmp_rows(const void *pa, const void *pb) {
+  const struct row *a = pa, *b = pb;
+  long x = a->count < 0 ? -a->count : a->count;
+  long y = b->count < 0 ? -b->count : b->count;
+  if (x != y)
+    return x > y ? -1 : 1;
+  int c = strcmp(a->name, b->name);
+  return c != 0 ? c : (int)b->object - (int)a->object;
+}
+
+/* Hands the table to line(ctx, s), one line at a time: signed deltas when
+ * there is a before, plain counts when not. With both snapshots NULL it is
+ * the live objects now (the exit report), read from the counters: no
+ * memory needed. The total counts hark objects (not weak maps' rows). */
 static void print_table(void (*line)(void *ctx, const char *s), void *ctx,
                         const hark_snapshot *before,
                         const hark_snapshot *after) {
   char buf[128];
-  struct row live[SLOTS + 1];
-  struct row diff[2 * (SLOTS + 1)];
+  struct row live[ROWS];
+  struct row diff[2 * ROWS];
   size_t nlive = 0, n = 0;
   const struct row *a = NULL, *b = NULL;
   size_t na = 0, nb = 0;
@@ -238,21 +260,24 @@ static void print_table(void (*line)(void *ctx, const char *s), void *ctx,
     }
   }
   for (size_t i = 0; i < na; i++)
-    n = add_row(diff, n, a[i].name, a[i].count, a[i].bytes);
+    n = add_row(diff, n, a[i].name, a[i].count, a[i].bytes, a[i].object);
   for (size_t i = 0; i < nb; i++)
-    n = add_row(diff, n, b[i].name, -b[i].count, -b[i].bytes);
+    n = add_row(diff, n, b[i].name, -b[i].count, -b[i].bytes, b[i].object);
+  qsort(diff, n, sizeof(diff[0]), cmp_rows);
+  const char *fmt = b != NULL ? "%-32s %+10ld %+12ld" : "%-32s %10ld %12ld";
   snprintf(buf, sizeof buf, "%-32s %10s %12s", "type", "objects", "bytes");
   line(ctx, buf);
   long tc = 0, tb = 0;
   for (size_t i = 0; i < n; i++) {
     if (diff[i].count == 0 && diff[i].bytes == 0)
       continue;
-    snprintf(buf, sizeof buf, "%-32s %+10ld %+12ld", diff[i].name,
-             diff[i].count, diff[i].bytes);
+    snprintf(buf, sizeof buf, fmt, diff[i].name, diff[i].count, diff[i].bytes);
     line(ctx, buf);
-    tc += diff[i].count;
-    tb += diff[i].bytes;
+    if (diff[i].object) {
+      tc += diff[i].count;
+      tb += diff[i].bytes;
+    }
   }
-  snprintf(buf, sizeof buf, "%-32s %+10ld %+12ld", "(total)", tc, tb);
+  snprintf(buf, sizeof buf, fmt, "(total)", tc, tb);
   line(ctx, buf);
 }

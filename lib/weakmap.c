@@ -23,6 +23,7 @@ typedef struct entry {
 
 struct hark_weakmap {
   pthread_mutex_t lock;
+  struct hark_weakmap *reg_prev, *reg_next; /* the registry, under its lock */
   void (*value_free)(void *value);
   void *(*value_ref)(void *value);
   void (*value_traverse)(void *value, hark_visit_fn visit, void *arg);
@@ -32,12 +33,22 @@ struct hark_weakmap {
   _Atomic long refs; /* the owner's plus one per entry */
 };
 
+/* Every live map, for the leak finder and the tracker. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static hark_weakmap *registry;
+static _Atomic long live_maps, live_entries;
+
 static size_t hash_ctrl(const hark__ctrl *c) {
   uint64_t x = (uintptr_t)c;
   x ^= x >> 33;
   x *= 0xff51afd7ed558ccdULL;
   x ^= x >> 33;
   return (size_t)x;
+}
+
+static void entry_free(entry *e) {
+  hark__free(e);
+  atomic_fetch_sub(&live_entries, 1);
 }
 
 static void map_unref(hark_weakmap *m) {
@@ -81,7 +92,7 @@ static void key_died(hark_notify *n, void *obj) {
    * key of this same map, whose notification takes the lock. */
   if (mine)
     release(m, e->value);
-  hark__free(e);
+  entry_free(e);
   map_unref(m);
 }
 
@@ -99,6 +110,13 @@ hark_weakmap *hark_weakmap_new_ops(const hark_weakmap_ops *ops) {
     m->value_traverse = ops->value_traverse;
   }
   atomic_init(&m->refs, 1);
+  pthread_mutex_lock(&registry_lock);
+  m->reg_next = registry;
+  if (registry != NULL)
+    registry->reg_prev = m;
+  registry = m;
+  atomic_fetch_add(&live_maps, 1);
+  pthread_mutex_unlock(&registry_lock);
   return m;
 }
 
@@ -158,6 +176,7 @@ int hark_weakmap_set(hark_weakmap *m, void *key, void *value) {
       *p = fresh;
       m->count++;
       atomic_fetch_add(&m->refs, 1);
+      atomic_fetch_add(&live_entries, 1);
       fresh = NULL;
     }
   }
@@ -225,7 +244,7 @@ int hark_weakmap_remove(hark_weakmap *m, void *key) {
     return 0;
   release(m, value);
   if (own) {
-    hark__free(e);
+    entry_free(e);
     map_unref(m);
   }
   return 1;
@@ -247,6 +266,15 @@ size_t hark_weakmap_size(hark_weakmap *m) {
 void hark_weakmap_free(hark_weakmap *m) {
   if (m == NULL)
     return;
+  pthread_mutex_lock(&registry_lock);
+  if (m->reg_prev != NULL)
+    m->reg_prev->reg_next = m->reg_next;
+  else
+    registry = m->reg_next;
+  if (m->reg_next != NULL)
+    m->reg_next->reg_prev = m->reg_prev;
+  atomic_fetch_sub(&live_maps, 1);
+  pthread_mutex_unlock(&registry_lock);
   entry *owned = NULL; /* entries whose memory and value are ours */
   pthread_mutex_lock(&m->lock);
   for (size_t i = 0; i < m->nbuckets; i++) {
@@ -270,9 +298,33 @@ void hark_weakmap_free(hark_weakmap *m) {
   while (owned != NULL) {
     entry *next = owned->next;
     release(m, owned->value);
-    hark__free(owned);
+    entry_free(owned);
     map_unref(m);
     owned = next;
   }
   map_unref(m);
+}
+
+/* ---- for the leak finder and the tracker --------------------------------- */
+
+int hark__weakmaps_each(hark__entry_fn fn, void *ctx) {
+  int r = 0;
+  pthread_mutex_lock(&registry_lock); /* no map is freed meanwhile */
+  for (hark_weakmap *m = registry; m != NULL && r == 0; m = m->reg_next) {
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < m->nbuckets && r == 0; i++)
+      for (entry *e = m->buckets[i]; e != NULL && r == 0; e = e->next)
+        r = fn(ctx, m, e->key, e->value, m->value_traverse);
+    pthread_mutex_unlock(&m->lock);
+  }
+  pthread_mutex_unlock(&registry_lock);
+  return r;
+}
+
+void hark__weakmap_counts(long *maps, long *map_bytes, long *entries,
+                          long *entry_bytes) {
+  *maps = atomic_load(&live_maps);
+  *map_bytes = *maps * (long)sizeof(hark_weakmap);
+  *entries = atomic_load(&live_entries);
+  *entry_bytes = *entries * (long)sizeof(entry);
 }

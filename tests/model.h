@@ -239,7 +239,7 @@ static void mobj_finalize(void *obj) {
   test_free(obj);
 }
 
-static const hark_type mobj_type = {"model_obj", sizeof(mobj), mobj_finalize};
+static const hark_type mobj_type = {"model_obj", sizeof(mobj), mobj_finalize, NULL};
 
 static void *optr(unsigned id) { return id ? (void *)M.objs[id].p : NULL; }
 

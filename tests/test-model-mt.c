@@ -119,7 +119,7 @@ static void mt_finalize(void *obj) {
 }
 
 static const hark_type mt_fin_type = {"mt_model_obj", sizeof(mt_obj),
-                                      mt_finalize};
+                                      mt_finalize, NULL};
 
 /* A new object from the pool (never freed before the end), or NULL when
  * the pool is used up. */

@@ -35,7 +35,7 @@ static void recording_finalize(void *obj) {
 }
 
 static const hark_type recording_type = {"recording", sizeof(test_obj),
-                                         recording_finalize};
+                                         recording_finalize, NULL};
 
 /* ---- a caller-owned object whose memory finalize does not release -------- */
 
@@ -52,7 +52,7 @@ static void embedded_finalize(void *obj) {
 }
 
 static const hark_type embedded_type = {"embedded", sizeof(embedded),
-                                        embedded_finalize};
+                                        embedded_finalize, NULL};
 
 /* ---- normal use ---------------------------------------------------------- */
 
@@ -75,8 +75,8 @@ START_TEST(new_with_null_type_returns_null) {
 END_TEST
 
 START_TEST(new_with_size_smaller_than_header_still_makes_an_object) {
-  static const hark_type tiny = {"tiny", 0, NULL};
-  static const hark_type one = {"one", 1, NULL};
+  static const hark_type tiny = {"tiny", 0, NULL, NULL};
+  static const hark_type one = {"one", 1, NULL, NULL};
   void *a = hark_new(&tiny);
   void *b = hark_new(&one);
   ck_assert_ptr_nonnull(a);
@@ -110,7 +110,7 @@ START_TEST(object_init_sets_up_caller_owned_memory) {
 END_TEST
 
 START_TEST(object_init_with_null_finalize_frees_with_the_allocator) {
-  static const hark_type plain = {"plain", sizeof(test_obj), NULL};
+  static const hark_type plain = {"plain", sizeof(test_obj), NULL, NULL};
   long before = test_blocks();
   test_obj *o = test_malloc(sizeof(*o));
   ck_assert_ptr_nonnull(o);
@@ -160,7 +160,7 @@ static void parking_finalize(void *obj) {
 }
 
 static const hark_type parking_type = {"parking", sizeof(test_obj),
-                                       parking_finalize};
+                                       parking_finalize, NULL};
 
 START_TEST(finalize_may_release_the_memory_later) {
   parked = NULL;

@@ -64,7 +64,7 @@ static void tobj_finalize(void *obj) {
   test_free(obj);
 }
 
-static const hark_type tobj_type = {"tobj", sizeof(tobj), tobj_finalize};
+static const hark_type tobj_type = {"tobj", sizeof(tobj), tobj_finalize, NULL};
 
 static tobj *tobj_new(void) {
   tobj *o = hark_new(&tobj_type);
@@ -452,7 +452,7 @@ static void race_finalize(void *obj) {
 }
 
 static const hark_type race_type = {"race_obj", sizeof(race_obj),
-                                    race_finalize};
+                                    race_finalize, NULL};
 
 static int race_receiver(void *self, void *sender, void *args) {
   race_obj *o = self;
@@ -602,7 +602,7 @@ static void wobj_finalize(void *obj) {
   test_free(obj);
 }
 
-static const hark_type wobj_type = {"wobj", sizeof(wobj), wobj_finalize};
+static const hark_type wobj_type = {"wobj", sizeof(wobj), wobj_finalize, NULL};
 
 static hark_weak shared_weak;
 static wobj *keeper;

@@ -65,7 +65,7 @@ static void mt_finalize(void *obj) {
   test_free(obj);
 }
 
-static const hark_type mt_type = {"mt_obj", sizeof(mt_obj), mt_finalize};
+static const hark_type mt_type = {"mt_obj", sizeof(mt_obj), mt_finalize, NULL};
 
 static mt_obj *mt_new(void) {
   int serial = atomic_fetch_add(&next_serial, 1);

@@ -90,7 +90,7 @@ static void rx_finalize(void *obj) {
   test_free(obj);
 }
 
-static const hark_type rx_type = {"rx_obj", sizeof(rx_obj), rx_finalize};
+static const hark_type rx_type = {"rx_obj", sizeof(rx_obj), rx_finalize, NULL};
 
 static hark_signal *g_sig;
 static int g_depth;

@@ -87,7 +87,7 @@ static void racer_finalize(void *obj) {
   test_free(obj);
 }
 
-static const hark_type racer_type = {"racer", sizeof(racer), racer_finalize};
+static const hark_type racer_type = {"racer", sizeof(racer), racer_finalize, NULL};
 
 static void racer_died(hark_notify *n, void *obj) {
   racer *r = obj;

@@ -21,9 +21,9 @@ typedef struct widget {
   char payload[40];
 } widget;
 
-static const hark_type widget_type = {"widget", sizeof(widget), NULL};
-static const hark_type gadget_type = {"gadget", sizeof(test_obj), NULL};
-static const hark_type still_type = {"still", sizeof(test_obj), NULL};
+static const hark_type widget_type = {"widget", sizeof(widget), NULL, NULL};
+static const hark_type gadget_type = {"gadget", sizeof(test_obj), NULL, NULL};
+static const hark_type still_type = {"still", sizeof(test_obj), NULL, NULL};
 
 static void *make(const hark_type *t) {
   void *o = hark_new(t);
@@ -122,8 +122,8 @@ START_TEST(live_count_counts_an_object_until_its_finalize) {
 END_TEST
 
 START_TEST(types_sharing_a_name_are_counted_together) {
-  static const hark_type twin_a = {"twin", 16, NULL};
-  static const hark_type twin_b = {"twin", 24, NULL};
+  static const hark_type twin_a = {"twin", 16, NULL, NULL};
+  static const hark_type twin_b = {"twin", 24, NULL, NULL};
   void *a = make(&twin_a);
   void *b = make(&twin_b);
   void *b2 = make(&twin_b);
@@ -149,7 +149,7 @@ START_TEST(types_sharing_a_name_are_counted_together) {
 END_TEST
 
 START_TEST(type_without_a_name_is_counted_as_unnamed) {
-  static const hark_type anon = {NULL, sizeof(hark_object), NULL};
+  static const hark_type anon = {NULL, sizeof(hark_object), NULL, NULL};
   size_t n0 = hark_live_count("(unnamed)");
   void *a = make(&anon);
   ck_assert_uint_eq(hark_live_count("(unnamed)"), n0 + 1);
@@ -324,8 +324,8 @@ END_TEST
 
 /* Two types share a name: the same number of objects, of different sizes,
  * is still a change the table shows. */
-static const hark_type morph_small = {"morph", 16, NULL};
-static const hark_type morph_big = {"morph", 48, NULL};
+static const hark_type morph_small = {"morph", 16, NULL, NULL};
+static const hark_type morph_big = {"morph", 48, NULL, NULL};
 
 START_TEST(print_diff_shows_a_row_whose_count_is_unchanged_but_bytes_are_not) {
   void *small = make(&morph_small);
@@ -440,7 +440,7 @@ END_TEST
  * program again (exec, not just fork: the parent may have read it
  * already) with the child mode in argv and stderr captured. */
 
-static const hark_type leaky_type = {"leaky_widget", 24, NULL};
+static const hark_type leaky_type = {"leaky_widget", 24, NULL, NULL};
 
 static int leak_child(const char *mode) {
   if (strcmp(mode, "two-leaks") == 0) {

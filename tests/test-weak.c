@@ -543,7 +543,7 @@ static void node_finalize(void *obj) {
 }
 
 static const hark_type node_type = {"cycle_node", sizeof(node),
-                                     node_finalize};
+                                     node_finalize, NULL};
 
 START_TEST(weak_back_pointer_breaks_a_parent_child_cycle) {
   test_alloc_install();

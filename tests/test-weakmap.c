@@ -509,9 +509,9 @@ static void adaptor_finalize(void *obj) {
   test_free(obj);
 }
 
-static const hark_type axes_type = {"axes", sizeof(axes), axes_finalize};
+static const hark_type axes_type = {"axes", sizeof(axes), axes_finalize, NULL};
 static const hark_type adaptor_type = {"adaptor", sizeof(adaptor),
-                                       adaptor_finalize};
+                                       adaptor_finalize, NULL};
 
 /* The adaptor's work: draw on its axes if it still exists. */
 static int adaptor_draw(adaptor *a) {

@@ -114,7 +114,7 @@ static void test_obj_finalize(void *obj) {
 }
 
 static const hark_type test_obj_type = {"test_obj", sizeof(test_obj),
-                                        test_obj_finalize};
+                                        test_obj_finalize, NULL};
 
 /* True when the allocation chosen by test_fail_nth() has been attempted
  * (and so failed): lets an allocation-failure scenario tell "met the
@@ -145,6 +145,6 @@ typedef struct kept {
 
 static void kept_finalize(void *obj) { ((kept *)obj)->finalized++; }
 
-static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize};
+static const hark_type kept_type = {"kept", sizeof(kept), kept_finalize, NULL};
 
 #endif

@@ -20,7 +20,7 @@ static void channel_finalize(void *obj) {
 }
 
 const hark_type chat_channel_type = {"chat_channel", sizeof(chat_channel),
-                                     channel_finalize};
+                                     channel_finalize, NULL};
 
 /* Runs as the channel dies (before hark_unref returns): the name is free
  * again at once, even if finalize is deferred behind a send in flight. */

@@ -91,7 +91,7 @@ struct fed_bridge {
 };
 
 static const hark_type fed_bridge_type = {"fed_bridge", sizeof(fed_bridge),
-                                          NULL};
+                                          NULL, NULL};
 
 /* ---- scripts ------------------------------------------------------------ */
 

@@ -50,7 +50,7 @@ static void session_finalize(void *obj) {
 }
 
 const hark_type chat_session_type = {"chat_session", sizeof(chat_session),
-                                     session_finalize};
+                                     session_finalize, NULL};
 
 void session_mask(chat_session *s, char *buf, size_t cap) {
   snprintf(buf, cap, "%s!%s@%s", s->nick, s->user[0] ? s->user : "~u",
