@@ -296,11 +296,12 @@ typedef struct hark_weakmap_ops {
    * increment of the value's own count). Runs under the map's lock: it
    * must not call the map. NULL: hark_weakmap_get is not available. */
   void *(*value_ref)(void *value);
-  /* Reports each hark object the value holds a strong reference to, with
-   * visit(obj, arg), for the leak finder (hark_leaks_find): a value that
-   * holds its own key strongly pins it for ever. Runs under the map's
-   * lock: it must only call visit. NULL: the value's references are
-   * unknown. */
+  /* Reports, with visit(obj, arg), each hark object an entry holds
+   * strongly through its value, for the leak finder (hark_leaks_find): a
+   * value that holds its own key pins it for ever. When values are hark
+   * objects themselves, visit the value (the entry's reference to it):
+   * the finder then follows the value's own traverse. Runs under the
+   * map's lock: it must only call visit. NULL: unknown. */
   void (*value_traverse)(void *value, hark_visit_fn visit, void *arg);
 } hark_weakmap_ops;
 
