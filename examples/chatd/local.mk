@@ -8,19 +8,30 @@ chatd_core_sources = \
 	examples/chatd/log.h examples/chatd/log.c \
 	examples/chatd/proto.h examples/chatd/proto.c \
 	examples/chatd/names.c \
+	examples/chatd/user.c \
 	examples/chatd/session.c \
 	examples/chatd/channel.c \
 	examples/chatd/commands.c \
+	examples/chatd/queries.c \
 	examples/chatd/server.c
 
-chatd_core_sources += examples/chatd/federation.h examples/chatd/federation.c
+# Federation beside the core: its own files, wired in by server.c alone.
+chatd_core_sources += examples/chatd/federation.h \
+	examples/chatd/fed_link.c \
+	examples/chatd/tls.h examples/chatd/tls.c \
+	examples/chatd/redis.h examples/chatd/redis.c
 if HAVE_HIREDIS
-CHATD_REDIS_LIBS = $(HIREDIS_LIBS)
+CHATD_HIREDIS_LIBS = $(HIREDIS_LIBS)
 endif
+if HAVE_OPENSSL
+CHATD_OPENSSL_LIBS = $(OPENSSL_LIBS)
+endif
+CHATD_REDIS_LIBS = $(CHATD_HIREDIS_LIBS) $(CHATD_OPENSSL_LIBS)
+CHATD_FED_CFLAGS = $(HIREDIS_CFLAGS) $(OPENSSL_CFLAGS)
 
 examples_chatd_hark_chatd_SOURCES = $(chatd_core_sources) \
 	examples/chatd/main.c
-examples_chatd_hark_chatd_CPPFLAGS = $(AM_CPPFLAGS) $(HIREDIS_CFLAGS)
+examples_chatd_hark_chatd_CPPFLAGS = $(AM_CPPFLAGS) $(CHATD_FED_CFLAGS)
 examples_chatd_hark_chatd_CFLAGS = $(AM_CFLAGS)
 examples_chatd_hark_chatd_LDADD = libhark.la $(UV_LIBS) $(CHATD_REDIS_LIBS)
 
@@ -47,7 +58,7 @@ tests_test_chatd_proto_LDADD = $(TEST_LDADD)
 tests_test_chatd_SOURCES = tests/chatd/test-chatd.c tests/chatd/client.h \
 	$(chatd_core_sources)
 tests_test_chatd_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/examples/chatd \
-	$(HIREDIS_CFLAGS)
+	$(CHATD_FED_CFLAGS)
 tests_test_chatd_CFLAGS = $(TEST_CFLAGS)
 tests_test_chatd_LDADD = $(TEST_LDADD) $(CHATD_REDIS_LIBS)
 
