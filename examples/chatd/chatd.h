@@ -154,8 +154,10 @@ struct chat_server {
       *sig_topic, *sig_mode, *sig_kick;
   /* sig_private: sent with the recipient as sender; sig_user: a user
    * registered, renamed, quit (once each, with the user as sender);
-   * sig_claim: may this user take this nick (args: chat_claim). */
-  hark_signal *sig_private, *sig_user, *sig_claim;
+   * sig_claim: may this user take this nick; sig_settle: may this user's
+   * command read the network's state now, or must this node first see
+   * what other nodes did before it (args of both: chat_claim). */
+  hark_signal *sig_private, *sig_user, *sig_claim, *sig_settle;
   names nicks, chans;
   chat_session *sessions; /* the server's strong reference to each */
   unsigned nclients;
@@ -241,9 +243,11 @@ int user_say(chat_user *to, chat_user *from, const char *cmd,
 void user_notice(chat_user *u, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* A nick claim, decided by the receivers of sig_claim: a receiver that
- * needs time calls claim_defer in the send, and claim_decide once later.
- * done runs once, when every deferral is decided (at once when none). */
+/* A question to the receivers of sig (sig_claim: may who take nick;
+ * sig_settle, nick "": is this node's view of the network up to date for
+ * who's command): a receiver that needs time calls claim_defer in the
+ * send, and claim_decide once later. done runs once, when every deferral
+ * is decided (at once when none). */
 typedef struct chat_claim chat_claim;
 struct chat_claim {
   hark_weak who; /* the claiming user */
@@ -255,9 +259,10 @@ struct chat_claim {
   unsigned hold; /* the claimer's session_hold token, if held */
   bool held;
 };
-/* Sends sig_claim for u taking nick. Returns 1 when decided at once (done
- * has run), 0 when done comes later, HARK_ENOMEM (done never runs). */
-int claim_run(chat_user *u, const char *nick,
+/* Sends sig with u as sender. Returns 1 when decided at once (done has
+ * run), 0 when done comes later (*out is the question, for its hold),
+ * HARK_ENOMEM (done never runs). */
+int claim_run(hark_signal *sig, chat_user *u, const char *nick,
               void (*done)(chat_claim *c, chat_user *who, bool granted),
               chat_claim **out);
 void claim_defer(chat_claim *c);
@@ -274,6 +279,9 @@ struct chat_session {
   chat_session *dirty_next;        /* srv->dirty */
   chat_session *close_next;        /* srv->closing */
   bool dirty, closing, closed, pass_ok, throttled, discarding;
+  /* retry: the line being run waits (session_retry) and runs again;
+   * settled: the line being run already waited once */
+  bool retry, settled;
   char quit_reason[200];
   /* input: at most one line plus what came with it */
   char in[16384];
@@ -328,6 +336,9 @@ unsigned session_hold(chat_session *s);
  * order, from the loop (never inside the caller). A token from before a
  * timeout does nothing. */
 void session_unhold(chat_session *s, unsigned token);
+/* The line being run is not done: it runs again, first, once the holds
+ * are off. */
+void session_retry(chat_session *s);
 /* From the server's tick: a hold older than CHATD_HOLD_TIMEOUT_MS ends. */
 void session_hold_check(chat_session *s, uint64_t now);
 
@@ -408,6 +419,10 @@ typedef struct chat_command {
 } chat_command;
 extern const chat_command query_commands[];
 extern const size_t nquery_commands;
+/* For a command whose answer reads the network's state: true when the
+ * line must wait (it runs again once this node is up to date), false to
+ * go on now. */
+bool command_settle(chat_session *s);
 /* A keyed channel shows nothing to outsiders. */
 bool channel_visible(chat_channel *c, chat_user *u);
 void send_motd(chat_session *s);

@@ -21,6 +21,29 @@ static void unavailable(chat_session *s, const char *what) {
                   what);
 }
 
+/* ---- up to date ---------------------------------------------------------- */
+
+static void settled(chat_claim *cl, chat_user *who, bool ok) {
+  chat_session *s = user_session(who);
+  if (s != NULL && cl->held)
+    session_unhold(s, cl->hold);
+}
+
+/* What another node did before this command reached us (a JOIN, a +k, a
+ * new nick) may not be here yet: the receivers of sig_settle say when it
+ * is (at once when alone). The line then runs again, once. */
+bool command_settle(chat_session *s) {
+  if (s->settled)
+    return false; /* it waited once already */
+  chat_claim *cl = NULL;
+  if (claim_run(s->u.srv->sig_settle, &s->u, "", settled, &cl) != 0)
+    return false; /* up to date, or no memory to wait: answer now */
+  cl->hold = session_hold(s);
+  cl->held = true;
+  session_retry(s);
+  return true;
+}
+
 /* ---- registration ----------------------------------------------------- */
 
 static void welcome(chat_session *s) {
@@ -130,7 +153,8 @@ static void cmd_nick(chat_session *s, irc_msg *m) {
   if (strcmp(nick, s->u.nick) == 0)
     return;
   if (taken(s, nick)) {
-    session_numeric(s, 433, "%s :Nickname is already in use", nick);
+    if (!command_settle(s)) /* (it may have been freed meanwhile) */
+      session_numeric(s, 433, "%s :Nickname is already in use", nick);
     return;
   }
   if (s->u.nick[0] != '\0' && irc_casecmp(s->u.nick, nick) == 0) {
@@ -140,7 +164,7 @@ static void cmd_nick(chat_session *s, irc_msg *m) {
   /* Whoever else must agree (the network, when federated) answers now or
    * later; the session's next lines wait for the answer. */
   chat_claim *cl = NULL;
-  int r = claim_run(&s->u, nick, nick_claimed, &cl);
+  int r = claim_run(srv->sig_claim, &s->u, nick, nick_claimed, &cl);
   if (r < 0) {
     unavailable(s, nick);
   } else if (r == 0) {
@@ -295,6 +319,8 @@ static void join_one(chat_session *s, const char *name, const char *key) {
 }
 
 static void cmd_join(chat_session *s, irc_msg *m) {
+  if (command_settle(s))
+    return;
   char *list = (char *)m->params[0], *keys = NULL;
   if (strcmp(list, "0") == 0) {
     while (s->u.nchans > 0)
@@ -325,6 +351,8 @@ static void cmd_kick(chat_session *s, irc_msg *m) {
     session_numeric(s, 461, "KICK :Not enough parameters");
     return;
   }
+  if (command_settle(s))
+    return;
   chat_channel *c = member_channel(s, m->params[0]);
   if (c == NULL)
     return;
@@ -346,6 +374,27 @@ static void cmd_kick(chat_session *s, irc_msg *m) {
   hark_unref(c);
 }
 
+/* Whether a target of a message would get an error here: a channel s is
+ * not in, a nick nobody has. (A list is checked whole, before anything is
+ * sent: the line may have to run again.) */
+static bool any_error(chat_session *s, const char *targets) {
+  char buf[IRC_LINE_MAX + 1], *list = buf, *t;
+  snprintf(buf, sizeof buf, "%s", targets);
+  bool err = false;
+  while (!err && (t = irc_next_item(&list)) != NULL) {
+    if (t[0] == '#') {
+      chat_channel *c = channel_find(s->u.srv, t);
+      err = c == NULL || !user_in_channel(&s->u, c);
+      hark_unref(c);
+    } else {
+      chat_user *to = user_find(s->u.srv, t);
+      err = to == NULL || !to->registered;
+      hark_unref(to);
+    }
+  }
+  return err;
+}
+
 static void message(chat_session *s, irc_msg *m, const char *cmd,
                     bool notice) {
   chat_server *srv = s->u.srv;
@@ -359,6 +408,8 @@ static void message(chat_session *s, irc_msg *m, const char *cmd,
       session_numeric(s, 412, ":No text to send");
     return;
   }
+  if (any_error(s, m->params[0]) && command_settle(s))
+    return;
   char *targets = (char *)m->params[0], *t;
   while ((t = irc_next_item(&targets)) != NULL) {
     if (t[0] == '#') {
@@ -398,6 +449,8 @@ static void cmd_notice(chat_session *s, irc_msg *m) {
 }
 
 static void cmd_topic(chat_session *s, irc_msg *m) {
+  if (m->nparams < 2 && command_settle(s))
+    return;
   chat_channel *c = channel_find(s->u.srv, m->params[0]);
   if (c == NULL) {
     session_numeric(s, 403, "%s :No such channel", m->params[0]);
@@ -495,6 +548,8 @@ static void channel_mode(chat_session *s, chat_channel *c, irc_msg *m) {
 
 static void cmd_mode(chat_session *s, irc_msg *m) {
   const char *target = m->params[0];
+  if (target[0] == '#' && command_settle(s))
+    return;
   if (target[0] == '#') {
     chat_channel *c = channel_find(s->u.srv, target);
     if (c == NULL)

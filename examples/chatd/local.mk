@@ -17,7 +17,9 @@ chatd_core_sources = \
 
 # Federation beside the core: its own files, wired in by server.c alone.
 chatd_core_sources += examples/chatd/federation.h \
-	examples/chatd/fed_link.c \
+	examples/chatd/fed.h examples/chatd/fed_link.c \
+	examples/chatd/fed_out.c examples/chatd/fed_in.c \
+	examples/chatd/fed_lua.c \
 	examples/chatd/tls.h examples/chatd/tls.c \
 	examples/chatd/redis.h examples/chatd/redis.c
 if HAVE_HIREDIS

@@ -29,6 +29,8 @@ void send_motd(chat_session *s) {
 }
 
 static void cmd_names(chat_session *s, irc_msg *m) {
+  if (command_settle(s))
+    return;
   if (m->nparams < 1) {
     session_numeric(s, 366, "* :End of /NAMES list.");
     return;
@@ -53,6 +55,8 @@ static void list_one(void *obj, void *data) {
 }
 
 static void cmd_list(chat_session *s, irc_msg *m) {
+  if (command_settle(s))
+    return;
   session_numeric(s, 321, "Channel :Users  Name");
   if (m->nparams > 0) {
     char *list = (char *)m->params[0], *name;
@@ -73,6 +77,8 @@ static const char *server_of(chat_user *u) {
 }
 
 static void cmd_who(chat_session *s, irc_msg *m) {
+  if (command_settle(s))
+    return;
   if (m->nparams < 1) {
     session_numeric(s, 315, "* :End of WHO list.");
     return;
@@ -97,6 +103,8 @@ static void cmd_who(chat_session *s, irc_msg *m) {
 }
 
 static void cmd_whois(chat_session *s, irc_msg *m) {
+  if (command_settle(s))
+    return;
   const char *nick = m->params[m->nparams > 1 ? 1 : 0];
   chat_user *t = user_find(s->u.srv, nick);
   if (t == NULL || !t->registered) {
@@ -116,6 +124,8 @@ static void cmd_whois(chat_session *s, irc_msg *m) {
 }
 
 static void cmd_ison(chat_session *s, irc_msg *m) {
+  if (command_settle(s))
+    return;
   char list[IRC_LINE_MAX] = "";
   size_t len = 0;
   for (int i = 0; i < m->nparams; i++) {

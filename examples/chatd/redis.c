@@ -43,6 +43,7 @@ struct redis_conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
   uv_prepare_t prepare;
+  uv_check_t check;
   uv_getaddrinfo_t gai;
   uv_connect_t creq;
   bool tcp_inited, gai_active;
@@ -184,6 +185,8 @@ static void close_handles(redis_conn *c) {
     uv_close((uv_handle_t *)&c->timer, on_closed);
   if (!uv_is_closing((uv_handle_t *)&c->prepare))
     uv_close((uv_handle_t *)&c->prepare, on_closed);
+  if (!uv_is_closing((uv_handle_t *)&c->check))
+    uv_close((uv_handle_t *)&c->check, on_closed);
 }
 
 static void down(redis_conn *c, const char *why, bool config) {
@@ -196,6 +199,7 @@ static void down(redis_conn *c, const char *why, bool config) {
     uv_read_stop((uv_stream_t *)&c->tcp);
   uv_timer_stop(&c->timer);
   uv_prepare_stop(&c->prepare);
+  uv_check_stop(&c->check);
   fail_pending(c);
   if (!c->freed && c->ev.on_down != NULL)
     c->ev.on_down(c, c->data, why, config);
@@ -285,10 +289,14 @@ static void on_written(uv_write_t *req, int status) {
   }
 }
 
-/* Before the loop sleeps: everything queued this iteration, in one write. */
-static void on_prepare(uv_prepare_t *p) {
-  redis_conn *c = p->data;
-  uv_prepare_stop(p);
+/* Everything queued, in one write: right after the I/O callbacks of an
+ * iteration (check), so that a command a client's line caused is on its
+ * way to Redis before that client's answer goes out (the server writes
+ * its clients before the loop sleeps, in prepare); and before the loop
+ * sleeps, for what timers and closings queued. */
+static void flush(redis_conn *c) {
+  uv_prepare_stop(&c->prepare);
+  uv_check_stop(&c->check);
   if (c->outlen == 0 || c->freed || c->state == ST_DOWN)
     return;
   uv_buf_t b = uv_buf_init(c->out, (unsigned)c->outlen);
@@ -318,6 +326,9 @@ static void on_prepare(uv_prepare_t *p) {
     down(c, why, false);
   }
 }
+
+static void on_prepare(uv_prepare_t *p) { flush(p->data); }
+static void on_check(uv_check_t *k) { flush(k->data); }
 
 static bool out_reserve(redis_conn *c, size_t more) {
   if (c->outlen + more <= c->outcap)
@@ -393,6 +404,7 @@ static int queue(redis_conn *c, int argc, const char *const *argv,
   if (c->qcount == 1)
     arm(c);
   uv_prepare_start(&c->prepare, on_prepare);
+  uv_check_start(&c->check, on_check);
   return 0;
 }
 
@@ -643,9 +655,10 @@ redis_conn *redis_connect(uv_loop_t *loop, const redis_conf *conf,
   uv_tcp_init(loop, &c->tcp);
   uv_timer_init(loop, &c->timer);
   uv_prepare_init(loop, &c->prepare);
-  c->tcp.data = c->timer.data = c->prepare.data = c;
+  uv_check_init(loop, &c->check);
+  c->tcp.data = c->timer.data = c->prepare.data = c->check.data = c;
   c->tcp_inited = true;
-  c->open = 3;
+  c->open = 4;
   c->state = ST_RESOLVING;
   c->connect_deadline = uv_now(loop) + c->connect_ms;
   arm(c);

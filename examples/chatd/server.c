@@ -134,7 +134,7 @@ void server_stats_line(chat_server *srv, char *buf, size_t cap) {
   hark_signal *sigs[] = {srv->sig_message, srv->sig_join,    srv->sig_part,
                          srv->sig_quit,    srv->sig_nick,    srv->sig_topic,
                          srv->sig_mode,    srv->sig_kick,    srv->sig_private,
-                         srv->sig_user,    srv->sig_claim};
+                         srv->sig_user,    srv->sig_claim,   srv->sig_settle};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
     receivers += hark_signal_receivers(sigs[i]);
   snprintf(buf, cap,
@@ -223,10 +223,11 @@ int server_start(chat_server *srv, uv_loop_t *loop, const chat_options *opt) {
   hark_signal **sigs[] = {&srv->sig_message, &srv->sig_join, &srv->sig_part,
                           &srv->sig_quit,    &srv->sig_nick, &srv->sig_topic,
                           &srv->sig_mode,    &srv->sig_kick, &srv->sig_private,
-                          &srv->sig_user,    &srv->sig_claim};
+                          &srv->sig_user,    &srv->sig_claim,
+                          &srv->sig_settle};
   static const char *const sig_names[] = {
       "message", "join", "part",    "quit", "nick", "topic",
-      "mode",    "kick", "private", "user", "claim"};
+      "mode",    "kick", "private", "user", "claim", "settle"};
   bool ok = srv->hl != NULL;
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
     ok = (*sigs[i] = make_signal(sig_names[i], opt)) != NULL && ok;
@@ -310,7 +311,8 @@ void server_free(chat_server *srv) {
   hark_signal **sigs[] = {&srv->sig_message, &srv->sig_join, &srv->sig_part,
                           &srv->sig_quit,    &srv->sig_nick, &srv->sig_topic,
                           &srv->sig_mode,    &srv->sig_kick, &srv->sig_private,
-                          &srv->sig_user,    &srv->sig_claim};
+                          &srv->sig_user,    &srv->sig_claim,
+                          &srv->sig_settle};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
     hark_unref(*sigs[i]);
     *sigs[i] = NULL;

@@ -316,6 +316,8 @@ void session_unhold(chat_session *s, unsigned token) {
     resume_soon(s);
 }
 
+void session_retry(chat_session *s) { s->retry = true; }
+
 void session_hold_check(chat_session *s, uint64_t now) {
   if (s->held == 0 || now - s->held_at < CHATD_HOLD_TIMEOUT_MS)
     return;
@@ -353,7 +355,7 @@ static void process_input(chat_session *s) {
       off += used;
       continue;
     }
-    if (!take_token(s)) {
+    if (!s->settled && !take_token(s)) { /* (a retried line paid) */
       s->throttled = true;
       s->u.srv->flood_waits++;
       uv_read_stop((uv_stream_t *)&s->tcp);
@@ -363,11 +365,18 @@ static void process_input(chat_session *s) {
     }
     char line[IRC_LINE_MAX + 1];
     memcpy(line, s->in + off, len);
-    off += used;
-    s->u.srv->lines_in++;
+    if (!s->settled)
+      s->u.srv->lines_in++;
     s->active_at = chat_now_ms(s->u.srv);
     s->ping_at = 0;
     command_line(s, line, len);
+    if (s->retry) { /* waits, then runs again: not consumed */
+      s->retry = false;
+      s->settled = true;
+      break;
+    }
+    s->settled = false;
+    off += used;
   }
   if (off > 0) {
     memmove(s->in, s->in + off, s->inlen - off);

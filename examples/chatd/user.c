@@ -203,7 +203,7 @@ void user_notice(chat_user *u, const char *fmt, ...) {
                 u->nick[0] ? u->nick : "*", text);
 }
 
-/* ---- nick claims ------------------------------------------------------- */
+/* ---- questions to the network: nick claims, settling ------------------ */
 
 static void claim_finish(chat_claim *c) {
   chat_user *who = hark_weak_get(&c->who);
@@ -213,7 +213,7 @@ static void claim_finish(chat_claim *c) {
   chat_free(c);
 }
 
-int claim_run(chat_user *u, const char *nick,
+int claim_run(hark_signal *sig, chat_user *u, const char *nick,
               void (*done)(chat_claim *c, chat_user *who, bool granted),
               chat_claim **out) {
   chat_claim *c = chat_calloc(1, sizeof *c);
@@ -225,7 +225,7 @@ int claim_run(chat_user *u, const char *nick,
   /* The send holds one deferral itself: a receiver that decides inside
    * the send cannot finish the claim under it. */
   c->deferred = 1;
-  int r = hark_send(u->srv->sig_claim, u, c);
+  int r = hark_send(sig, u, c);
   if (r < 0 && c->deferred == 1) {
     hark_weak_clear(&c->who);
     chat_free(c);
