@@ -282,6 +282,7 @@ struct chat_session {
   /* retry: the line being run waits (session_retry) and runs again;
    * settled: the line being run already waited once */
   bool retry, settled;
+  unsigned gated; /* output waits for this many commits (session_gate) */
   char quit_reason[200];
   /* input: at most one line plus what came with it */
   char in[16384];
@@ -339,6 +340,10 @@ void session_unhold(chat_session *s, unsigned token);
 /* The line being run is not done: it runs again, first, once the holds
  * are off. */
 void session_retry(chat_session *s);
+/* What s did must be committed elsewhere (the network has it) before s
+ * hears more: its output waits until as many session_ungate. */
+void session_gate(chat_session *s);
+void session_ungate(chat_session *s);
 /* From the server's tick: a hold older than CHATD_HOLD_TIMEOUT_MS ends. */
 void session_hold_check(chat_session *s, uint64_t now);
 

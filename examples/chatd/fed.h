@@ -46,6 +46,8 @@ typedef struct fed_out {
   bool sent;    /* on the wire, its reply due */
   char item[CHATD_CHAN_MAX + CHATD_UID_MAX + 4]; /* pending item, or "" */
   hark_weak who; /* INTRO, NICK: the user a rename would concern */
+  hark_weak gate; /* the session whose output waits for this commit */
+  bool gating;
   char nick[CHATD_NICK_MAX + 1]; /* INTRO, NICK: the nick asked for */
   int nfields;  /* field/value pairs */
   const char **argv;
@@ -77,8 +79,20 @@ typedef struct fed_wait {
   struct fed_wait *next;
   struct fed_bridge *b;
   chat_claim *claim;
-  uint64_t target; /* 0 until Redis has said */
+  uint64_t target;   /* the stream's end when Redis answered */
+  bool asked;        /* the question is out (else: parked until the link) */
+  bool answered;     /* target is known */
+  bool done;         /* claim decided: freed when its answer comes */
 } fed_wait;
+
+/* A nick claim out to Redis, or parked until the link is up. */
+typedef struct claim_req {
+  struct claim_req *next; /* parked */
+  struct fed_bridge *b;
+  chat_claim *claim;
+  hark_weak who;
+  char nick[CHATD_NICK_MAX + 1], uid[CHATD_UID_MAX + 1];
+} claim_req;
 
 /* ---- the bridge -------------------------------------------------------- */
 
@@ -101,8 +115,10 @@ typedef struct fed_bridge {
   /* the stream */
   char last_id[48];
   uint64_t last_n;
+  char epoch[32]; /* of the stream last_id belongs to */
   bool reading, resyncing, xread_out;
   fed_wait *waiters;
+  claim_req *parked; /* claims made while the link was coming up */
   /* the outbox */
   fed_out *out_head, *out_tail, *out_unsent;
   size_t out_len, out_inflight;
@@ -128,9 +144,13 @@ typedef struct fed_bridge {
 void link_reset(fed_bridge *b, const char *why);
 /* Queues an event of this node (fields borrowed, copied). The outbox
  * keeps it until Redis has applied it. who: the user whose nick the
- * answer may change (INTRO, NICK). Returns 0 or HARK_ENOMEM. */
+ * answer may change (INTRO, NICK). actor: the user who did it; when it is
+ * a session here, its output waits until Redis has the event (while
+ * Redis is reachable), so that what it tells its client has happened for
+ * the whole network. Returns 0 or HARK_ENOMEM. */
 int out_push(fed_bridge *b, int kind, const fed_field *f, int nf,
-             const char *item, chat_user *who, const char *nick);
+             const char *item, chat_user *who, const char *nick,
+             chat_user *actor);
 void out_flush(fed_bridge *b);
 /* Runs a script on the command connection (argv after EVALSHA sha 0). */
 int fed_script(fed_bridge *b, int script, int argc, const char **argv,
@@ -151,6 +171,8 @@ void fed_burst(fed_bridge *b, fmap *snapshot_chans);
 void fed_fold(char *buf, size_t cap, const char *name);
 chat_user *fed_user(fed_bridge *b, const char *uid); /* borrowed or NULL */
 void fed_forget(fed_bridge *b, chat_user *u);
+/* The link is up: the parked claims go out; down: they are granted. */
+void out_unpark(fed_bridge *b, bool up);
 
 /* fed_in.c */
 void in_start(fed_bridge *b);  /* reading from last_id */
@@ -158,6 +180,7 @@ void in_stop(fed_bridge *b); /* (the waiters are let go) */
 /* sig_settle: c waits until the stream has been read up to its end as
  * Redis has it now. */
 void in_settle(fed_bridge *b, chat_claim *c);
+void in_unpark(fed_bridge *b); /* the link is up: the parked ones ask */
 /* A snapshot reply (the scripts' {.., lastid, n, users, chans} from index
  * at): the network's state replaces this node's view of it. fresh: a new
  * incarnation (our own users are burst, not judged). known (may be NULL)

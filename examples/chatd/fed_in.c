@@ -390,16 +390,21 @@ static void apply(fed_bridge *b, const fed_ev *ev) {
 
 /* ---- commands waiting to be up to date -------------------------------- */
 
-/* Lets go the waiters whose target has been read (all: every one). */
+/* Lets go the waiters whose target has been read (all: every one). A
+ * waiter whose question is out is freed by its answer (on_seq), which
+ * always comes (NULL when the connection goes). */
 static void release_waiters(fed_bridge *b, bool all) {
   fed_wait **pp = &b->waiters;
   while (*pp != NULL) {
     fed_wait *w = *pp;
-    if (all || (w->target != 0 && w->target <= b->last_n)) {
+    if (all || (w->answered && w->target <= b->last_n)) {
       *pp = w->next;
-      claim_decide(w->claim, true); /* may queue more waiters: at the head */
-      chat_free(w);
-      pp = &b->waiters; /* the list may have changed under us */
+      chat_claim *c = w->claim;
+      w->done = true;
+      if (!w->asked || w->answered)
+        chat_free(w);
+      claim_decide(c, true);
+      pp = &b->waiters; /* deciding may have changed the list */
     } else {
       pp = &w->next;
     }
@@ -408,31 +413,45 @@ static void release_waiters(fed_bridge *b, bool all) {
 
 static void on_seq(void *data, const rreply *r) {
   fed_wait *w = data;
-  fed_bridge *b = w->b;
+  w->answered = true;
+  if (w->done) { /* let go already */
+    chat_free(w);
+    return;
+  }
   if (r == NULL) /* the link is down: release_waiters(all) follows */
     return;
-  w->target = rreply_is(r, RREPLY_STRING) ? strtoull(r->str, NULL, 10) : 1;
-  if (w->target == 0)
-    w->target = 1; /* an empty stream: nothing to wait for */
-  release_waiters(b, false);
+  w->target = rreply_is(r, RREPLY_STRING) ? strtoull(r->str, NULL, 10) : 0;
+  release_waiters(w->b, false);
+}
+
+static void ask_seq(fed_bridge *b, fed_wait *w) {
+  char key[96];
+  snprintf(key, sizeof key, "%sseq", b->prefix);
+  const char *argv[] = {"GET", key};
+  w->asked = redis_send(b->cmd, 2, argv, NULL, 0, on_seq, w) == 0;
+  if (!w->asked)
+    w->answered = true; /* cannot ask: answered from what is here */
 }
 
 void in_settle(fed_bridge *b, chat_claim *c) {
   fed_wait *w = chat_calloc(1, sizeof *w);
   if (w == NULL)
     return; /* answered from what is here */
-  char key[96];
-  snprintf(key, sizeof key, "%sseq", b->prefix);
-  const char *argv[] = {"GET", key};
   w->b = b;
   w->claim = c;
-  if (redis_send(b->cmd, 2, argv, NULL, 0, on_seq, w) != 0) {
-    chat_free(w);
-    return;
-  }
   claim_defer(c);
   w->next = b->waiters;
   b->waiters = w;
+  if (b->state == LINK_UP)
+    ask_seq(b, w);
+  release_waiters(b, false);
+}
+
+void in_unpark(fed_bridge *b) {
+  for (fed_wait *w = b->waiters; w != NULL; w = w->next)
+    if (!w->asked && !w->answered)
+      ask_seq(b, w);
+  release_waiters(b, false);
 }
 
 /* ---- reading ---------------------------------------------------------- */

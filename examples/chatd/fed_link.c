@@ -62,7 +62,21 @@ int fed_script(fed_bridge *b, int script, int argc, const char **argv,
 
 /* ---- the outbox -------------------------------------------------------- */
 
+/* The session whose output waited for e goes on. */
+static void ungate(fed_out *e) {
+  if (!e->gating)
+    return;
+  e->gating = false;
+  chat_user *u = hark_weak_get(&e->gate);
+  chat_session *s = user_session(u);
+  if (s != NULL)
+    session_ungate(s);
+  hark_unref(u);
+  hark_weak_clear(&e->gate);
+}
+
 static void out_free(fed_out *e) {
+  ungate(e);
   hark_weak_clear(&e->who);
   chat_free(e);
 }
@@ -80,7 +94,8 @@ static void out_pop(fed_bridge *b) {
 }
 
 int out_push(fed_bridge *b, int kind, const fed_field *f, int nf,
-             const char *item, chat_user *who, const char *nick) {
+             const char *item, chat_user *who, const char *nick,
+             chat_user *actor) {
   bool state = kind != FK_MSG && kind != FK_PM;
   if (b->out_len >= FED_OUTBOX_MAX && !state) {
     if (b->dropped++ == 0 || b->dropped % 10000 == 0)
@@ -128,6 +143,12 @@ int out_push(fed_bridge *b, int kind, const fed_field *f, int nf,
     hark_weak_set(&e->who, who);
   if (nick != NULL)
     snprintf(e->nick, sizeof e->nick, "%s", nick);
+  chat_session *s = user_session(actor);
+  if (s != NULL && state && kind != FK_QUIT && b->state != LINK_DOWN &&
+      hark_weak_set(&e->gate, s) == 0) {
+    e->gating = true;
+    session_gate(s);
+  }
   if (b->out_tail != NULL)
     b->out_tail->next = e;
   else
@@ -237,6 +258,8 @@ static void up(fed_bridge *b) {
    * other node's events are read. */
   b->barrier = b->out_tail;
   out_flush(b);
+  out_unpark(b, true);
+  in_unpark(b);
   if (b->barrier == NULL)
     in_start(b);
 }
@@ -277,9 +300,25 @@ static void on_register(void *data, const rreply *r) {
     log_error("federation: out of memory");
     return;
   }
+  char old_id[sizeof b->last_id];
+  uint64_t old_n = b->last_n;
+  snprintf(old_id, sizeof old_id, "%s", b->last_id);
   b->muted = true;
   bool ok = in_resync(b, r, 1, true, &known);
   b->muted = false;
+  /* Back after being away (not a first start): what others did since our
+   * last read is still in the stream, messages too; read it from there
+   * (a jump in the sequence still sends us to a snapshot). A Redis that
+   * lost its data began another stream: read all of that one. */
+  const rreply *epoch = rreply_at(r, 5);
+  bool same = rreply_is(epoch, RREPLY_STRING) &&
+              strcmp(epoch->str, b->epoch) == 0;
+  if (ok && !first) {
+    snprintf(b->last_id, sizeof b->last_id, "%s", same ? old_id : "0-0");
+    b->last_n = same ? old_n : 0;
+  }
+  if (rreply_is(epoch, RREPLY_STRING))
+    snprintf(b->epoch, sizeof b->epoch, "%s", epoch->str);
   if (!ok) {
     fmap_free(&known, NULL);
     link_down(b, "bad snapshot", false);
@@ -422,10 +461,19 @@ static void link_down(fed_bridge *b, const char *why, bool config) {
    * locally, events wait in the outbox to be sent again. */
   redis_free(cmd);
   redis_free(rd);
-  for (fed_out *e = b->out_head; e != NULL; e = e->next)
+  for (fed_out *e = b->out_head; e != NULL; e = e->next) {
     e->sent = false;
+    ungate(e); /* Redis is away: what we did stands here */
+  }
   b->out_unsent = b->out_head;
+  out_unpark(b, false);
   b->out_inflight = 0;
+  if (b->stopping && b->state != LINK_STOPPED) { /* lost while saying bye */
+    b->state = LINK_STOPPED;
+    uv_timer_stop(&b->guard);
+    if (b->guard.loop != NULL && !uv_is_closing((uv_handle_t *)&b->guard))
+      uv_close((uv_handle_t *)&b->guard, NULL);
+  }
   if (b->state != LINK_STOPPED && !b->stopping &&
       !uv_is_active((uv_handle_t *)&b->retry)) {
     uv_timer_start(&b->retry, on_retry, b->backoff, 0);

@@ -17,6 +17,9 @@
  *   {P}:inc         counter: incarnations handed out
  *   {P}:nodes       hash node -> its current incarnation
  *   {P}:hb          hash node -> its last heartbeat (Redis time, ms)
+ *   {P}:since       hash node -> start of its run of timely heartbeats
+ *   {P}:epoch       when this stream began (a Redis that lost its data
+ *                   begins another: nodes then read it from its start)
  *   {P}:acked       hash node -> the last outbox sequence applied
  *   {P}:nicks       hash folded nick -> uid (claims)
  *   {P}:guest       counter: guest nicks given out in collisions
@@ -73,7 +76,7 @@
   "for i=1,#c,2 do if string.sub(c[i+1],1,#pre)==pre then "                   \
   "redis.call('hdel',K('nicks'),c[i]) end end "                               \
   "redis.call('hdel',K('nodes'),nd) redis.call('hdel',K('hb'),nd) "           \
-  "redis.call('hdel',K('acked'),nd) "                                         \
+  "redis.call('hdel',K('acked'),nd) redis.call('hdel',K('since'),nd) "        \
   "xadd({'k','lost','o','','i','','node',nd,'x',why,'inc',old or ''}) end "   \
   /* the network's state and the stream position it matches */               \
   "local function snapshot() "                                                \
@@ -151,29 +154,42 @@ static const char EMIT[] =
     "local n,id=xadd(out) return {'ok',n,id,extra}";
 
 /* A node (re)starts: its previous incarnation's users go (an event says
- * so), it gets a new incarnation. Replies {inc, lastid, n, users,
- * chans}. */
+ * so), it gets a new incarnation. Replies {inc, lastid, n, users, chans,
+ * epoch}: epoch names this stream (a Redis that lost its data starts
+ * another). */
 static const char REGISTER[] =
     PRELUDE
     "if redis.call('hexists',K('nodes'),node)==1 then "
     "drop_node(node,'restarted') end "
+    "local now=now_ms() "
+    "redis.call('setnx',K('epoch'),now) "
     "local i=redis.call('incr',K('inc')) "
     "redis.call('hset',K('nodes'),node,i) "
-    "redis.call('hset',K('hb'),node,now_ms()) "
+    "redis.call('hset',K('hb'),node,now) redis.call('hset',K('since'),node,now) "
     "redis.call('hdel',K('acked'),node) "
-    "local s=snapshot() return {tostring(i),s[1],s[2],s[3],s[4]}";
+    "local s=snapshot() "
+    "return {tostring(i),s[1],s[2],s[3],s[4],redis.call('get',K('epoch'))}";
 
 /* A heartbeat. With ARGV[6] == '1' (the caller has been answered
- * promptly for a whole lease: a stalled Redis is not a dead peer) the
- * nodes whose last heartbeat is older than the lease are declared lost.
- * Replies {0} when this incarnation is not registered, else {1, lost
- * node...}. */
+ * promptly for a whole lease) the nodes whose last heartbeat is older
+ * than the lease are declared lost, if the caller's own heartbeats, in
+ * Redis's time, have come without a gap of more than half a lease for a
+ * whole lease: after a stall of Redis (or a heartbeat held up on the way)
+ * everyone's heartbeats look old, and nobody is judged until they have
+ * had a lease to come back. Replies {0} when this incarnation is not
+ * registered, else {1, lost node...}. */
 static const char BEAT[] =
     PRELUDE
     "if redis.call('hget',K('nodes'),node)~=inc then return {0} end "
-    "local now=now_ms() redis.call('hset',K('hb'),node,now) "
+    "local now=now_ms() "
+    "local prev=tonumber(redis.call('hget',K('hb'),node) or '0') "
+    "local since=tonumber(redis.call('hget',K('since'),node) or now) "
+    "if now-prev>lease/2 then since=now "
+    "redis.call('hset',K('since'),node,now) end "
+    "redis.call('hset',K('hb'),node,now) "
     "local res={1} "
-    "if ARGV[6]=='1' then local hb=redis.call('hgetall',K('hb')) "
+    "if ARGV[6]=='1' and now-since>=lease then "
+    "local hb=redis.call('hgetall',K('hb')) "
     "for i=1,#hb,2 do "
     "if hb[i]~=node and now-tonumber(hb[i+1])>lease then "
     "drop_node(hb[i],'lost') res[#res+1]=hb[i] end end end "

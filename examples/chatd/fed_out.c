@@ -185,7 +185,7 @@ static int out_join(void *self, void *sender, void *args) {
   fed_item(item, sizeof item, 'm', ev->chan->name, ev->origin->uid);
   fed_field f[] = {F("u", ev->origin->uid), F("c", ev->chan->name),
                    F("op", ev->op ? "1" : "0"), F("_chan", fold)};
-  out_push(b, FK_JOIN, f, 4, item, NULL, NULL);
+  out_push(b, FK_JOIN, f, 4, item, NULL, NULL, ev->origin);
   return 0;
 }
 
@@ -199,7 +199,8 @@ static int out_part(void *self, void *sender, void *args) {
   fed_item(item, sizeof item, 'm', ev->chan->name, ev->origin->uid);
   fed_field f[] = {F("u", ev->origin->uid), F("c", ev->chan->name),
                    F("_chan", fold), F("x", ev->text)};
-  out_push(b, FK_PART, f, ev->text != NULL ? 4 : 3, item, NULL, NULL);
+  out_push(b, FK_PART, f, ev->text != NULL ? 4 : 3, item, NULL, NULL,
+           ev->origin);
   return 0;
 }
 
@@ -214,7 +215,7 @@ static int out_kick(void *self, void *sender, void *args) {
   fed_field f[] = {F("u", uid_of(ev->origin)), F("c", ev->chan->name),
                    F("t", ev->target->uid), F("x", ev->text),
                    F("_chan", fold)};
-  out_push(b, FK_KICK, f, 5, item, NULL, NULL);
+  out_push(b, FK_KICK, f, 5, item, NULL, NULL, ev->origin);
   return 0;
 }
 
@@ -231,7 +232,7 @@ static int out_topic(void *self, void *sender, void *args) {
   fed_field f[] = {F("u", uid_of(ev->origin)), F("c", c->name),
                    F("x", c->topic), F("by", c->topic_by), F("at", at),
                    F("_chan", fold)};
-  out_push(b, FK_TOPIC, f, 6, item, NULL, NULL);
+  out_push(b, FK_TOPIC, f, 6, item, NULL, NULL, ev->origin);
   return 0;
 }
 
@@ -247,13 +248,14 @@ static int out_mode(void *self, void *sender, void *args) {
     fed_item(item, sizeof item, 'k', c->name, NULL);
     fed_field f[] = {F("u", uid_of(ev->origin)), F("c", c->name),
                      F("_chan", fold), F("x", ev->text)};
-    out_push(b, FK_KEY, f, ev->text != NULL ? 4 : 3, item, NULL, NULL);
+    out_push(b, FK_KEY, f, ev->text != NULL ? 4 : 3, item, NULL, NULL,
+             ev->origin);
   } else {
     fed_item(item, sizeof item, 'o', c->name, ev->target->uid);
     fed_field f[] = {F("u", uid_of(ev->origin)), F("c", c->name),
                      F("t", ev->target->uid), F("v", ev->op ? "1" : "0"),
                      F("_chan", fold)};
-    out_push(b, FK_OP, f, 5, item, NULL, NULL);
+    out_push(b, FK_OP, f, 5, item, NULL, NULL, ev->origin);
   }
   return 0;
 }
@@ -265,7 +267,7 @@ static int out_message(void *self, void *sender, void *args) {
     return 0;
   fed_field f[] = {F("u", ev->origin->uid), F("c", ev->chan->name),
                    F("m", ev->what), F("x", ev->text)};
-  out_push(b, FK_MSG, f, 4, "", NULL, NULL);
+  out_push(b, FK_MSG, f, 4, "", NULL, NULL, NULL);
   return 0;
 }
 
@@ -277,7 +279,7 @@ static int out_private(void *self, void *sender, void *args) {
     return 0;
   fed_field f[] = {F("u", ev->origin->uid), F("t", ev->target->uid),
                    F("m", ev->what), F("x", ev->text)};
-  out_push(b, FK_PM, f, 4, "", NULL, NULL);
+  out_push(b, FK_PM, f, 4, "", NULL, NULL, NULL);
   return 0;
 }
 
@@ -308,16 +310,16 @@ static int out_user(void *self, void *sender, void *args) {
     fed_field f[] = {F("u", u->uid),         F("nick", u->nick),
                      F("user", u->user),     F("host", u->host),
                      F("real", u->realname), F("_fold", fold)};
-    out_push(b, FK_INTRO, f, 6, "", u, u->nick);
+    out_push(b, FK_INTRO, f, 6, "", u, u->nick, u);
   } else if (ev->kind == USER_NICK && u->registered) {
     fed_field f[] = {F("u", u->uid), F("nick", u->nick), F("_fold", fold)};
-    out_push(b, FK_NICK, f, 3, "", u, u->nick);
+    out_push(b, FK_NICK, f, 3, "", u, u->nick, u);
   } else if (ev->kind == USER_NICK) {
     if (irc_casecmp(ev->text, u->nick) != 0)
       release(b, ev->text, u->uid);
   } else if (ev->kind == USER_QUIT && u->registered) {
     fed_field f[] = {F("u", u->uid), F("x", ev->text)};
-    out_push(b, FK_QUIT, f, 2, "", NULL, NULL);
+    out_push(b, FK_QUIT, f, 2, "", NULL, NULL, NULL);
     names_del(&b->uids, u->uid, u);
   } else if (ev->kind == USER_QUIT) {
     release(b, u->nick, u->uid);
@@ -326,13 +328,6 @@ static int out_user(void *self, void *sender, void *args) {
 }
 
 /* ---- nick claims: the network decides ------------------------------- */
-
-typedef struct claim_req {
-  fed_bridge *b;
-  chat_claim *claim;
-  hark_weak who;
-  char nick[CHATD_NICK_MAX + 1], uid[CHATD_UID_MAX + 1];
-} claim_req;
 
 static void on_claim(void *data, const rreply *r) {
   claim_req *q = data;
@@ -350,12 +345,34 @@ static void on_claim(void *data, const rreply *r) {
   chat_free(q);
 }
 
+static void claim_send(fed_bridge *b, claim_req *q) {
+  char fold[CHATD_NICK_MAX + 1];
+  fed_fold(fold, sizeof fold, q->nick);
+  const char *argv[] = {"claim", fold, q->uid};
+  if (fed_script(b, SCRIPT_MISC, 3, argv, NULL, on_claim, q) != 0)
+    on_claim(q, NULL); /* cannot ask: granted here */
+}
+
+void out_unpark(fed_bridge *b, bool up) {
+  claim_req *q = b->parked;
+  b->parked = NULL;
+  while (q != NULL) {
+    claim_req *next = q->next;
+    q->next = NULL;
+    if (up)
+      claim_send(b, q);
+    else
+      on_claim(q, NULL);
+    q = next;
+  }
+}
+
 static int out_claim(void *self, void *sender, void *args) {
   fed_bridge *b = self;
   chat_claim *c = args;
   chat_user *u = sender;
-  if (b->state != LINK_UP || b->stopping) /* decided here: granted */
-    return 0;
+  if (b->state == LINK_DOWN || b->state == LINK_STOPPED || b->stopping)
+    return 0; /* Redis is away: decided here, granted */
   claim_req *q = chat_calloc(1, sizeof *q);
   if (q == NULL)
     return 0;
@@ -364,21 +381,19 @@ static int out_claim(void *self, void *sender, void *args) {
   hark_weak_set(&q->who, u);
   snprintf(q->nick, sizeof q->nick, "%s", c->nick);
   snprintf(q->uid, sizeof q->uid, "%s", u->uid);
-  char fold[CHATD_NICK_MAX + 1];
-  fed_fold(fold, sizeof fold, c->nick);
-  const char *argv[] = {"claim", fold, u->uid};
   claim_defer(c);
-  if (fed_script(b, SCRIPT_MISC, 3, argv, NULL, on_claim, q) != 0) {
-    hark_weak_clear(&q->who);
-    chat_free(q);
-    claim_decide(c, true);
+  if (b->state == LINK_UP) {
+    claim_send(b, q);
+  } else { /* coming up: asked once it is */
+    q->next = b->parked;
+    b->parked = q;
   }
   return 0;
 }
 
 static int out_settle(void *self, void *sender, void *args) {
   fed_bridge *b = self;
-  if (b->state == LINK_UP && !b->stopping)
+  if (b->state != LINK_DOWN && b->state != LINK_STOPPED && !b->stopping)
     in_settle(b, args);
   return 0; /* else: this node's view is all there is */
 }

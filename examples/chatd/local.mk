@@ -64,13 +64,24 @@ tests_test_chatd_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/examples/chatd \
 tests_test_chatd_CFLAGS = $(TEST_CFLAGS)
 tests_test_chatd_LDADD = $(TEST_LDADD) $(CHATD_REDIS_LIBS)
 
-# Federation: a redis-server and three daemons as child processes (skipped
-# when redis-server is not installed).
-EXTRA_DIST += examples/chatd/federation-bench.sh
+# Federation: a redis-server and daemons as child processes (skipped when
+# redis-server is not installed): behaviour, faults, security.
+EXTRA_DIST += examples/chatd/federation-bench.sh tests/chatd/fednet.h
 if HAVE_HIREDIS
-check_PROGRAMS += tests/test-federation
-TESTS += tests/test-federation
-tests_test_federation_SOURCES = tests/chatd/test-federation.c
+fed_tests = tests/test-federation tests/test-fed-faults \
+	tests/test-fed-security
+check_PROGRAMS += $(fed_tests)
+TESTS += $(fed_tests)
+tests_test_federation_SOURCES = tests/chatd/test-federation.c \
+	tests/chatd/fednet.h
 tests_test_federation_CFLAGS = $(TEST_CFLAGS)
 tests_test_federation_LDADD = $(CHECK_LIBS)
+tests_test_fed_faults_SOURCES = tests/chatd/test-fed-faults.c \
+	tests/chatd/fednet.h
+tests_test_fed_faults_CFLAGS = $(TEST_CFLAGS)
+tests_test_fed_faults_LDADD = $(CHECK_LIBS)
+tests_test_fed_security_SOURCES = tests/chatd/test-fed-security.c \
+	tests/chatd/fednet.h
+tests_test_fed_security_CFLAGS = $(TEST_CFLAGS)
+tests_test_fed_security_LDADD = $(CHECK_LIBS)
 endif

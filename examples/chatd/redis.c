@@ -488,15 +488,16 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   redis_conn *c = s->data;
   if (n < 0) {
+    /* Closed before the handshake is through: a plain client on a TLS
+     * port is hung up on, or reset, at its first bytes. */
+    bool early = c->state != ST_READY;
     char why[200];
-    if (n == UV_EOF && c->state != ST_READY)
-      snprintf(why, sizeof why, "closed by the server during the %s%s",
-               c->state == ST_TLS ? "TLS handshake" : "handshake",
-               c->tls_ctx ? "" : " (a TLS port? see --redis-tls)");
-    else
-      snprintf(why, sizeof why, "%s",
-               n == UV_EOF ? "closed by the server" : uv_strerror((int)n));
-    down(c, why, n == UV_EOF && c->state != ST_READY && !c->tls_ctx);
+    snprintf(why, sizeof why, "%s%s%s",
+             n == UV_EOF ? "closed by the server" : uv_strerror((int)n),
+             early ? " during the handshake" : "",
+             early && c->tls_ctx == NULL ? " (a TLS port? see --redis-tls)"
+                                         : "");
+    down(c, why, early && c->tls_ctx == NULL);
     return;
   }
   if (n == 0)

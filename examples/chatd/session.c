@@ -220,7 +220,7 @@ static void flush_now(chat_session *s) {
 void session_flush(chat_session *s) {
   uv_buf_t iov[IOV_BATCH];
   size_t bytes;
-  if (s->writing || s->closed)
+  if (s->writing || s->closed || s->gated > 0)
     return;
   while (s->qcount > 0) {
     size_t n = gather(s, iov, &bytes);
@@ -317,6 +317,13 @@ void session_unhold(chat_session *s, unsigned token) {
 }
 
 void session_retry(chat_session *s) { s->retry = true; }
+
+void session_gate(chat_session *s) { s->gated++; }
+
+void session_ungate(chat_session *s) {
+  if (s->gated > 0 && --s->gated == 0 && s->qcount > 0)
+    server_mark_dirty(s->u.srv, s);
+}
 
 void session_hold_check(chat_session *s, uint64_t now) {
   if (s->held == 0 || now - s->held_at < CHATD_HOLD_TIMEOUT_MS)
