@@ -265,10 +265,9 @@ int channel_part(chat_channel *c, chat_user *u, const char *reason,
     return 0;
   char mask[IRC_LINE_MAX];
   user_mask(u, mask, sizeof mask);
-  chat_buf *line =
-      line_for(u, reason ? chat_buf_printf(":%s PART %s :%s", mask, c->name,
-                                           reason)
-                         : chat_buf_printf(":%s PART %s", mask, c->name));
+  chat_buf *line = line_for(
+      u, reason ? chat_buf_printf(":%s PART %s :%s", mask, c->name, reason)
+                : chat_buf_printf(":%s PART %s", mask, c->name));
   if (line == NULL)
     return HARK_ENOMEM;
   chat_event ev = {0};
@@ -314,8 +313,7 @@ int channel_topic(chat_channel *c, chat_user *by, const char *by_nick,
                   const char *topic, time_t at, unsigned flags) {
   char prefix[IRC_LINE_MAX];
   chat_prefix(c->srv, by, prefix, sizeof prefix);
-  chat_buf *line =
-      chat_buf_printf(":%s TOPIC %s :%s", prefix, c->name, topic);
+  chat_buf *line = chat_buf_printf(":%s TOPIC %s :%s", prefix, c->name, topic);
   if (line == NULL)
     return HARK_ENOMEM;
   snprintf(c->topic, sizeof c->topic, "%s", topic);
@@ -359,8 +357,8 @@ int channel_mode_key(chat_channel *c, chat_user *by, const char *key,
   return r;
 }
 
-int channel_mode_op(chat_channel *c, chat_user *by, chat_user *target,
-                    bool op, unsigned flags) {
+int channel_mode_op(chat_channel *c, chat_user *by, chat_user *target, bool op,
+                    unsigned flags) {
   chat_member *m = channel_member(c, target);
   if (m == NULL)
     return 0;
@@ -388,8 +386,7 @@ int channel_say(chat_channel *c, chat_user *from, const char *cmd,
   char prefix[IRC_LINE_MAX];
   chat_prefix(c->srv, from, prefix, sizeof prefix);
   /* Formatted once; every member's queue shares this buffer. */
-  chat_buf *line =
-      chat_buf_printf(":%s %s %s :%s", prefix, cmd, c->name, text);
+  chat_buf *line = chat_buf_printf(":%s %s %s :%s", prefix, cmd, c->name, text);
   if (line == NULL)
     return HARK_ENOMEM;
   chat_event ev = {0};
@@ -410,8 +407,8 @@ void channel_names(chat_channel *c, chat_session *s) {
   char list[IRC_LINE_MAX];
   size_t len = 0;
   /* prefix ":server 353 nick = #chan :" must fit with the list */
-  size_t room = IRC_BODY_MAX - strlen(s->u.srv->opt.name) -
-                strlen(s->u.nick) - strlen(c->name) - 16;
+  size_t room = IRC_BODY_MAX - strlen(s->u.srv->opt.name) - strlen(s->u.nick) -
+                strlen(c->name) - 16;
   prune(c);
   for (size_t i = 0; i < c->nmembers; i++) {
     chat_user *m = hark_weak_get(&c->members[i].who);
@@ -422,9 +419,9 @@ void channel_names(chat_channel *c, chat_session *s) {
       session_numeric(s, 353, "= %s :%s", c->name, list);
       len = 0;
     }
-    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s%s",
-                            len ? " " : "", c->members[i].op ? "@" : "",
-                            m->nick);
+    len +=
+        (size_t)snprintf(list + len, sizeof list - len, "%s%s%s",
+                         len ? " " : "", c->members[i].op ? "@" : "", m->nick);
     hark_unref(m);
   }
   if (len > 0)

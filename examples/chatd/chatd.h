@@ -70,9 +70,9 @@ typedef struct chat_options {
   const char *redis_user, *redis_password; /* NULL: no AUTH */
   bool redis_tls;
   const char *redis_ca, *redis_cert, *redis_key; /* PEM files */
-  char redis_prefix[64];      /* the hash tag of every key */
-  unsigned redis_retention;   /* stream entries kept (XADD MAXLEN) */
-  unsigned redis_timeout_ms;  /* connect and command timeout */
+  char redis_prefix[64];                         /* the hash tag of every key */
+  unsigned redis_retention;  /* stream entries kept (XADD MAXLEN) */
+  unsigned redis_timeout_ms; /* connect and command timeout */
 } chat_options;
 
 void chat_options_default(chat_options *o);
@@ -107,17 +107,17 @@ void chat_buf_unref(chat_buf *b);
 enum chat_user_event { USER_REGISTERED, USER_NICK, USER_QUIT };
 
 typedef struct chat_event {
-  chat_buf *line;       /* NULL for user-level events (sig_user) */
-  chat_user *origin;    /* who did it; NULL: the server */
-  chat_channel *chan;   /* the channel, for channel signals */
-  chat_user *target;    /* KICK, MODE o, a private message: whom */
-  const char *what;     /* PRIVMSG/NOTICE; "+k" "-k" "+o" "-o" */
-  const char *text;     /* message, reason, topic, key; old nick (NICK) */
-  unsigned long seq;    /* de-duplicates QUIT/NICK across channels */
-  unsigned flags;       /* CHAT_FROM_NET */
-  int kind;             /* sig_user: enum chat_user_event */
-  bool op;              /* JOIN: as channel operator */
-  bool skip_origin;     /* the origin has its own copy (or none) */
+  chat_buf *line;     /* NULL for user-level events (sig_user) */
+  chat_user *origin;  /* who did it; NULL: the server */
+  chat_channel *chan; /* the channel, for channel signals */
+  chat_user *target;  /* KICK, MODE o, a private message: whom */
+  const char *what;   /* PRIVMSG/NOTICE; "+k" "-k" "+o" "-o" */
+  const char *text;   /* message, reason, topic, key; old nick (NICK) */
+  unsigned long seq;  /* de-duplicates QUIT/NICK across channels */
+  unsigned flags;     /* CHAT_FROM_NET */
+  int kind;           /* sig_user: enum chat_user_event */
+  bool op;            /* JOIN: as channel operator */
+  bool skip_origin;   /* the origin has its own copy (or none) */
 } chat_event;
 
 /* ---- name registries (rfc1459-folded name -> hark_weak) -------------- */
@@ -164,7 +164,7 @@ struct chat_server {
   chat_session *dirty;   /* sessions with output to write */
   chat_session *closing; /* sessions to close before the loop sleeps */
   unsigned long seq;
-  uint64_t next_id; /* of the next user: unique across restarts */
+  uint64_t next_id;              /* of the next user: unique across restarts */
   char node[CHATD_NODE_MAX + 1]; /* this daemon's name in the network */
   bool stopping;
   time_t started;
@@ -202,7 +202,7 @@ struct chat_user {
   bool registered; /* NICK and USER done: known to the network */
   char nick[CHATD_NICK_MAX + 1], user[CHATD_USER_MAX + 1], realname[64],
       host[64];
-  char uid[CHATD_UID_MAX + 1]; /* network-wide: "node:number" */
+  char uid[CHATD_UID_MAX + 1];   /* network-wide: "node:number" */
   char node[CHATD_NODE_MAX + 1]; /* remote: its node */
   chat_channel **chans;          /* strong references */
   size_t nchans, chans_cap;
@@ -217,9 +217,8 @@ static inline chat_session *user_session(chat_user *u) {
 
 /* A new remote user (new reference), registered under nick (which must be
  * free here), or NULL when memory runs out. */
-chat_user *user_new_remote(chat_server *srv, const char *uid,
-                           const char *node, const char *nick,
-                           const char *user, const char *host,
+chat_user *user_new_remote(chat_server *srv, const char *uid, const char *node,
+                           const char *nick, const char *user, const char *host,
                            const char *realname);
 /* The user called nick, a new reference, or NULL (closing sessions are
  * nobody). */
@@ -237,8 +236,8 @@ int user_set_nick(chat_user *u, const char *nick, unsigned flags);
 void user_quit(chat_user *u, const char *reason, unsigned flags);
 /* A private PRIVMSG/NOTICE (cmd) from from (NULL: the server) to to:
  * one send of sig_private, to's receivers deliver it. */
-int user_say(chat_user *to, chat_user *from, const char *cmd,
-             const char *text, unsigned flags);
+int user_say(chat_user *to, chat_user *from, const char *cmd, const char *text,
+             unsigned flags);
 /* A server NOTICE to u if u is a session here. */
 void user_notice(chat_user *u, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -275,9 +274,9 @@ struct chat_session {
   uv_tcp_t tcp;
   uv_timer_t throttle;
   int handles_open;
-  chat_session *prev, *next;       /* srv->sessions */
-  chat_session *dirty_next;        /* srv->dirty */
-  chat_session *close_next;        /* srv->closing */
+  chat_session *prev, *next; /* srv->sessions */
+  chat_session *dirty_next;  /* srv->dirty */
+  chat_session *close_next;  /* srv->closing */
   bool dirty, closing, closed, pass_ok, throttled, discarding;
   /* retry: the line being run waits (session_retry) and runs again;
    * settled: the line being run already waited once */
@@ -393,8 +392,8 @@ int channel_topic(chat_channel *c, chat_user *by, const char *by_nick,
 int channel_mode_key(chat_channel *c, chat_user *by, const char *key,
                      unsigned flags);
 /* by (NULL: the server) gives or takes target's operator status. */
-int channel_mode_op(chat_channel *c, chat_user *by, chat_user *target,
-                    bool op, unsigned flags);
+int channel_mode_op(chat_channel *c, chat_user *by, chat_user *target, bool op,
+                    unsigned flags);
 /* A PRIVMSG/NOTICE (cmd) from from to the channel's members but from. */
 int channel_say(chat_channel *c, chat_user *from, const char *cmd,
                 const char *text, unsigned flags);

@@ -24,7 +24,7 @@ typedef struct conn conn;
 typedef struct load {
   uv_loop_t *loop;
   const char *host, *password;
-  int ports[MAX_PORTS];   /* --ports: the clients are spread over them */
+  int ports[MAX_PORTS]; /* --ports: the clients are spread over them */
   int nports;
   long long port_delivered[MAX_PORTS];
   long long crossed; /* deliveries on another port than their sender's */
@@ -37,10 +37,11 @@ typedef struct load {
   int connecting, next_to_connect, ready, closed;
   int unheard; /* connections the server has not spoken on yet */
   long long expected, delivered, sent, total;
-  uint64_t t_begin, t_start, t_last; /* uv_hrtime: launch, first send, last delivery */
+  uint64_t t_begin, t_start,
+      t_last; /* uv_hrtime: launch, first send, last delivery */
   uint32_t *hist, *hist_ms;
   long long overflow;
-  int next_sender; /* --rate: round robin over the senders */
+  int next_sender;      /* --rate: round robin over the senders */
   double load_start[3]; /* uv_loadavg when the sending starts */
   bool trace, penalty_noted;
   uint64_t max_ns;
@@ -75,8 +76,6 @@ typedef struct wreq {
   int count;
   char data[];
 } wreq;
-
-
 
 static int members_of(load *ld, int chan) {
   return ld->nclients / ld->nchannels + (chan < ld->nclients % ld->nchannels);
@@ -450,8 +449,8 @@ static void on_progress(uv_timer_t *t) {
   } else if (!ld->sending && ld->timeout &&
              (double)(uv_hrtime() - ld->t_begin) / 1e9 > ld->timeout) {
     /* from launch: uv_now() counts from an arbitrary epoch (boot) */
-    fprintf(stderr, "\nchatload: only %d clients ready after %us\n",
-            ld->ready, ld->timeout);
+    fprintf(stderr, "\nchatload: only %d clients ready after %us\n", ld->ready,
+            ld->timeout);
     finish(ld);
   }
 }
@@ -476,9 +475,9 @@ static void finish(load *ld) {
       printf("  %d %d: %lld", ld->ports[i], ld->port_clients[i],
              ld->port_delivered[i]);
     printf("\ncross-port deliveries %lld (%.0f%%)\n", ld->crossed,
-           ld->delivered > 0 ? 100.0 * (double)ld->crossed /
-                                   (double)ld->delivered
-                             : 0.0);
+           ld->delivered > 0
+               ? 100.0 * (double)ld->crossed / (double)ld->delivered
+               : 0.0);
   }
   if (ld->rate > 0)
     printf("rate %.0f msg/s sent\n", ld->rate);
@@ -549,39 +548,61 @@ int main(int argc, char **argv) {
   ld->timeout = 60;
   static const struct option longs[] = {
       {"host", 1, NULL, 'h'},     {"port", 1, NULL, 'p'},
-      {"ports", 1, NULL, 'L'},
-      {"clients", 1, NULL, 'n'},  {"channels", 1, NULL, 'm'},
-      {"senders", 1, NULL, 's'},  {"messages", 1, NULL, 'k'},
-      {"rate", 1, NULL, 'r'},     {"timeout", 1, NULL, 't'},
-      {"password", 1, NULL, 'P'}, {"redis", 0, NULL, 'R'},
-      {"help", 0, NULL, 'H'},     {NULL, 0, NULL, 0}};
+      {"ports", 1, NULL, 'L'},    {"clients", 1, NULL, 'n'},
+      {"channels", 1, NULL, 'm'}, {"senders", 1, NULL, 's'},
+      {"messages", 1, NULL, 'k'}, {"rate", 1, NULL, 'r'},
+      {"timeout", 1, NULL, 't'},  {"password", 1, NULL, 'P'},
+      {"redis", 0, NULL, 'R'},    {"help", 0, NULL, 'H'},
+      {NULL, 0, NULL, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "", longs, NULL)) != -1) {
     switch (o) {
-    case 'h': ld->host = optarg; break;
+    case 'h':
+      ld->host = optarg;
+      break;
     case 'p':
     case 'L':
       for (char *p = optarg, *end; *p != '\0'; p = end + (*end == ',')) {
         long v = strtol(p, &end, 10);
         if (end == p || v < 0 || v > 65535 || (*end != ',' && *end != '\0') ||
             ld->nports == MAX_PORTS) {
-          fprintf(stderr, "chatload: bad port list %s (at most %d)\n",
-                  optarg, MAX_PORTS);
+          fprintf(stderr, "chatload: bad port list %s (at most %d)\n", optarg,
+                  MAX_PORTS);
           return 2;
         }
         ld->ports[ld->nports++] = (int)v;
       }
       break;
-    case 'n': ld->nclients = atoi(optarg); break;
-    case 'm': ld->nchannels = atoi(optarg); break;
-    case 's': ld->nsenders = atoi(optarg); break;
-    case 'k': ld->messages = atoi(optarg); break;
-    case 'r': ld->rate = atof(optarg); break;
-    case 't': ld->timeout = (unsigned)atoi(optarg); break;
-    case 'P': ld->password = optarg; break;
-    case 'R': ld->redis = true; break;
-    case 'H': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case 'n':
+      ld->nclients = atoi(optarg);
+      break;
+    case 'm':
+      ld->nchannels = atoi(optarg);
+      break;
+    case 's':
+      ld->nsenders = atoi(optarg);
+      break;
+    case 'k':
+      ld->messages = atoi(optarg);
+      break;
+    case 'r':
+      ld->rate = atof(optarg);
+      break;
+    case 't':
+      ld->timeout = (unsigned)atoi(optarg);
+      break;
+    case 'P':
+      ld->password = optarg;
+      break;
+    case 'R':
+      ld->redis = true;
+      break;
+    case 'H':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
     }
   }
   if (ld->nports == 0)

@@ -15,10 +15,9 @@
  * delay); irssi retries a JOIN answered with it (channel-rejoin.c). The
  * reply itself is best effort: it needs memory too. */
 static void unavailable(chat_session *s, const char *what) {
-  log_warn("%s: out of memory: %s refused",
-           s->u.nick[0] ? s->u.nick : "*", what);
-  session_numeric(s, 437, "%s :Nick/channel is temporarily unavailable",
-                  what);
+  log_warn("%s: out of memory: %s refused", s->u.nick[0] ? s->u.nick : "*",
+           what);
+  session_numeric(s, 437, "%s :Nick/channel is temporarily unavailable", what);
 }
 
 /* ---- up to date ---------------------------------------------------------- */
@@ -395,8 +394,7 @@ static bool any_error(chat_session *s, const char *targets) {
   return err;
 }
 
-static void message(chat_session *s, irc_msg *m, const char *cmd,
-                    bool notice) {
+static void message(chat_session *s, irc_msg *m, const char *cmd, bool notice) {
   chat_server *srv = s->u.srv;
   if (m->nparams < 1 || m->params[0][0] == '\0') {
     if (!notice)
@@ -468,8 +466,7 @@ static void cmd_topic(chat_session *s, irc_msg *m) {
     }
   } else if (!user_in_channel(&s->u, c)) {
     session_numeric(s, 442, "%s :You're not on that channel", c->name);
-  } else if (channel_topic(c, &s->u, NULL, m->params[1], time(NULL), 0) !=
-             0) {
+  } else if (channel_topic(c, &s->u, NULL, m->params[1], time(NULL), 0) != 0) {
     unavailable(s, c->name);
   }
   hark_unref(c);
@@ -533,8 +530,8 @@ static void channel_mode(chat_session *s, chat_channel *c, irc_msg *m) {
       if (t == NULL)
         session_numeric(s, 401, "%s :No such nick/channel", nick);
       else if (channel_member(c, t) == NULL)
-        session_numeric(s, 441, "%s %s :They aren't on that channel",
-                        t->nick, c->name);
+        session_numeric(s, 441, "%s %s :They aren't on that channel", t->nick,
+                        c->name);
       else if (channel_mode_op(c, &s->u, t, add, 0) != 0)
         unavailable(s, c->name);
       hark_unref(t);
@@ -572,20 +569,13 @@ static void cmd_mode(chat_session *s, irc_msg *m) {
 }
 
 static const chat_command commands[] = {
-    {"PRIVMSG", cmd_privmsg, 0, false},
-    {"NOTICE", cmd_notice, 0, false},
-    {"PING", cmd_ping, 0, true},
-    {"PONG", cmd_pong, 0, true},
-    {"JOIN", cmd_join, 1, false},
-    {"PART", cmd_part, 1, false},
-    {"KICK", cmd_kick, 0, false},
-    {"NICK", cmd_nick, 0, true},
-    {"USER", cmd_user, 4, true},
-    {"PASS", cmd_pass, 1, true},
-    {"CAP", cmd_cap, 1, true},
-    {"QUIT", cmd_quit, 0, true},
-    {"TOPIC", cmd_topic, 1, false},
-    {"MODE", cmd_mode, 1, false},
+    {"PRIVMSG", cmd_privmsg, 0, false}, {"NOTICE", cmd_notice, 0, false},
+    {"PING", cmd_ping, 0, true},        {"PONG", cmd_pong, 0, true},
+    {"JOIN", cmd_join, 1, false},       {"PART", cmd_part, 1, false},
+    {"KICK", cmd_kick, 0, false},       {"NICK", cmd_nick, 0, true},
+    {"USER", cmd_user, 4, true},        {"PASS", cmd_pass, 1, true},
+    {"CAP", cmd_cap, 1, true},          {"QUIT", cmd_quit, 0, true},
+    {"TOPIC", cmd_topic, 1, false},     {"MODE", cmd_mode, 1, false},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -33,23 +33,34 @@ void fmap_foreach(fmap *m, void (*fn)(const char *key, void *value, void *d),
 
 /* Event kinds, as stream entries name them (k). */
 enum fed_kind {
-  FK_INTRO, FK_NICK, FK_QUIT, FK_JOIN, FK_PART, FK_KICK, FK_TOPIC,
-  FK_KEY, FK_OP, FK_MSG, FK_PM, FK_LOST, FK_NKINDS
+  FK_INTRO,
+  FK_NICK,
+  FK_QUIT,
+  FK_JOIN,
+  FK_PART,
+  FK_KICK,
+  FK_TOPIC,
+  FK_KEY,
+  FK_OP,
+  FK_MSG,
+  FK_PM,
+  FK_LOST,
+  FK_NKINDS
 };
 extern const char *const fed_kind_names[FK_NKINDS];
 
 typedef struct fed_out {
   struct fed_out *next;
-  uint64_t q;   /* this node's sequence number: Redis applies it once */
+  uint64_t q; /* this node's sequence number: Redis applies it once */
   int kind;
-  bool state;   /* changes the network's state (not a message) */
-  bool sent;    /* on the wire, its reply due */
+  bool state; /* changes the network's state (not a message) */
+  bool sent;  /* on the wire, its reply due */
   char item[CHATD_CHAN_MAX + CHATD_UID_MAX + 4]; /* pending item, or "" */
-  hark_weak who; /* INTRO, NICK: the user a rename would concern */
+  hark_weak who;  /* INTRO, NICK: the user a rename would concern */
   hark_weak gate; /* the session whose output waits for this commit */
   bool gating;
   char nick[CHATD_NICK_MAX + 1]; /* INTRO, NICK: the nick asked for */
-  int nfields;  /* field/value pairs */
+  int nfields;                   /* field/value pairs */
   const char **argv;
   size_t *lens;
   char data[];
@@ -79,10 +90,10 @@ typedef struct fed_wait {
   struct fed_wait *next;
   struct fed_bridge *b;
   chat_claim *claim;
-  uint64_t target;   /* the stream's end when Redis answered */
-  bool asked;        /* the question is out (else: parked until the link) */
-  bool answered;     /* target is known */
-  bool done;         /* claim decided: freed when its answer comes */
+  uint64_t target; /* the stream's end when Redis answered */
+  bool asked;      /* the question is out (else: parked until the link) */
+  bool answered;   /* target is known */
+  bool done;       /* claim decided: freed when its answer comes */
 } fed_wait;
 
 /* A nick claim out to Redis, or parked until the link is up. */
@@ -125,8 +136,8 @@ typedef struct fed_bridge {
   uint64_t next_q;
   fed_out *barrier; /* reading starts when this one is acknowledged */
   /* users: uid -> chat_user (remote ones strongly, ours weakly) */
-  fmap remote; /* uid -> chat_user*, strong */
-  names uids;  /* uid -> chat_user, weak: everyone's */
+  fmap remote;  /* uid -> chat_user*, strong */
+  names uids;   /* uid -> chat_user, weak: everyone's */
   fmap pending; /* item -> count of our events in flight */
   /* liveness */
   uv_timer_t beat, retry, guard;
@@ -136,8 +147,7 @@ typedef struct fed_bridge {
   char last_error[300];
   bool stopping, bye_sent;
   bool muted; /* a fresh resync: what it changes, the burst will say */
-  unsigned long long published, applied, dropped, reconnects, resyncs,
-      judged;
+  unsigned long long published, applied, dropped, reconnects, resyncs, judged;
 } fed_bridge;
 
 /* fed_link.c */
@@ -175,8 +185,8 @@ void fed_forget(fed_bridge *b, chat_user *u);
 void out_unpark(fed_bridge *b, bool up);
 
 /* fed_in.c */
-void in_start(fed_bridge *b);  /* reading from last_id */
-void in_stop(fed_bridge *b); /* (the waiters are let go) */
+void in_start(fed_bridge *b); /* reading from last_id */
+void in_stop(fed_bridge *b);  /* (the waiters are let go) */
 /* sig_settle: c waits until the stream has been read up to its end as
  * Redis has it now. */
 void in_settle(fed_bridge *b, chat_claim *c);

@@ -164,9 +164,9 @@ static void collide(fed_bridge *b, chat_user *local) {
   char guest[CHATD_NICK_MAX + 1], old[CHATD_NICK_MAX + 1];
   snprintf(old, sizeof old, "%s", local->nick);
   for (int tries = 0; tries < 50; tries++) {
-    snprintf(guest, sizeof guest, "Guest%u",
-             (unsigned)((uv_hrtime() / 1000 + (unsigned)tries * 7919u) %
-                        100000u));
+    snprintf(
+        guest, sizeof guest, "Guest%u",
+        (unsigned)((uv_hrtime() / 1000 + (unsigned)tries * 7919u) % 100000u));
     chat_user *o = user_find(b->srv, guest);
     hark_unref(o);
     if (o == NULL)
@@ -288,8 +288,7 @@ static void node_lost(fed_bridge *b, const char *node, const char *why) {
 
 /* ---- events ----------------------------------------------------------- */
 
-static chat_channel *channel_of(fed_bridge *b, const char *name,
-                                bool create) {
+static chat_channel *channel_of(fed_bridge *b, const char *name, bool create) {
   if (name == NULL || !irc_valid_channel(name, CHATD_CHAN_MAX))
     return NULL;
   chat_channel *c = channel_find(b->srv, name);
@@ -303,7 +302,7 @@ static bool is_cmd(const char *m) {
 }
 
 static void apply(fed_bridge *b, const fed_ev *ev) {
-  char item[sizeof ((fed_out *)0)->item];
+  char item[sizeof((fed_out *)0)->item];
   item_of(ev, item, sizeof item);
   if (strcmp(ev->o, b->node) == 0) {
     if (strcmp(ev->i, b->inc) == 0)
@@ -371,8 +370,7 @@ static void apply(fed_bridge *b, const fed_ev *ev) {
     }
     break;
   case FK_OP:
-    if (t != NULL && ev->v != NULL &&
-        (c = channel_of(b, ev->c, false)) != NULL)
+    if (t != NULL && ev->v != NULL && (c = channel_of(b, ev->c, false)) != NULL)
       channel_mode_op(c, u, t, ev->v[0] == '1', CHAT_FROM_NET);
     break;
   case FK_MSG:
@@ -524,8 +522,8 @@ static void issue(fed_bridge *b) {
   char block[16], logkey[96];
   snprintf(block, sizeof block, "%u", b->block_ms);
   snprintf(logkey, sizeof logkey, "%slog", b->prefix);
-  const char *argv[] = {"XREAD",   "COUNT", "1000",    "BLOCK",
-                        block,     "STREAMS", logkey, b->last_id};
+  const char *argv[] = {"XREAD", "COUNT",   "1000", "BLOCK",
+                        block,   "STREAMS", logkey, b->last_id};
   if (redis_send(b->rd, 8, argv, NULL, b->block_ms, on_xread, b) == 0)
     b->xread_out = true;
   else
@@ -566,8 +564,7 @@ static void add_chan(void *obj, void *data) {
 /* Members of c that the network does not have (in: the snapshot's uids
  * of c, NULL for none) leave: another node's with a PART, ours (when not
  * fresh: their events were lost) with a KICK by the server. */
-static void drop_absent(fed_bridge *b, chat_channel *c, fmap *in,
-                        bool fresh) {
+static void drop_absent(fed_bridge *b, chat_channel *c, fmap *in, bool fresh) {
   channel_count(c);
   size_t n = c->nmembers;
   chat_user **gone = n ? chat_calloc(n, sizeof *gone) : NULL;
@@ -576,10 +573,10 @@ static void drop_absent(fed_bridge *b, chat_channel *c, fmap *in,
     chat_user *u = hark_weak_get(&c->members[i].who);
     if (u == NULL)
       continue;
-    char item[sizeof ((fed_out *)0)->item];
+    char item[sizeof((fed_out *)0)->item];
     fed_item(item, sizeof item, 'm', c->name, u->uid);
-    if ((in != NULL && fmap_get(in, u->uid) != NULL) ||
-        pending_has(b, item) || (!u->remote && fresh))
+    if ((in != NULL && fmap_get(in, u->uid) != NULL) || pending_has(b, item) ||
+        (!u->remote && fresh))
       hark_unref(u);
     else
       gone[k++] = u;
@@ -603,7 +600,7 @@ static void resync_channel(fed_bridge *b, const rreply *ch, bool fresh,
   if (name == NULL || key == NULL || haskey == NULL || topic == NULL ||
       by == NULL || at == NULL || !rreply_is(mem, RREPLY_ARRAY))
     return;
-  char fold[CHATD_CHAN_MAX + 1], item[sizeof ((fed_out *)0)->item];
+  char fold[CHATD_CHAN_MAX + 1], item[sizeof((fed_out *)0)->item];
   fed_fold(fold, sizeof fold, name);
   fmap_put(listed, fold, (void *)1, NULL);
   chat_channel *c = channel_of(b, name, mem->elements > 0);

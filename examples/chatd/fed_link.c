@@ -46,9 +46,9 @@ int fed_script(fed_bridge *b, int script, int argc, const char **argv,
   snprintf(logkey, sizeof logkey, "%slog", b->prefix);
   snprintf(retention, sizeof retention, "%u", b->opt->redis_retention);
   snprintf(lease, sizeof lease, "%u", b->lease);
-  const char *head[9] = {"EVALSHA", b->sha[script], "1",      logkey,
-                         b->prefix, b->node,        b->inc, retention,
-                         lease};
+  const char *head[9] = {"EVALSHA", b->sha[script], "1",
+                         logkey,    b->prefix,      b->node,
+                         b->inc,    retention,      lease};
   for (int i = 0; i < 9; i++) {
     a[i] = head[i];
     l[i] = strlen(head[i]);
@@ -109,8 +109,8 @@ int out_push(fed_bridge *b, int kind, const fed_field *f, int nf,
     bytes += strlen(f[i].name) + 1 +
              (f[i].len == SIZE_MAX ? strlen(f[i].value) : f[i].len) + 1;
   size_t n = (size_t)nf * 2;
-  fed_out *e = chat_calloc(1, sizeof *e + n * (sizeof(char *) +
-                                                sizeof(size_t)) + bytes);
+  fed_out *e =
+      chat_calloc(1, sizeof *e + n * (sizeof(char *) + sizeof(size_t)) + bytes);
   if (e == NULL) {
     b->dropped++;
     log_warn("federation: out of memory: a %s event lost",
@@ -176,8 +176,7 @@ static void renamed(fed_bridge *b, fed_out *e, const char *guest) {
                   "Your nick %s was taken on another server while the "
                   "network was split: you are now %s",
                   old, guest);
-      log_warn("nick %s lost to another node: %s is now %s", old, old,
-               guest);
+      log_warn("nick %s lost to another node: %s is now %s", old, old, guest);
     }
     hark_unref(other);
   }
@@ -311,8 +310,8 @@ static void on_register(void *data, const rreply *r) {
    * (a jump in the sequence still sends us to a snapshot). A Redis that
    * lost its data began another stream: read all of that one. */
   const rreply *epoch = rreply_at(r, 5);
-  bool same = rreply_is(epoch, RREPLY_STRING) &&
-              strcmp(epoch->str, b->epoch) == 0;
+  bool same =
+      rreply_is(epoch, RREPLY_STRING) && strcmp(epoch->str, b->epoch) == 0;
   if (ok && !first) {
     snprintf(b->last_id, sizeof b->last_id, "%s", same ? old_id : "0-0");
     b->last_n = same ? old_n : 0;
@@ -361,8 +360,7 @@ static void on_resume(void *data, const rreply *r) {
     return;
   }
   if (st->integer == 0) { /* declared lost while away, or Redis lost it */
-    log_warn("federation: node %s unknown to Redis: joining again",
-             b->node);
+    log_warn("federation: node %s unknown to Redis: joining again", b->node);
     do_register(b);
     return;
   }
@@ -442,8 +440,8 @@ static void link_down(fed_bridge *b, const char *why, bool config) {
                 "--redis-tls, --redis-ca); retrying",
                 o, port, why);
     else if (was_up)
-      log_warn("redis %s:%d: lost (%s); serving local traffic, reconnecting",
-               o, port, why);
+      log_warn("redis %s:%d: lost (%s); serving local traffic, reconnecting", o,
+               port, why);
     else if (!repeat)
       log_warn("redis %s:%d: %s; retrying", o, port, why);
     else
@@ -496,9 +494,9 @@ static void link_connect(fed_bridge *b) {
   const chat_options *o = b->opt;
   char name[CHATD_NODE_MAX + 16];
   snprintf(name, sizeof name, "hark-chatd:%s", b->node);
-  redis_conf conf = {o->redis_host,      o->redis_port,       o->redis_user,
-                     o->redis_password,  b->tls,              b->timeout,
-                     b->timeout,         name};
+  redis_conf conf = {o->redis_host,     o->redis_port, o->redis_user,
+                     o->redis_password, b->tls,        b->timeout,
+                     b->timeout,        name};
   b->state = LINK_CONNECTING;
   b->reconnects++;
   b->cmd = redis_connect(b->srv->loop, &conf, &conn_events, b);
@@ -549,8 +547,7 @@ static void on_beat_tick(uv_timer_t *t) {
     b->healthy_since = now;
     return;
   }
-  bool judge =
-      b->healthy_since != 0 && now - b->healthy_since >= b->lease;
+  bool judge = b->healthy_since != 0 && now - b->healthy_since >= b->lease;
   const char *argv[] = {judge ? "1" : "0"};
   if (fed_script(b, SCRIPT_BEAT, 1, argv, NULL, on_beat, b) == 0) {
     b->beat_out = true;

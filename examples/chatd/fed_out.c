@@ -169,8 +169,7 @@ bool pending_has(fed_bridge *b, const char *item) {
 /* Whether federation carries this event: ours, not applied for another
  * node, not muted (a resync rebuilding what a burst will say). */
 static bool ours(fed_bridge *b, chat_event *ev) {
-  return !(ev->flags & CHAT_FROM_NET) && !b->muted &&
-         b->state != LINK_STOPPED;
+  return !(ev->flags & CHAT_FROM_NET) && !b->muted && b->state != LINK_STOPPED;
 }
 
 static const char *uid_of(chat_user *u) { return u != NULL ? u->uid : ""; }
@@ -180,7 +179,7 @@ static int out_join(void *self, void *sender, void *args) {
   chat_event *ev = args;
   if (!ours(b, ev) || ev->origin == NULL || ev->origin->remote)
     return 0;
-  char fold[CHATD_CHAN_MAX + 1], item[sizeof ((fed_out *)0)->item];
+  char fold[CHATD_CHAN_MAX + 1], item[sizeof((fed_out *)0)->item];
   fed_fold(fold, sizeof fold, ev->chan->name);
   fed_item(item, sizeof item, 'm', ev->chan->name, ev->origin->uid);
   fed_field f[] = {F("u", ev->origin->uid), F("c", ev->chan->name),
@@ -194,7 +193,7 @@ static int out_part(void *self, void *sender, void *args) {
   chat_event *ev = args;
   if (!ours(b, ev) || ev->origin == NULL || ev->origin->remote)
     return 0;
-  char fold[CHATD_CHAN_MAX + 1], item[sizeof ((fed_out *)0)->item];
+  char fold[CHATD_CHAN_MAX + 1], item[sizeof((fed_out *)0)->item];
   fed_fold(fold, sizeof fold, ev->chan->name);
   fed_item(item, sizeof item, 'm', ev->chan->name, ev->origin->uid);
   fed_field f[] = {F("u", ev->origin->uid), F("c", ev->chan->name),
@@ -209,12 +208,11 @@ static int out_kick(void *self, void *sender, void *args) {
   chat_event *ev = args;
   if (!ours(b, ev))
     return 0;
-  char fold[CHATD_CHAN_MAX + 1], item[sizeof ((fed_out *)0)->item];
+  char fold[CHATD_CHAN_MAX + 1], item[sizeof((fed_out *)0)->item];
   fed_fold(fold, sizeof fold, ev->chan->name);
   fed_item(item, sizeof item, 'm', ev->chan->name, ev->target->uid);
   fed_field f[] = {F("u", uid_of(ev->origin)), F("c", ev->chan->name),
-                   F("t", ev->target->uid), F("x", ev->text),
-                   F("_chan", fold)};
+                   F("t", ev->target->uid), F("x", ev->text), F("_chan", fold)};
   out_push(b, FK_KICK, f, 5, item, NULL, NULL, ev->origin);
   return 0;
 }
@@ -225,13 +223,13 @@ static int out_topic(void *self, void *sender, void *args) {
   if (!ours(b, ev))
     return 0;
   chat_channel *c = ev->chan;
-  char fold[CHATD_CHAN_MAX + 1], item[sizeof ((fed_out *)0)->item], at[24];
+  char fold[CHATD_CHAN_MAX + 1], item[sizeof((fed_out *)0)->item], at[24];
   fed_fold(fold, sizeof fold, c->name);
   fed_item(item, sizeof item, 't', c->name, NULL);
   snprintf(at, sizeof at, "%lld", (long long)c->topic_at);
-  fed_field f[] = {F("u", uid_of(ev->origin)), F("c", c->name),
-                   F("x", c->topic), F("by", c->topic_by), F("at", at),
-                   F("_chan", fold)};
+  fed_field f[] = {
+      F("u", uid_of(ev->origin)), F("c", c->name), F("x", c->topic),
+      F("by", c->topic_by),       F("at", at),     F("_chan", fold)};
   out_push(b, FK_TOPIC, f, 6, item, NULL, NULL, ev->origin);
   return 0;
 }
@@ -242,7 +240,7 @@ static int out_mode(void *self, void *sender, void *args) {
   if (!ours(b, ev))
     return 0;
   chat_channel *c = ev->chan;
-  char fold[CHATD_CHAN_MAX + 1], item[sizeof ((fed_out *)0)->item];
+  char fold[CHATD_CHAN_MAX + 1], item[sizeof((fed_out *)0)->item];
   fed_fold(fold, sizeof fold, c->name);
   if (ev->what[1] == 'k') {
     fed_item(item, sizeof item, 'k', c->name, NULL);

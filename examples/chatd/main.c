@@ -26,32 +26,41 @@ static const option_doc docs[] = {
     {"ping-interval", "SEC", "idle time before the server PINGs (0: never)"},
     {"ping-timeout", "SEC", "time to answer that PING (0: none)"},
     {"sendq-hard", "BYTES", "output queued: disconnect at once (0: none)"},
-    {"sendq-soft", "BYTES", "output queued for --sendq-soft-seconds: "
-                            "disconnect (0: none)"},
+    {"sendq-soft", "BYTES",
+     "output queued for --sendq-soft-seconds: "
+     "disconnect (0: none)"},
     {"sendq-soft-seconds", "SEC", "see --sendq-soft"},
-    {"flood-rate", "LINES", "lines per second a client may send (0: no "
-                            "flood control)"},
+    {"flood-rate", "LINES",
+     "lines per second a client may send (0: no "
+     "flood control)"},
     {"flood-burst", "LINES", "lines a client may send at once"},
     {"log-level", "LEVEL", "error, warn, info or debug"},
-    {"redis", "HOST:PORT", "federate with the daemons sharing this "
-                           "redis-server (none: alone)"},
-    {"node-id", "ID", "this daemon's name in the federation: letters, "
-                      "digits, '.', '-', '_' [default: host-pid]"},
-    {"lease-ms", "MS", "a node without a heartbeat for this long is lost "
-                       "and its users quit (heartbeats: 4 per lease)"},
+    {"redis", "HOST:PORT",
+     "federate with the daemons sharing this "
+     "redis-server (none: alone)"},
+    {"node-id", "ID",
+     "this daemon's name in the federation: letters, "
+     "digits, '.', '-', '_' [default: host-pid]"},
+    {"lease-ms", "MS",
+     "a node without a heartbeat for this long is lost "
+     "and its users quit (heartbeats: 4 per lease)"},
     {"redis-user", "USER", "AUTH as this ACL user (with --redis-password)"},
     {"redis-password", "PASS", "AUTH with this password"},
-    {"redis-password-file", "FILE", "AUTH with the first line of FILE "
-                                    "(kept out of ps)"},
+    {"redis-password-file", "FILE",
+     "AUTH with the first line of FILE "
+     "(kept out of ps)"},
     {"redis-tls", NULL, "speak TLS to Redis (its tls-port)"},
-    {"redis-ca", "FILE", "CA certificates (PEM) that Redis's certificate "
-                         "must chain to [default: the system's]"},
-    {"redis-cert", "FILE", "client certificate (PEM) for Redis, with "
-                           "--redis-key"},
+    {"redis-ca", "FILE",
+     "CA certificates (PEM) that Redis's certificate "
+     "must chain to [default: the system's]"},
+    {"redis-cert", "FILE",
+     "client certificate (PEM) for Redis, with "
+     "--redis-key"},
     {"redis-key", "FILE", "its private key (PEM)"},
     {"redis-prefix", "NAME", "hash tag of the network's keys: {NAME}:..."},
-    {"redis-retention", "N", "events the stream keeps (XADD MAXLEN): a node "
-                             "away longer resyncs from a snapshot"},
+    {"redis-retention", "N",
+     "events the stream keeps (XADD MAXLEN): a node "
+     "away longer resyncs from a snapshot"},
     {"redis-timeout-ms", "MS", "connect and command timeout on Redis"},
     {"help", NULL, "show this and exit"},
     {"version", NULL, "show the version and exit"},
@@ -61,8 +70,8 @@ static const option_doc docs[] = {
 static void default_of(const chat_options *o, const char *name, char *buf,
                        size_t cap) {
   buf[0] = '\0';
-#define D(opt, fmt, val)                                                      \
-  if (strcmp(name, opt) == 0)                                                 \
+#define D(opt, fmt, val)                                                       \
+  if (strcmp(name, opt) == 0)                                                  \
   snprintf(buf, cap, fmt, val)
   D("listen", "%s", "127.0.0.1:6667");
   D("name", "%s", o->name);
@@ -171,8 +180,8 @@ static int parse_options(int argc, char **argv, chat_options *o) {
     } else if (!strcmp(name, "listen")) {
       const char *colon = strrchr(optarg, ':');
       unsigned long long port;
-      if (colon == NULL || parse_uint(colon + 1, &port) != 0 ||
-          port > 65535 || (size_t)(colon - optarg) >= sizeof o->host) {
+      if (colon == NULL || parse_uint(colon + 1, &port) != 0 || port > 65535 ||
+          (size_t)(colon - optarg) >= sizeof o->host) {
         fprintf(stderr, "hark-chatd: --listen wants HOST:PORT\n");
         return -1;
       }
@@ -233,8 +242,9 @@ static int parse_options(int argc, char **argv, chat_options *o) {
       }
       snprintf(o->redis_prefix, sizeof o->redis_prefix, "%s", optarg);
     } else if (!strcmp(name, "redis-retention")) {
-      o->redis_retention = v < 100 ? 100 : v > 100000000 ? 100000000
-                                                         : (unsigned)v;
+      o->redis_retention = v < 100         ? 100
+                           : v > 100000000 ? 100000000
+                                           : (unsigned)v;
     } else if (!strcmp(name, "redis-timeout-ms")) {
       o->redis_timeout_ms = v < 100 ? 100 : v > 600000 ? 600000 : (unsigned)v;
     } else if (!strcmp(name, "lease-ms")) {

@@ -50,8 +50,7 @@ static void list_one(void *obj, void *data) {
   chat_channel *c = obj;
   chat_session *s = data;
   if (channel_visible(c, &s->u))
-    session_numeric(s, 322, "%s %zu :%s", c->name, channel_count(c),
-                    c->topic);
+    session_numeric(s, 322, "%s %zu :%s", c->name, channel_count(c), c->topic);
 }
 
 static void cmd_list(chat_session *s, irc_msg *m) {
@@ -96,8 +95,8 @@ static void cmd_who(chat_session *s, irc_msg *m) {
   chat_user *t = user_find(s->u.srv, mask);
   if (t != NULL && t->registered)
     session_numeric(s, 352, "* %s %s %s %s H :%d %s",
-                    t->user[0] ? t->user : "~u", t->host, server_of(t),
-                    t->nick, t->remote ? 1 : 0, t->realname);
+                    t->user[0] ? t->user : "~u", t->host, server_of(t), t->nick,
+                    t->remote ? 1 : 0, t->realname);
   hark_unref(t);
   session_numeric(s, 315, "%s :End of WHO list.", mask);
 }
@@ -116,8 +115,7 @@ static void cmd_whois(chat_session *s, irc_msg *m) {
       session_numeric(s, 312, "%s %s :hark-chatd node %s", t->nick, t->node,
                       t->node);
     else
-      session_numeric(s, 312, "%s %s :hark-chatd", t->nick,
-                      s->u.srv->opt.name);
+      session_numeric(s, 312, "%s %s :hark-chatd", t->nick, s->u.srv->opt.name);
   }
   hark_unref(t);
   session_numeric(s, 318, "%s :End of /WHOIS list.", nick);
@@ -174,8 +172,9 @@ static void count_user(void *obj, void *data) {
 static void cmd_lusers(chat_session *s, irc_msg *m) {
   census x = {0, {""}, 1};
   names_foreach(&s->u.srv->nicks, count_user, &x);
-  session_numeric(s, 251, ":There are %zu users and 0 invisible on %zu "
-                          "servers",
+  session_numeric(s, 251,
+                  ":There are %zu users and 0 invisible on %zu "
+                  "servers",
                   x.users, x.nnodes);
   session_numeric(s, 254, "%zu :channels formed",
                   names_count(&s->u.srv->chans));
@@ -192,5 +191,4 @@ const chat_command query_commands[] = {
     {"STATS", cmd_stats, 0, false}, {"LUSERS", cmd_lusers, 0, false},
     {"AWAY", cmd_away, 0, false},
 };
-const size_t nquery_commands =
-    sizeof query_commands / sizeof query_commands[0];
+const size_t nquery_commands = sizeof query_commands / sizeof query_commands[0];

@@ -379,8 +379,8 @@ static bool format(redis_conn *c, int argc, const char *const *argv,
 }
 
 static int queue(redis_conn *c, int argc, const char *const *argv,
-                 const size_t *lens, unsigned extra_ms, int kind,
-                 redis_cb cb, void *data) {
+                 const size_t *lens, unsigned extra_ms, int kind, redis_cb cb,
+                 void *data) {
   if (c->qcount == c->qcap) {
     size_t ncap = c->qcap ? c->qcap * 2 : 64;
     pending *nq = chat_malloc(ncap * sizeof *nq);
@@ -409,8 +409,7 @@ static int queue(redis_conn *c, int argc, const char *const *argv,
 }
 
 int redis_send(redis_conn *c, int argc, const char *const *argv,
-               const size_t *lens, unsigned extra_ms, redis_cb cb,
-               void *data) {
+               const size_t *lens, unsigned extra_ms, redis_cb cb, void *data) {
   if (!redis_ready(c))
     return UV_ENOTCONN;
   return queue(c, argc, argv, lens, extra_ms, P_USER, cb, data);
@@ -425,8 +424,8 @@ static void handshake_reply(redis_conn *c, int kind, const rreply *r) {
              rreply_is(r, RREPLY_ERROR) ? r->str : "unexpected reply");
     down(c, why, true);
   } else if (kind == P_PING && !rreply_is(r, RREPLY_STATUS)) {
-    bool noauth = rreply_is(r, RREPLY_ERROR) &&
-                  strncmp(r->str, "NOAUTH", 6) == 0;
+    bool noauth =
+        rreply_is(r, RREPLY_ERROR) && strncmp(r->str, "NOAUTH", 6) == 0;
     snprintf(why, sizeof why, "%s%s",
              rreply_is(r, RREPLY_ERROR) ? r->str : "unexpected reply",
              noauth ? " (the server wants a password)" : "");
@@ -677,8 +676,7 @@ redis_conn *redis_connect(uv_loop_t *loop, const redis_conf *conf,
   int r = uv_getaddrinfo(loop, &c->gai, on_resolved, c->host, port, &hints);
   if (r != 0) {
     char why[300];
-    snprintf(why, sizeof why, "cannot resolve %s: %s", c->host,
-             uv_strerror(r));
+    snprintf(why, sizeof why, "cannot resolve %s: %s", c->host, uv_strerror(r));
     fail_soon(c, why, true);
     return c;
   }

@@ -39,9 +39,9 @@ typedef struct rreply {
 typedef struct redis_conf {
   const char *host; /* an address or a name (resolved) */
   int port;
-  const char *user;     /* NULL: AUTH with the password alone */
-  const char *password; /* NULL: no AUTH */
-  chat_tls_ctx *tls;    /* NULL: plain TCP */
+  const char *user;            /* NULL: AUTH with the password alone */
+  const char *password;        /* NULL: no AUTH */
+  chat_tls_ctx *tls;           /* NULL: plain TCP */
   unsigned connect_timeout_ms; /* TCP, TLS and AUTH */
   unsigned command_timeout_ms; /* from a command's write to its reply */
   const char *name;            /* CLIENT SETNAME, or NULL */
@@ -71,8 +71,7 @@ redis_conn *redis_connect(uv_loop_t *loop, const redis_conf *conf,
  * command's own wait). Returns 0, UV_ENOTCONN (not ready, or down: cb is
  * not called) or UV_ENOMEM (nothing queued). */
 int redis_send(redis_conn *c, int argc, const char *const *argv,
-               const size_t *lens, unsigned extra_ms, redis_cb cb,
-               void *data);
+               const size_t *lens, unsigned extra_ms, redis_cb cb, void *data);
 /* Whether commands may be sent. */
 bool redis_ready(const redis_conn *c);
 /* Round-trip figures: the slowest reply since the last call (ms). */
@@ -88,8 +87,7 @@ static inline bool rreply_is(const rreply *r, int type) {
 }
 /* Element i of an array, or NULL. */
 static inline const rreply *rreply_at(const rreply *r, size_t i) {
-  return rreply_is(r, RREPLY_ARRAY) && i < r->elements ? r->element[i]
-                                                        : NULL;
+  return rreply_is(r, RREPLY_ARRAY) && i < r->elements ? r->element[i] : NULL;
 }
 
 #endif

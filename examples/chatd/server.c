@@ -131,10 +131,10 @@ static void on_connection(uv_stream_t *listener, int status) {
 
 void server_stats_line(chat_server *srv, char *buf, size_t cap) {
   size_t receivers = 0;
-  hark_signal *sigs[] = {srv->sig_message, srv->sig_join,    srv->sig_part,
-                         srv->sig_quit,    srv->sig_nick,    srv->sig_topic,
-                         srv->sig_mode,    srv->sig_kick,    srv->sig_private,
-                         srv->sig_user,    srv->sig_claim,   srv->sig_settle};
+  hark_signal *sigs[] = {srv->sig_message, srv->sig_join,  srv->sig_part,
+                         srv->sig_quit,    srv->sig_nick,  srv->sig_topic,
+                         srv->sig_mode,    srv->sig_kick,  srv->sig_private,
+                         srv->sig_user,    srv->sig_claim, srv->sig_settle};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
     receivers += hark_signal_receivers(sigs[i]);
   snprintf(buf, cap,
@@ -199,8 +199,7 @@ static hark_signal *make_signal(const char *name, const chat_options *o) {
   hark_signal *sig = hark_signal_new(name);
   /* A channel may have every client as member: warn only beyond that. */
   if (sig != NULL)
-    hark_signal_set_max_receivers(sig, o->max_clients ? o->max_clients + 1
-                                                      : 0);
+    hark_signal_set_max_receivers(sig, o->max_clients ? o->max_clients + 1 : 0);
   return sig;
 }
 
@@ -220,13 +219,12 @@ int server_start(chat_server *srv, uv_loop_t *loop, const chat_options *opt) {
   }
   node_name(srv);
   srv->hl = hark_loop_new(loop);
-  hark_signal **sigs[] = {&srv->sig_message, &srv->sig_join, &srv->sig_part,
-                          &srv->sig_quit,    &srv->sig_nick, &srv->sig_topic,
-                          &srv->sig_mode,    &srv->sig_kick, &srv->sig_private,
-                          &srv->sig_user,    &srv->sig_claim,
-                          &srv->sig_settle};
+  hark_signal **sigs[] = {&srv->sig_message, &srv->sig_join,  &srv->sig_part,
+                          &srv->sig_quit,    &srv->sig_nick,  &srv->sig_topic,
+                          &srv->sig_mode,    &srv->sig_kick,  &srv->sig_private,
+                          &srv->sig_user,    &srv->sig_claim, &srv->sig_settle};
   static const char *const sig_names[] = {
-      "message", "join", "part",    "quit", "nick", "topic",
+      "message", "join", "part",    "quit", "nick",  "topic",
       "mode",    "kick", "private", "user", "claim", "settle"};
   bool ok = srv->hl != NULL;
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
@@ -289,7 +287,7 @@ void server_stop(chat_server *srv, const char *why) {
       server_schedule_close(srv, s, why ? why : "Server shutting down");
   }
   run_closings(srv);
-  fed_stop(srv); /* after the QUITs went out */
+  fed_stop(srv);               /* after the QUITs went out */
   while (srv->dirty != NULL) { /* their closing writes were best effort */
     chat_session *s = srv->dirty;
     srv->dirty = s->dirty_next;
@@ -308,11 +306,10 @@ void server_stop(chat_server *srv, const char *why) {
 
 void server_free(chat_server *srv) {
   fed_free(srv);
-  hark_signal **sigs[] = {&srv->sig_message, &srv->sig_join, &srv->sig_part,
-                          &srv->sig_quit,    &srv->sig_nick, &srv->sig_topic,
-                          &srv->sig_mode,    &srv->sig_kick, &srv->sig_private,
-                          &srv->sig_user,    &srv->sig_claim,
-                          &srv->sig_settle};
+  hark_signal **sigs[] = {&srv->sig_message, &srv->sig_join,  &srv->sig_part,
+                          &srv->sig_quit,    &srv->sig_nick,  &srv->sig_topic,
+                          &srv->sig_mode,    &srv->sig_kick,  &srv->sig_private,
+                          &srv->sig_user,    &srv->sig_claim, &srv->sig_settle};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
     hark_unref(*sigs[i]);
     *sigs[i] = NULL;

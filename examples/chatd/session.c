@@ -124,7 +124,8 @@ int session_send_buf(chat_session *s, chat_buf *b) {
     return 0;
   if (b == NULL || (s->qcount == s->qcap && session_reserve(s, 1) != 0)) {
     s->u.srv->oom_drops++;
-    log_warn("%s: out of memory: a line dropped", s->u.nick[0] ? s->u.nick : "*");
+    log_warn("%s: out of memory: a line dropped",
+             s->u.nick[0] ? s->u.nick : "*");
     return HARK_ENOMEM;
   }
   s->q[(s->qhead + s->qcount) % s->qcap] = chat_buf_ref(b);

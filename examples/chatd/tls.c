@@ -110,8 +110,8 @@ static bool load_pair(chat_tls_ctx *c, const char *cert, const char *key,
   return true;
 }
 
-chat_tls_ctx *tls_ctx_client(const char *ca, const char *cert,
-                             const char *key, char *err, size_t cap) {
+chat_tls_ctx *tls_ctx_client(const char *ca, const char *cert, const char *key,
+                             char *err, size_t cap) {
   if ((cert == NULL) != (key == NULL)) {
     snprintf(err, cap, "a client certificate needs its key, and back");
     return NULL;
@@ -151,8 +151,8 @@ chat_tls_ctx *tls_ctx_server(const char *cert, const char *key,
       tls_ctx_free(c);
       return NULL;
     }
-    SSL_CTX_set_verify(
-        c->ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    SSL_CTX_set_verify(c->ssl,
+                       SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
   }
   return c;
 }
@@ -354,8 +354,8 @@ void tls_free(chat_tls *t) {
 
 bool tls_available(void) { return false; }
 
-chat_tls_ctx *tls_ctx_client(const char *ca, const char *cert,
-                             const char *key, char *err, size_t cap) {
+chat_tls_ctx *tls_ctx_client(const char *ca, const char *cert, const char *key,
+                             char *err, size_t cap) {
   snprintf(err, cap, "built without OpenSSL (./configure --with-openssl)");
   return NULL;
 }

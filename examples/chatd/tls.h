@@ -36,8 +36,8 @@ bool tls_available(void);
  * (a PEM file; NULL: the system's default store). cert and key (PEM files,
  * both or neither) are a client certificate to present. Returns NULL with
  * a message in err on failure. */
-chat_tls_ctx *tls_ctx_client(const char *ca, const char *cert,
-                             const char *key, char *err, size_t cap);
+chat_tls_ctx *tls_ctx_client(const char *ca, const char *cert, const char *key,
+                             char *err, size_t cap);
 /* A server context presenting cert/key; with client_ca, clients must
  * present a certificate signed by it. Returns NULL with err on failure. */
 chat_tls_ctx *tls_ctx_server(const char *cert, const char *key,

@@ -23,9 +23,8 @@ static void user_finalize(void *obj) {
 const hark_type chat_user_type = {"chat_user", sizeof(chat_user),
                                   user_finalize};
 
-chat_user *user_new_remote(chat_server *srv, const char *uid,
-                           const char *node, const char *nick,
-                           const char *user, const char *host,
+chat_user *user_new_remote(chat_server *srv, const char *uid, const char *node,
+                           const char *nick, const char *user, const char *host,
                            const char *realname) {
   chat_user *u = hark_new(&chat_user_type);
   if (u == NULL)
@@ -56,8 +55,7 @@ chat_user *user_find(chat_server *srv, const char *nick) {
 }
 
 void user_mask(chat_user *u, char *buf, size_t cap) {
-  snprintf(buf, cap, "%s!%s@%s", u->nick, u->user[0] ? u->user : "~u",
-           u->host);
+  snprintf(buf, cap, "%s!%s@%s", u->nick, u->user[0] ? u->user : "~u", u->host);
 }
 
 void chat_prefix(chat_server *srv, chat_user *u, char *buf, size_t cap) {
@@ -83,8 +81,7 @@ static void emit_user(chat_user *u, int kind, const char *text,
   ev.flags = flags;
   int r = hark_send(u->srv->sig_user, u, &ev);
   if (r < 0)
-    log_warn("%s: user event %d not sent: %s", u->nick, kind,
-             hark_strerror(r));
+    log_warn("%s: user event %d not sent: %s", u->nick, kind, hark_strerror(r));
 }
 
 void user_register(chat_user *u, unsigned flags) {
@@ -108,8 +105,8 @@ static void each_channel(chat_user *u, hark_signal *sig, chat_buf *line,
     ev.skip_origin = true;
     int r = hark_send(sig, u->chans[i], &ev);
     if (r < 0)
-      log_warn("%s: %s dropped: %s", u->chans[i]->name,
-               hark_signal_name(sig), hark_strerror(r));
+      log_warn("%s: %s dropped: %s", u->chans[i]->name, hark_signal_name(sig),
+               hark_strerror(r));
   }
 }
 
@@ -169,8 +166,8 @@ void user_quit(chat_user *u, const char *reason, unsigned flags) {
     names_del(&srv->nicks, u->nick, u);
 }
 
-int user_say(chat_user *to, chat_user *from, const char *cmd,
-             const char *text, unsigned flags) {
+int user_say(chat_user *to, chat_user *from, const char *cmd, const char *text,
+             unsigned flags) {
   chat_server *srv = to->srv;
   char prefix[IRC_LINE_MAX];
   chat_prefix(srv, from, prefix, sizeof prefix);

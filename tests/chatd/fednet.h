@@ -89,8 +89,8 @@ static inline pid_t spawn(char **argv, int *out_fd, const char *err_path) {
     } else {
       dup2(null, 1);
     }
-    int err = err_path ? open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644)
-                       : null;
+    int err =
+        err_path ? open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644) : null;
     dup2(err >= 0 ? err : null, 2);
     execvp(argv[0], argv);
     _exit(127);
@@ -177,8 +177,8 @@ static inline void net_redis(void) {
     argv[n++] = "--tls-port";
     argv[n++] = port;
   }
-  char *base[] = {"--bind", "127.0.0.1", "--save", "", "--loglevel",
-                  "warning", "--dir", N.dir};
+  char *base[] = {"--bind",     "127.0.0.1", "--save", "",
+                  "--loglevel", "warning",   "--dir",  N.dir};
   for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
     argv[n++] = base[i];
   for (int i = 0; i < N.nredis_args; i++)
@@ -207,10 +207,21 @@ static inline void net_node_with(int i, const char *const *extra, int nextra) {
   snprintf(err, sizeof err, "%s/n%d.log", N.dir, i);
   char *argv[64];
   int n = 0;
-  char *base[] = {(char *)daemon_path(), "--listen", "127.0.0.1:0",
-                  "--redis", redis, "--node-id", node, "--lease-ms", lease,
-                  "--redis-timeout-ms", timeout, "--flood-rate", "0",
-                  "--log-level", "info"};
+  char *base[] = {(char *)daemon_path(),
+                  "--listen",
+                  "127.0.0.1:0",
+                  "--redis",
+                  redis,
+                  "--node-id",
+                  node,
+                  "--lease-ms",
+                  lease,
+                  "--redis-timeout-ms",
+                  timeout,
+                  "--flood-rate",
+                  "0",
+                  "--log-level",
+                  "info"};
   for (size_t k = 0; k < sizeof base / sizeof base[0]; k++)
     argv[n++] = base[k];
   for (int k = 0; k < N.nnode_args; k++)
@@ -376,7 +387,7 @@ static inline bool cl_wait(client *c, const char *what, int ms) {
 }
 
 #define EXPECT(c, what)                                                        \
-  ck_assert_msg(cl_wait((c), (what), 3000), "expected \"%s\" (last: %s)",     \
+  ck_assert_msg(cl_wait((c), (what), 3000), "expected \"%s\" (last: %s)",      \
                 (what), (c)->line)
 
 /* Nothing matching what arrives within ms. */
@@ -394,13 +405,13 @@ static inline void cl_none(client *c, const char *what, int ms) {
 /* Reads c's lines until one contains until (fails after 3 s), failing on
  * any containing bad; returns how many contained count. */
 static inline int cl_until(client *c, const char *until, const char *bad,
-                    const char *count) {
+                           const char *count) {
   int n = 0;
   for (;;) {
-    ck_assert_msg(cl_line(c, 3000) > 0, "waiting for \"%s\" (last: %s)",
-                  until, c->line);
-    ck_assert_msg(bad == NULL || strstr(c->line, bad) == NULL,
-                  "unexpected: %s", c->line);
+    ck_assert_msg(cl_line(c, 3000) > 0, "waiting for \"%s\" (last: %s)", until,
+                  c->line);
+    ck_assert_msg(bad == NULL || strstr(c->line, bad) == NULL, "unexpected: %s",
+                  c->line);
     if (count != NULL && strstr(c->line, count) != NULL)
       n++;
     if (strstr(c->line, until) != NULL)
@@ -456,7 +467,8 @@ static inline int cmp_str(const void *a, const void *b) {
 }
 
 /* c's NAMES of chan, sorted, operators with their '@', into out. */
-static inline void names_of(client *c, const char *chan, char *out, size_t cap) {
+static inline void names_of(client *c, const char *chan, char *out,
+                            size_t cap) {
   char all[4096] = "";
   size_t len = 0;
   cl_send(c, "NAMES %s", chan);

@@ -50,8 +50,8 @@ static void check_all(traffic *t, int ms, const char *bad) {
       int si, k;
       ck_assert_int_eq(sscanf(m, "PRIVMSG #t :m %d %d", &si, &k), 2);
       ck_assert_msg(si != self, "receiver %d got its own line", j);
-      ck_assert_msg(k == next[si], "receiver %d: sender %d: got %d, want %d",
-                    j, si, k, next[si]);
+      ck_assert_msg(k == next[si], "receiver %d: sender %d: got %d, want %d", j,
+                    si, k, next[si]);
       next[si]++;
       got++;
     }
@@ -67,8 +67,8 @@ static void same_names(client **c, int n, const char *chan, char *out,
   names_of(c[0], chan, first, sizeof first);
   for (int i = 1; i < n; i++) {
     names_of(c[i], chan, other, sizeof other);
-    ck_assert_msg(strcmp(first, other) == 0, "NAMES %s: \"%s\" vs \"%s\"",
-                  chan, first, other);
+    ck_assert_msg(strcmp(first, other) == 0, "NAMES %s: \"%s\" vs \"%s\"", chan,
+                  first, other);
   }
   snprintf(out, cap, "%s", first);
 }
@@ -181,8 +181,8 @@ START_TEST(a_killed_node_s_users_leave_within_the_lease) {
   kill(N.pid[2], SIGKILL);
   waitpid(N.pid[2], NULL, 0);
   N.pid[2] = 0;
-  ck_assert(cl_wait(a, ":kim!kim@127.0.0.1 QUIT :Server n2 lost",
-                    N.lease_ms + 2000));
+  ck_assert(
+      cl_wait(a, ":kim!kim@127.0.0.1 QUIT :Server n2 lost", N.lease_ms + 2000));
   long long took = now_ms() - t0;
   ck_assert_msg(took <= N.lease_ms + 1000, "node loss seen after %lld ms",
                 took);

@@ -100,14 +100,17 @@ END_TEST
 /* The ACL of README's "Running several daemons": the network's keys and
  * the commands the daemon and its scripts use, nothing else. */
 static const char *const acl[] = {
-    "--user",       "chatd",       "on",          ">chatpw",
-    "~{hark}:*",    "resetchannels", "-@all",     "+ping",
-    "+client|setname", "+script|load", "+evalsha", "+xread",
-    "+get",         "+setnx",      "+xadd",       "+xrevrange",  "+incr",
-    "+time",        "+del",        "+exists",     "+hget",
-    "+hset",        "+hdel",       "+hgetall",    "+hkeys",
-    "+hmget",       "+hexists",    "+hlen",       "+sadd",
-    "+srem",        "+smembers",   "+sismember",  NULL};
+    "--user",       "chatd",      "on",
+    ">chatpw",      "~{hark}:*",  "resetchannels",
+    "-@all",        "+ping",      "+client|setname",
+    "+script|load", "+evalsha",   "+xread",
+    "+get",         "+setnx",     "+xadd",
+    "+xrevrange",   "+incr",      "+time",
+    "+del",         "+exists",    "+hget",
+    "+hset",        "+hdel",      "+hgetall",
+    "+hkeys",       "+hmget",     "+hexists",
+    "+hlen",        "+sadd",      "+srem",
+    "+smembers",    "+sismember", NULL};
 
 START_TEST(redis_with_auth_works_with_the_options_and_says_why_without) {
   net_init();
@@ -121,8 +124,7 @@ START_TEST(redis_with_auth_works_with_the_options_and_says_why_without) {
   FILE *f = fopen(pwfile, "w");
   fputs("chatpw\n", f);
   fclose(f);
-  const char *user0[] = {"--redis-user", "chatd", "--redis-password",
-                         "chatpw"};
+  const char *user0[] = {"--redis-user", "chatd", "--redis-password", "chatpw"};
   const char *user1[] = {"--redis-user", "chatd", "--redis-password-file",
                          pwfile};
   const char *wrong[] = {"--redis-user", "chatd", "--redis-password", "nope"};
@@ -199,8 +201,7 @@ START_TEST(redis_with_tls_works_with_the_options_and_says_why_without) {
     fprintf(stderr, "SKIP: no openssl command: TLS not tested\n");
     return;
   }
-  static char cert[256], key[256], ca[256], ccert[256], ckey[256],
-      other[256];
+  static char cert[256], key[256], ca[256], ccert[256], ckey[256], other[256];
   snprintf(cert, sizeof cert, "%s/redis.crt", N.dir);
   snprintf(key, sizeof key, "%s/redis.key", N.dir);
   snprintf(ca, sizeof ca, "%s/ca.crt", N.dir);
@@ -208,19 +209,20 @@ START_TEST(redis_with_tls_works_with_the_options_and_says_why_without) {
   snprintf(ckey, sizeof ckey, "%s/client.key", N.dir);
   snprintf(other, sizeof other, "%s/other.crt", N.dir);
   N.redis_plain_off = true;
-  const char *tls[] = {"--tls-cert-file", cert,    "--tls-key-file",
-                       key,               "--tls-ca-cert-file", ca,
-                       "--tls-auth-clients", "yes", "--requirepass",
-                       "tlspw"};
+  const char *tls[] = {
+      "--tls-cert-file",    cert,   "--tls-key-file",     key,
+      "--tls-ca-cert-file", ca,     "--tls-auth-clients", "yes",
+      "--requirepass",      "tlspw"};
   for (size_t i = 0; i < sizeof tls / sizeof tls[0]; i++)
     redis_arg(tls[i]);
   net_redis();
-  const char *good[] = {"--redis-tls", "--redis-ca", ca,
-                        "--redis-cert", ccert, "--redis-key", ckey,
-                        "--redis-password", "tlspw"};
-  const char *bad_ca[] = {"--redis-tls", "--redis-ca", other,
-                          "--redis-cert", ccert, "--redis-key", ckey,
-                          "--redis-password", "tlspw"};
+  const char *good[] = {"--redis-tls", "--redis-ca",  ca,   "--redis-cert",
+                        ccert,         "--redis-key", ckey, "--redis-password",
+                        "tlspw"};
+  const char *bad_ca[] = {
+      "--redis-tls", "--redis-ca",  other, "--redis-cert",
+      ccert,         "--redis-key", ckey,  "--redis-password",
+      "tlspw"};
   const char *plain[] = {"--redis-password", "tlspw"};
   net_node_with(0, good, 9);
   net_node_with(1, good, 9);

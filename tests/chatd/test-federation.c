@@ -194,8 +194,8 @@ START_TEST(every_sender_keeps_its_order_on_every_node) {
         continue;
       int si, k;
       ck_assert_int_eq(sscanf(m, "PRIVMSG #order :m %d %d", &si, &k), 2);
-      ck_assert_msg(k == next[si], "receiver %d: sender %d: got %d, want %d",
-                    j, si, k, next[si]);
+      ck_assert_msg(k == next[si], "receiver %d: sender %d: got %d, want %d", j,
+                    si, k, next[si]);
       next[si]++;
       got++;
     }
@@ -220,7 +220,7 @@ START_TEST(private_messages_whois_and_ison_cross_nodes) {
   EXPECT(a, ":ben!ben@127.0.0.1 PRIVMSG amy :back");
   EXPECT(b, " 401 ben nobody :No such nick");
   cl_send(b, "NOTICE nobody :quiet");
-  cl_none(b, " 401 ", 300); /* NOTICE never gets an error */
+  cl_none(b, " 401 ", 300);       /* NOTICE never gets an error */
   cl_none(a, "PRIVMSG ben", 100); /* no echo */
 
   /* one sender's private and channel messages keep their order */
@@ -372,8 +372,7 @@ START_TEST(shutdown_with_redis_hung_is_bounded) {
   kill(N.pid[0], SIGTERM);
   int status = -1;
   pid_t r = 0;
-  while ((r = waitpid(N.pid[0], &status, WNOHANG)) == 0 &&
-         now_ms() - t0 < 6000)
+  while ((r = waitpid(N.pid[0], &status, WNOHANG)) == 0 && now_ms() - t0 < 6000)
     usleep(10000);
   long long took = now_ms() - t0;
   kill(N.redis_pid, SIGCONT);
@@ -404,8 +403,7 @@ START_TEST(pipelined_registration_runs_in_order) {
   char *buf = malloc(cap);
   len += (size_t)snprintf(buf + len, cap - len, "JOIN #flood\r\n");
   for (int k = 0; k < NLINES; k++)
-    len += (size_t)snprintf(buf + len, cap - len, "PRIVMSG #pipe :f %d\r\n",
-                            k);
+    len += (size_t)snprintf(buf + len, cap - len, "PRIVMSG #pipe :f %d\r\n", k);
   cl_raw(a, buf, len);
   free(buf);
   cl_until(a, " 366 pa #flood ", " 404 ", NULL);
