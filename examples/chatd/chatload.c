@@ -40,6 +40,10 @@ typedef struct load {
   uint64_t t_begin, t_start,
       t_last; /* uv_hrtime: launch, first send, last delivery */
   uint32_t *hist, *hist_ms;
+  /* the same for deliveries on another port than their sender's: the
+   * latency across nodes of a federated network */
+  uint32_t *xhist, *xhist_ms;
+  uint64_t xmax_ns;
   long long overflow;
   int next_sender;      /* --rate: round robin over the senders */
   double load_start[3]; /* uv_loadavg when the sending starts */
@@ -202,18 +206,23 @@ static void finish(load *ld);
 static void connect_more(load *ld);
 static void heard(conn *c);
 
+static void count(load *ld, uint32_t *hist, uint32_t *hist_ms,
+                  uint64_t lat) {
+  uint64_t us = lat / 1000;
+  if (us < HIST_US)
+    hist[us]++;
+  else if (us / 1000 < HIST_MS)
+    hist_ms[us / 1000]++;
+  else
+    ld->overflow++;
+}
+
 static void record(conn *c, const char *t) {
   load *ld = c->ld;
   unsigned long long ts = strtoull(t, NULL, 10);
   uint64_t now = uv_hrtime();
   uint64_t lat = now > ts ? now - ts : 0;
-  uint64_t us = lat / 1000;
-  if (us < HIST_US)
-    ld->hist[us]++;
-  else if (us / 1000 < HIST_MS)
-    ld->hist_ms[us / 1000]++;
-  else
-    ld->overflow++;
+  count(ld, ld->hist, ld->hist_ms, lat);
   if (lat > ld->max_ns)
     ld->max_ns = lat;
   ld->delivered++;
@@ -222,8 +231,12 @@ static void record(conn *c, const char *t) {
     const char *f = strstr(t, " from=");
     int from = f != NULL ? atoi(f + 6) : -1;
     int n = ld->nclients + (ld->redis ? ld->nsenders : 0);
-    if (from >= 0 && from < n && ld->conns[from].port_ix != c->port_ix)
+    if (from >= 0 && from < n && ld->conns[from].port_ix != c->port_ix) {
       ld->crossed++;
+      count(ld, ld->xhist, ld->xhist_ms, lat);
+      if (lat > ld->xmax_ns)
+        ld->xmax_ns = lat;
+    }
   }
   ld->t_last = now;
   if (ld->delivered >= ld->expected)
@@ -418,21 +431,26 @@ static void connect_more(load *ld) {
   }
 }
 
-static double pct(load *ld, double p) {
-  long long n = ld->delivered, want = (long long)(p * (double)n), acc = 0;
+static double pct_of(const uint32_t *hist, const uint32_t *hist_ms,
+                     long long n, uint64_t max_ns, double p) {
+  long long want = (long long)(p * (double)n), acc = 0;
   if (want >= n)
     want = n - 1;
   for (int i = 0; i < HIST_US; i++) {
-    acc += ld->hist[i];
+    acc += hist[i];
     if (acc > want)
       return i;
   }
   for (int i = 0; i < HIST_MS; i++) {
-    acc += ld->hist_ms[i];
+    acc += hist_ms[i];
     if (acc > want)
       return (double)i * 1000.0;
   }
-  return (double)ld->max_ns / 1000.0;
+  return (double)max_ns / 1000.0;
+}
+
+static double pct(load *ld, double p) {
+  return pct_of(ld->hist, ld->hist_ms, ld->delivered, ld->max_ns, p);
 }
 
 static void on_progress(uv_timer_t *t) {
@@ -486,6 +504,11 @@ static void finish(load *ld) {
   if (ld->delivered > 0)
     printf("latency p50 %.0f us  p99 %.0f us  max %.0f us\n", pct(ld, 0.5),
            pct(ld, 0.99), (double)ld->max_ns / 1000.0);
+  if (ld->crossed > 0)
+    printf("cross-port latency p50 %.0f us  p99 %.0f us  max %.0f us\n",
+           pct_of(ld->xhist, ld->xhist_ms, ld->crossed, ld->xmax_ns, 0.5),
+           pct_of(ld->xhist, ld->xhist_ms, ld->crossed, ld->xmax_ns, 0.99),
+           (double)ld->xmax_ns / 1000.0);
   if (ld->lag_n > 0)
     printf("tool loop lag (1 ms timer) p50 %.0f us  p99 %.0f us  max %.0f "
            "us\n",
@@ -620,6 +643,8 @@ int main(int argc, char **argv) {
   ld->conns = calloc((size_t)nconns, sizeof *ld->conns);
   ld->hist = calloc(HIST_US, sizeof *ld->hist);
   ld->hist_ms = calloc(HIST_MS, sizeof *ld->hist_ms);
+  ld->xhist = calloc(HIST_US, sizeof *ld->xhist);
+  ld->xhist_ms = calloc(HIST_MS, sizeof *ld->xhist_ms);
   ld->trace = getenv("CHATLOAD_TRACE") != NULL;
   for (int i = 0; i < nconns; i++) {
     conn *c = &ld->conns[i];
@@ -670,5 +695,7 @@ int main(int argc, char **argv) {
   free(ld->conns);
   free(ld->hist);
   free(ld->hist_ms);
+  free(ld->xhist);
+  free(ld->xhist_ms);
   return ld->delivered >= ld->expected ? 0 : 1;
 }

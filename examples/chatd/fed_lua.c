@@ -71,7 +71,6 @@
   "redis.call('hdel',K('nicks'),r[1]) end "                                    \
   "if r[2] then redis.call('srem',K('nu:')..r[2],uid) end "                    \
   "redis.call('del',K('u:')..uid,K('uc:')..uid) end "                          \
-  "node:..."                                                                   \
   "local function drop_node(nd,why) "                                          \
   "local old=redis.call('hget',K('nodes'),nd) "                                \
   "for _,uid in ipairs(redis.call('smembers',K('nu:')..nd)) do "               \
