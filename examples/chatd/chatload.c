@@ -206,8 +206,7 @@ static void finish(load *ld);
 static void connect_more(load *ld);
 static void heard(conn *c);
 
-static void count(load *ld, uint32_t *hist, uint32_t *hist_ms,
-                  uint64_t lat) {
+static void count(load *ld, uint32_t *hist, uint32_t *hist_ms, uint64_t lat) {
   uint64_t us = lat / 1000;
   if (us < HIST_US)
     hist[us]++;
@@ -431,8 +430,8 @@ static void connect_more(load *ld) {
   }
 }
 
-static double pct_of(const uint32_t *hist, const uint32_t *hist_ms,
-                     long long n, uint64_t max_ns, double p) {
+static double pct_of(const uint32_t *hist, const uint32_t *hist_ms, long long n,
+                     uint64_t max_ns, double p) {
   long long want = (long long)(p * (double)n), acc = 0;
   if (want >= n)
     want = n - 1;

@@ -45,6 +45,7 @@ enum fed_kind {
   FK_MSG,
   FK_PM,
   FK_LOST,
+  FK_RELEASE, /* a claim given back: Redis only, not in the stream */
   FK_NKINDS
 };
 extern const char *const fed_kind_names[FK_NKINDS];

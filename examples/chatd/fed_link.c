@@ -24,8 +24,8 @@
 #define FED_STOP_GUARD_MS 2000
 
 const char *const fed_kind_names[FK_NKINDS] = {
-    "intro", "nick", "quit", "join", "part", "kick",
-    "topic", "key",  "op",   "msg",  "pm",   "lost"};
+    "intro", "nick", "quit", "join", "part", "kick",   "topic",
+    "key",   "op",   "msg",  "pm",   "lost", "release"};
 
 static const hark_type fed_bridge_type = {"fed_bridge", sizeof(fed_bridge),
                                           NULL};

@@ -105,7 +105,8 @@
  * with '_' are for the script (folded names), not the stream. Replies
  * {'ok', n, id, nick}: nick is a guest nick when the one asked for was
  * taken (a claim made while the network was split); {'dup'}: applied
- * already; {'gone'}: this incarnation is no longer registered. */
+ * already; {'gone'}: this incarnation is no longer registered. A
+ * 'release' gives a claim back and appends nothing. */
 static const char EMIT[] = PRELUDE
     "if redis.call('hget',K('nodes'),node)~=inc then return {'gone'} end "
     "local last=tonumber(redis.call('hget',K('acked'),node) or '0') "
@@ -116,6 +117,9 @@ static const char EMIT[] = PRELUDE
     "if string.sub(ARGV[i],1,1)~='_' then "
     "out[#out+1]=ARGV[i] out[#out+1]=ARGV[i+1] end end "
     "local extra='' "
+    "if kind=='release' then "
+    "if redis.call('hget',K('nicks'),f._fold)==f.u then "
+    "redis.call('hdel',K('nicks'),f._fold) end return {'ok',0,'',''} end "
     "if kind=='intro' or kind=='nick' then "
     "local ukey=K('u:')..f.u "
     "if kind=='nick' and redis.call('exists',ukey)==0 then "

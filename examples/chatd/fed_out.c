@@ -281,16 +281,15 @@ static int out_private(void *self, void *sender, void *args) {
   return 0;
 }
 
-static void on_release(void *data, const rreply *r) {}
-
-/* An unregistered user's claim goes (it never reached the stream). */
+/* An unregistered user's claim goes (it never reached the stream): in
+ * the outbox, so that it is not forgotten while Redis is away. */
 static void release(fed_bridge *b, const char *nick, const char *uid) {
-  if (nick[0] == '\0' || b->state != LINK_UP)
+  if (nick[0] == '\0')
     return;
   char fold[CHATD_NICK_MAX + 1];
   fed_fold(fold, sizeof fold, nick);
-  const char *argv[] = {"release", fold, uid};
-  fed_script(b, SCRIPT_MISC, 3, argv, NULL, on_release, NULL);
+  fed_field f[] = {F("u", uid), F("_fold", fold)};
+  out_push(b, FK_RELEASE, f, 2, "", NULL, NULL, NULL);
 }
 
 static int out_user(void *self, void *sender, void *args) {
@@ -336,7 +335,7 @@ static void on_claim(void *data, const rreply *r) {
   /* granted but not taken after all (the user left, or took something
    * else meanwhile): the claim must not stay */
   chat_user *u = hark_weak_get(&q->who);
-  if (granted && r != NULL && (u == NULL || irc_casecmp(u->nick, q->nick)))
+  if (granted && (u == NULL || irc_casecmp(u->nick, q->nick) != 0))
     release(q->b, q->nick, q->uid);
   hark_unref(u);
   hark_weak_clear(&q->who);
