@@ -7,7 +7,9 @@
  * redis-server. */
 #include "fednet.h"
 
-static void teardown(void) { net_stop(); }
+static void teardown(void) {
+  ck_assert_msg(net_stop() == 0, "a daemon did not stop cleanly");
+}
 
 /* ---- traffic: senders, receivers, and a check of what arrived -------- */
 

@@ -6,7 +6,9 @@
  * TLS test is skipped without the openssl command. */
 #include "fednet.h"
 
-static void teardown(void) { net_stop(); }
+static void teardown(void) {
+  ck_assert_msg(net_stop() == 0, "a daemon did not stop cleanly");
+}
 
 /* ---- forgery --------------------------------------------------------- */
 

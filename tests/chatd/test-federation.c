@@ -16,7 +16,9 @@ static void setup(void) {
     net_node(i);
 }
 
-static void teardown(void) { net_stop(); }
+static void teardown(void) {
+  ck_assert_msg(net_stop() == 0, "a daemon did not stop cleanly");
+}
 
 /* LIST lines until 323: whether one names chan, with that count. */
 static bool list_has(client *c, const char *chan, int users) {
