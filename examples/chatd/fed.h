@@ -123,6 +123,11 @@ typedef struct fed_bridge {
   bool cmd_ready, rd_ready;
   int state;
   char sha[4][41]; /* the scripts, by fed_lua.c's index */
+  /* "EVALSHA sha 1 key prefix node inc retention lease" of each script,
+   * in RESP, for inc (rebuilt when the incarnation or a sha changes) */
+  char head[4][512];
+  size_t headlen[4];
+  char head_inc[24];
   unsigned scripts_loaded;
   /* the stream */
   char last_id[48];

@@ -36,28 +36,36 @@ static void out_send(fed_bridge *b, fed_out *e);
 
 /* ---- scripts ----------------------------------------------------------- */
 
-int fed_script(fed_bridge *b, int script, int argc, const char **argv,
-               const size_t *lens, redis_cb cb, void *data) {
-  const char *a[32];
-  size_t l[32];
+/* The arguments every call of script begins with, in RESP, made once per
+ * incarnation: most events are one call, formatted from here on. */
+static void make_heads(fed_bridge *b) {
   char logkey[96], retention[16], lease[16];
-  if (argc + 9 > 32 || !b->cmd_ready)
-    return HARK_EINVAL;
   snprintf(logkey, sizeof logkey, "%slog", b->prefix);
   snprintf(retention, sizeof retention, "%u", b->opt->redis_retention);
   snprintf(lease, sizeof lease, "%u", b->lease);
-  const char *head[9] = {"EVALSHA", b->sha[script], "1",
-                         logkey,    b->prefix,      b->node,
-                         b->inc,    retention,      lease};
-  for (int i = 0; i < 9; i++) {
-    a[i] = head[i];
-    l[i] = strlen(head[i]);
+  for (int i = 0; i < NSCRIPTS; i++) {
+    const char *head[9] = {"EVALSHA", b->sha[i], "1",       logkey, b->prefix,
+                           b->node,   b->inc,    retention, lease};
+    b->headlen[i] = redis_format_args(b->head[i], sizeof b->head[i], 9, head);
   }
-  for (int i = 0; i < argc; i++) {
-    a[9 + i] = argv[i];
-    l[9 + i] = lens != NULL && lens[i] != SIZE_MAX ? lens[i] : strlen(argv[i]);
-  }
-  return redis_send(b->cmd, argc + 9, a, l, 0, cb, data);
+  snprintf(b->head_inc, sizeof b->head_inc, "%s", b->inc);
+}
+
+int fed_script(fed_bridge *b, int script, int argc, const char **argv,
+               const size_t *lens, redis_cb cb, void *data) {
+  if (!b->cmd_ready)
+    return HARK_EINVAL;
+  if (strcmp(b->head_inc, b->inc) != 0 || b->headlen[script] == 0)
+    make_heads(b);
+  if (b->headlen[script] >= sizeof b->head[script])
+    return HARK_EINVAL; /* (a prefix or node id too long for it) */
+  size_t l[24];
+  if (argc > 24)
+    return HARK_EINVAL;
+  for (int i = 0; i < argc; i++)
+    l[i] = lens != NULL && lens[i] != SIZE_MAX ? lens[i] : strlen(argv[i]);
+  return redis_send_head(b->cmd, 9, b->head[script], b->headlen[script], argc,
+                         argv, l, cb, data);
 }
 
 /* ---- the outbox -------------------------------------------------------- */
@@ -189,7 +197,6 @@ static void on_emit(void *data, const rreply *r) {
     return; /* the link went down: link_down resends */
   fed_out *e = b->out_head;
   b->out_inflight--;
-  const rreply *what = rreply_at(r, 0);
   if (rreply_is(r, RREPLY_ERROR)) {
     if (strncmp(r->str, "NOSCRIPT", 8) == 0) {
       link_reset(b, "the scripts are gone (SCRIPT FLUSH?)");
@@ -198,12 +205,14 @@ static void on_emit(void *data, const rreply *r) {
     log_error("federation: Redis refused a %s event: %s",
               fed_kind_names[e->kind], r->str);
     pending_add(b, e->item, -1);
-  } else if (rreply_is(what, RREPLY_STRING) && strcmp(what->str, "gone") == 0) {
+  } else if (rreply_is(r, RREPLY_INTEGER) && r->integer < 0) {
     link_reset(b, "this node was declared lost: joining again");
     return;
-  } else if (rreply_is(what, RREPLY_STRING) && strcmp(what->str, "ok") == 0) {
+  } else if (rreply_is(r, RREPLY_INTEGER) && r->integer > 0) {
     b->published++;
-    const rreply *guest = rreply_at(r, 3);
+  } else if (rreply_is(r, RREPLY_ARRAY)) {
+    b->published++;
+    const rreply *guest = rreply_at(r, 1);
     if (rreply_is(guest, RREPLY_STRING) && guest->len > 0)
       renamed(b, e, guest->str);
   }
@@ -394,6 +403,7 @@ static void on_loaded(void *data, const rreply *r) {
     return;
   }
   memcpy(b->sha[b->scripts_loaded++], r->str, 41);
+  b->head_inc[0] = '\x01'; /* the heads name the shas: made again */
   if (b->scripts_loaded == NSCRIPTS && b->rd_ready)
     sync_link(b);
 }

@@ -102,15 +102,15 @@
 /* clang-format on */
 
 /* ARGV[6] sequence, ARGV[7] kind, then names and values; names starting
- * with '_' are for the script (folded names), not the stream. Replies
- * {'ok', n, id, nick}: nick is a guest nick when the one asked for was
- * taken (a claim made while the network was split); {'dup'}: applied
- * already; {'gone'}: this incarnation is no longer registered. A
- * 'release' gives a claim back and appends nothing. */
+ * with '_' are for the script (folded names), not the stream. Replies n,
+ * the event's sequence; {n, nick} when nick, a guest nick, replaced the
+ * one asked for (taken while the network was split); 0: applied already;
+ * -1: this incarnation is no longer registered. A 'release' gives a claim
+ * back and appends nothing. */
 static const char EMIT[] = PRELUDE
-    "if redis.call('hget',K('nodes'),node)~=inc then return {'gone'} end "
+    "if redis.call('hget',K('nodes'),node)~=inc then return -1 end "
     "local last=tonumber(redis.call('hget',K('acked'),node) or '0') "
-    "if tonumber(ARGV[6])<=last then return {'dup'} end "
+    "if tonumber(ARGV[6])<=last then return 0 end "
     "redis.call('hset',K('acked'),node,ARGV[6]) "
     "local kind=ARGV[7] local f={} local out={'k',kind,'o',node,'i',inc} "
     "for i=8,#ARGV,2 do f[ARGV[i]]=ARGV[i+1] "
@@ -119,11 +119,11 @@ static const char EMIT[] = PRELUDE
     "local extra='' "
     "if kind=='release' then "
     "if redis.call('hget',K('nicks'),f._fold)==f.u then "
-    "redis.call('hdel',K('nicks'),f._fold) end return {'ok',0,'',''} end "
+    "redis.call('hdel',K('nicks'),f._fold) end return 0 end "
     "if kind=='intro' or kind=='nick' then "
     "local ukey=K('u:')..f.u "
     "if kind=='nick' and redis.call('exists',ukey)==0 then "
-    "local n,id=xadd(out) return {'ok',n,id,''} end "
+    "local n=xadd(out) return n end "
     "local owner=redis.call('hget',K('nicks'),f._fold) "
     "if owner and owner~=f.u then "
     "local g,gf repeat g='Guest'..redis.call('incr',K('guest')) "
@@ -158,7 +158,7 @@ static const char EMIT[] = PRELUDE
     "elseif kind=='op' and "
     "redis.call('hexists',K('m:')..f._chan,f.t)==1 then "
     "redis.call('hset',K('m:')..f._chan,f.t,f.v) end end "
-    "local n,id=xadd(out) return {'ok',n,id,extra}";
+    "local n=xadd(out) if extra~='' then return {n,extra} end return n";
 
 /* A node (re)starts: its previous incarnation's users go (an event says
  * so), it gets a new incarnation. Replies {inc, lastid, n, users, chans,

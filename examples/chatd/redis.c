@@ -60,6 +60,7 @@ struct redis_conn {
   char *out;
   size_t outlen, outcap;
   uint64_t slowest;
+  struct arena_block *arena;
   char rbuf[65536];
 };
 
@@ -69,25 +70,58 @@ typedef struct write_req {
   char *buf;
 } write_req;
 
-/* ---- reply objects: hiredis's reader, our allocator ------------------ */
+/* ---- reply objects: hiredis's reader, our arena ---------------------- */
 
-static void reply_free(void *p) {
-  rreply *r = p;
-  if (r == NULL)
-    return;
-  if (r->type == RREPLY_ARRAY) {
-    for (size_t i = 0; i < r->elements; i++)
-      reply_free(r->element[i]);
-    chat_free(r->element);
+/* A reply's objects (a stream read is thousands) are cut from blocks that
+ * go back in one step once its callback has run: no malloc per element.
+ * The reader builds the next reply only when asked for it, so resetting
+ * between replies never frees a part of one. */
+typedef struct arena_block {
+  struct arena_block *next;
+  size_t used, cap;
+  max_align_t data[];
+} arena_block;
+
+#define ARENA_BLOCK 65536
+
+static void *arena_alloc(redis_conn *c, size_t n) {
+  n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+  arena_block *b = c->arena;
+  if (b == NULL || b->cap - b->used < n) {
+    size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
+    arena_block *nb = chat_malloc(sizeof *nb + cap);
+    if (nb == NULL)
+      return NULL;
+    nb->used = 0;
+    nb->cap = cap;
+    nb->next = b;
+    c->arena = b = nb;
   }
-  chat_free(r->str);
-  chat_free(r);
+  void *p = (char *)b->data + b->used;
+  b->used += n;
+  return p;
 }
 
+/* Keeps one block for the next reply; frees everything with all. */
+static void arena_reset(redis_conn *c, bool all) {
+  arena_block *b = c->arena;
+  while (b != NULL && (all || b->next != NULL)) {
+    arena_block *next = b->next;
+    chat_free(b);
+    b = next;
+  }
+  c->arena = b;
+  if (b != NULL)
+    b->used = 0;
+}
+
+static void reply_free(void *p) {} /* the arena's */
+
 static rreply *reply_new(const redisReadTask *task, int type) {
-  rreply *r = chat_calloc(1, sizeof *r);
+  rreply *r = arena_alloc(task->privdata, sizeof *r);
   if (r == NULL)
     return NULL;
+  memset(r, 0, sizeof *r);
   r->type = type;
   if (task->parent != NULL) { /* the reader leaves linking to us */
     rreply *parent = task->parent->obj;
@@ -97,14 +131,10 @@ static rreply *reply_new(const redisReadTask *task, int type) {
 }
 
 static void *create_string(const redisReadTask *task, char *str, size_t len) {
-  char *copy = chat_malloc(len + 1);
-  if (copy == NULL)
+  char *copy = arena_alloc(task->privdata, len + 1);
+  rreply *r = copy != NULL ? reply_new(task, task->type) : NULL;
+  if (r == NULL)
     return NULL;
-  rreply *r = reply_new(task, task->type);
-  if (r == NULL) {
-    chat_free(copy);
-    return NULL;
-  }
   memcpy(copy, str, len);
   copy[len] = '\0';
   r->str = copy;
@@ -113,14 +143,15 @@ static void *create_string(const redisReadTask *task, char *str, size_t len) {
 }
 
 static void *create_array(const redisReadTask *task, int n) {
-  rreply **el = n > 0 ? chat_calloc((size_t)n, sizeof *el) : NULL;
+  rreply **el =
+      n > 0 ? arena_alloc(task->privdata, (size_t)n * sizeof *el) : NULL;
   if (n > 0 && el == NULL)
     return NULL;
   rreply *r = reply_new(task, RREPLY_ARRAY);
-  if (r == NULL) {
-    chat_free(el);
+  if (r == NULL)
     return NULL;
-  }
+  if (n > 0)
+    memset(el, 0, (size_t)n * sizeof *el);
   r->element = el;
   r->elements = n > 0 ? (size_t)n : 0;
   return r;
@@ -148,6 +179,7 @@ static void unref_conn(redis_conn *c) {
     return;
   if (c->reader != NULL)
     redisReaderFree(c->reader);
+  arena_reset(c, true);
   chat_free(c->q);
   chat_free(c->out);
   chat_free(c->host);
@@ -354,10 +386,11 @@ static size_t digits(size_t v) {
 }
 
 /* RESP: *argc, then $len and the bytes of each argument. Binary safe:
- * nothing in an argument can change the command's structure. */
-static bool format(redis_conn *c, int argc, const char *const *argv,
-                   const size_t *lens) {
-  size_t need = 3 + digits((size_t)argc);
+ * nothing in an argument can change the command's structure. head holds
+ * the first nhead arguments already so written. */
+static bool format(redis_conn *c, int nhead, const char *head, size_t hlen,
+                   int argc, const char *const *argv, const size_t *lens) {
+  size_t need = 3 + digits((size_t)(nhead + argc)) + hlen;
   for (int i = 0; i < argc; i++) {
     size_t l = lens ? lens[i] : strlen(argv[i]);
     need += 5 + digits(l) + l;
@@ -365,7 +398,9 @@ static bool format(redis_conn *c, int argc, const char *const *argv,
   if (!out_reserve(c, need))
     return false;
   char *p = c->out + c->outlen;
-  p += sprintf(p, "*%d\r\n", argc);
+  p += sprintf(p, "*%d\r\n", nhead + argc);
+  memcpy(p, head, hlen);
+  p += hlen;
   for (int i = 0; i < argc; i++) {
     size_t l = lens ? lens[i] : strlen(argv[i]);
     p += sprintf(p, "$%zu\r\n", l);
@@ -378,9 +413,21 @@ static bool format(redis_conn *c, int argc, const char *const *argv,
   return true;
 }
 
-static int queue(redis_conn *c, int argc, const char *const *argv,
-                 const size_t *lens, unsigned extra_ms, int kind, redis_cb cb,
-                 void *data) {
+size_t redis_format_args(char *buf, size_t cap, int argc,
+                         const char *const *argv) {
+  size_t n = 0;
+  for (int i = 0; i < argc; i++) {
+    size_t l = strlen(argv[i]);
+    int k =
+        snprintf(buf + n, n < cap ? cap - n : 0, "$%zu\r\n%s\r\n", l, argv[i]);
+    n += k > 0 ? (size_t)k : 0;
+  }
+  return n;
+}
+
+static int queue(redis_conn *c, int nhead, const char *head, size_t hlen,
+                 int argc, const char *const *argv, const size_t *lens,
+                 unsigned extra_ms, int kind, redis_cb cb, void *data) {
   if (c->qcount == c->qcap) {
     size_t ncap = c->qcap ? c->qcap * 2 : 64;
     pending *nq = chat_malloc(ncap * sizeof *nq);
@@ -394,7 +441,7 @@ static int queue(redis_conn *c, int argc, const char *const *argv,
     c->qhead = 0;
   }
   size_t mark = c->outlen;
-  if (!format(c, argc, argv, lens)) {
+  if (!format(c, nhead, head, hlen, argc, argv, lens)) {
     c->outlen = mark;
     return UV_ENOMEM;
   }
@@ -412,7 +459,15 @@ int redis_send(redis_conn *c, int argc, const char *const *argv,
                const size_t *lens, unsigned extra_ms, redis_cb cb, void *data) {
   if (!redis_ready(c))
     return UV_ENOTCONN;
-  return queue(c, argc, argv, lens, extra_ms, P_USER, cb, data);
+  return queue(c, 0, "", 0, argc, argv, lens, extra_ms, P_USER, cb, data);
+}
+
+int redis_send_head(redis_conn *c, int nhead, const char *head, size_t hlen,
+                    int argc, const char *const *argv, const size_t *lens,
+                    redis_cb cb, void *data) {
+  if (!redis_ready(c))
+    return UV_ENOTCONN;
+  return queue(c, nhead, head, hlen, argc, argv, lens, 0, P_USER, cb, data);
 }
 
 /* ---- reading ---------------------------------------------------------- */
@@ -451,7 +506,6 @@ static void process(redis_conn *c) {
     if (obj == NULL)
       return;
     if (c->qcount == 0) {
-      reply_free(obj);
       down(c, "a reply to no command", false);
       return;
     }
@@ -467,7 +521,8 @@ static void process(redis_conn *c) {
     } else {
       handshake_reply(c, p.kind, obj);
     }
-    reply_free(obj);
+    if (!c->freed) /* (freed: the arena goes with c) */
+      arena_reset(c, false);
   }
 }
 
@@ -515,15 +570,15 @@ static void start_handshake(redis_conn *c) {
   if (c->password != NULL) {
     const char *argv[3] = {"AUTH", c->user ? c->user : c->password,
                            c->password};
-    r = queue(c, c->user ? 3 : 2, argv, NULL, 0, P_AUTH, NULL, NULL);
+    r = queue(c, 0, "", 0, c->user ? 3 : 2, argv, NULL, 0, P_AUTH, NULL, NULL);
   }
   if (r == 0 && c->name != NULL) {
     const char *argv[3] = {"CLIENT", "SETNAME", c->name};
-    r = queue(c, 3, argv, NULL, 0, P_NAME, NULL, NULL);
+    r = queue(c, 0, "", 0, 3, argv, NULL, 0, P_NAME, NULL, NULL);
   }
   if (r == 0) {
     const char *argv[1] = {"PING"};
-    r = queue(c, 1, argv, NULL, 0, P_PING, NULL, NULL);
+    r = queue(c, 0, "", 0, 1, argv, NULL, 0, P_PING, NULL, NULL);
   }
   if (r != 0)
     down(c, "out of memory", false);
@@ -635,6 +690,8 @@ redis_conn *redis_connect(uv_loop_t *loop, const redis_conf *conf,
   c->password = dup_or_null(conf->password, &ok);
   c->name = dup_or_null(conf->name, &ok);
   c->reader = ok ? redisReaderCreateWithFunctions(&reply_fns) : NULL;
+  if (c->reader != NULL)
+    redisReaderSetPrivdata(c->reader, c);
   if (!ok || c->reader == NULL) {
     if (c->reader != NULL)
       redisReaderFree(c->reader);

@@ -72,6 +72,15 @@ redis_conn *redis_connect(uv_loop_t *loop, const redis_conf *conf,
  * not called) or UV_ENOMEM (nothing queued). */
 int redis_send(redis_conn *c, int argc, const char *const *argv,
                const size_t *lens, unsigned extra_ms, redis_cb cb, void *data);
+/* Like redis_send, the command's first nhead arguments being head, hlen
+ * bytes already in RESP (redis_format_args), for a prefix sent often. */
+int redis_send_head(redis_conn *c, int nhead, const char *head, size_t hlen,
+                    int argc, const char *const *argv, const size_t *lens,
+                    redis_cb cb, void *data);
+/* Writes argv's arguments in RESP into buf (cap bytes) and returns the
+ * length they need (more than cap: cut, call again bigger). */
+size_t redis_format_args(char *buf, size_t cap, int argc,
+                         const char *const *argv);
 /* Whether commands may be sent. */
 bool redis_ready(const redis_conn *c);
 /* Round-trip figures: the slowest reply since the last call (ms). */
