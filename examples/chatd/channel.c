@@ -1,8 +1,13 @@
-/* Channels: senders of the daemon's signals. A member is in a channel by
- * having its receivers connected with the channel as sender, weakly: when
- * the member dies its receivers go by themselves. The member list is held
- * weakly too, for NAMES and WHO; members hold the channel strongly, so the
- * channel dies with its last member. */
+/* Channels: senders of the daemon's channel signals. A local member is in
+ * a channel by having its receivers connected with the channel as sender,
+ * weakly: when the member dies its receivers go by themselves. The member
+ * list (local and remote users) is held weakly too, for NAMES and WHO;
+ * members hold the channel strongly, so the channel dies with its last
+ * member.
+ *
+ * The operations below are the only way a channel changes, for a command
+ * and for federation alike: change, then one hark_send whose receivers
+ * deliver (sessions) or carry the event on (federation). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,16 +50,21 @@ chat_channel *channel_new(chat_server *srv, const char *name) {
   return c;
 }
 
+chat_channel *channel_find(chat_server *srv, const char *name) {
+  return names_get(&srv->chans, name);
+}
+
 /* ---- receivers: one per signal, all bound to a session ---------------- */
 
 static int deliver(chat_session *s, chat_event *ev, bool skip_origin,
                    bool once) {
-  if (s->closing || s->closed || (skip_origin && ev->origin == s))
+  if (s->closing || s->closed || ev->line == NULL ||
+      (skip_origin && ev->origin == &s->u))
     return 0;
   if (once) { /* one QUIT or NICK per peer, however many channels shared */
-    if (s->seen_seq == ev->seq)
+    if (s->u.seen_seq == ev->seq)
       return 0;
-    s->seen_seq = ev->seq;
+    s->u.seen_seq = ev->seq;
   }
   session_send_buf(s, ev->line);
   return 0;
@@ -63,23 +73,11 @@ static int deliver(chat_session *s, chat_event *ev, bool skip_origin,
 static int on_message(void *self, void *sender, void *args) {
   return deliver(self, args, true, false);
 }
-static int on_join(void *self, void *sender, void *args) {
+static int on_all(void *self, void *sender, void *args) {
   return deliver(self, args, false, false);
 }
-static int on_part(void *self, void *sender, void *args) {
-  return deliver(self, args, false, false);
-}
-static int on_quit(void *self, void *sender, void *args) {
+static int on_once(void *self, void *sender, void *args) {
   return deliver(self, args, true, true);
-}
-static int on_nick(void *self, void *sender, void *args) {
-  return deliver(self, args, true, true);
-}
-static int on_topic(void *self, void *sender, void *args) {
-  return deliver(self, args, false, false);
-}
-static int on_mode(void *self, void *sender, void *args) {
-  return deliver(self, args, false, false);
 }
 
 typedef struct binding {
@@ -87,14 +85,17 @@ typedef struct binding {
   hark_receiver_fn fn;
 } binding;
 
+/* JOIN, PART and KICK reach the member they are about too: a joiner is
+ * connected before its JOIN, a leaver disconnected after its PART. */
 static const binding bindings[] = {
     {offsetof(chat_server, sig_message), on_message},
-    {offsetof(chat_server, sig_join), on_join},
-    {offsetof(chat_server, sig_part), on_part},
-    {offsetof(chat_server, sig_quit), on_quit},
-    {offsetof(chat_server, sig_nick), on_nick},
-    {offsetof(chat_server, sig_topic), on_topic},
-    {offsetof(chat_server, sig_mode), on_mode},
+    {offsetof(chat_server, sig_join), on_all},
+    {offsetof(chat_server, sig_part), on_all},
+    {offsetof(chat_server, sig_quit), on_once},
+    {offsetof(chat_server, sig_nick), on_once},
+    {offsetof(chat_server, sig_topic), on_all},
+    {offsetof(chat_server, sig_mode), on_all},
+    {offsetof(chat_server, sig_kick), on_all},
 };
 #define NBINDINGS (sizeof bindings / sizeof bindings[0])
 
@@ -102,12 +103,30 @@ static hark_signal *sig_of(chat_server *srv, const binding *b) {
   return *(hark_signal **)((char *)srv + b->sig_offset);
 }
 
+static int connect_session(chat_channel *c, chat_session *s) {
+  for (size_t i = 0; i < NBINDINGS; i++) {
+    int r = hark_connect(sig_of(c->srv, &bindings[i]), bindings[i].fn, s, c,
+                         HARK_WEAK);
+    if (r != 0) {
+      while (i-- > 0)
+        hark_disconnect(sig_of(c->srv, &bindings[i]), bindings[i].fn, s, c);
+      return r;
+    }
+  }
+  return 0;
+}
+
+static void disconnect_session(chat_channel *c, chat_session *s) {
+  for (size_t i = 0; i < NBINDINGS; i++)
+    hark_disconnect(sig_of(c->srv, &bindings[i]), bindings[i].fn, s, c);
+}
+
 /* ---- members ---------------------------------------------------------- */
 
-static bool member_is(chat_member *m, chat_session *s) {
+static bool member_is(chat_member *m, chat_user *u) {
   void *who = hark_weak_get(&m->who);
   hark_unref(who);
-  return who == s;
+  return who == u;
 }
 
 static void prune(chat_channel *c) {
@@ -133,15 +152,19 @@ size_t channel_count(chat_channel *c) {
   return c->nmembers;
 }
 
-chat_member *channel_member(chat_channel *c, chat_session *s) {
+chat_member *channel_member(chat_channel *c, chat_user *u) {
   for (size_t i = 0; i < c->nmembers; i++)
-    if (member_is(&c->members[i], s))
+    if (member_is(&c->members[i], u))
       return &c->members[i];
   return NULL;
 }
 
-int channel_add(chat_channel *c, chat_session *s) {
-  chat_server *srv = c->srv;
+bool channel_visible(chat_channel *c, chat_user *u) {
+  return c->key == NULL || user_in_channel(u, c);
+}
+
+/* Room for one more member in c and one more channel in u's list. */
+static int reserve(chat_channel *c, chat_user *u) {
   if (c->nmembers == c->cap) {
     prune(c);
     if (c->nmembers == c->cap) {
@@ -154,53 +177,227 @@ int channel_add(chat_channel *c, chat_session *s) {
       c->cap = ncap;
     }
   }
-  size_t i;
-  for (i = 0; i < NBINDINGS; i++) {
-    int r = hark_connect(sig_of(srv, &bindings[i]), bindings[i].fn, s, c,
-                         HARK_WEAK);
-    if (r != 0) {
-      while (i-- > 0)
-        hark_disconnect(sig_of(srv, &bindings[i]), bindings[i].fn, s, c);
-      return r;
-    }
+  if (u->nchans == u->chans_cap) {
+    size_t ncap = u->chans_cap ? u->chans_cap * 2 : 4;
+    chat_channel **nc = chat_realloc(u->chans, ncap * sizeof *nc);
+    if (nc == NULL)
+      return HARK_ENOMEM;
+    u->chans = nc;
+    u->chans_cap = ncap;
   }
-  size_t remote;
-  fed_members(c, &remote);
-  /* the first to join (of the network, when federated) is operator */
-  bool first = channel_count(c) == 0 && remote == 0;
-  chat_member *m = &c->members[c->nmembers++];
-  m->op = first;
-  hark_weak_set(&m->who, s);
   return 0;
 }
 
-void channel_remove(chat_channel *c, chat_session *s) {
-  for (size_t i = 0; i < NBINDINGS; i++)
-    hark_disconnect(sig_of(c->srv, &bindings[i]), bindings[i].fn, s, c);
+void channel_leave_quietly(chat_channel *c, chat_user *u) {
+  chat_session *s = user_session(u);
+  if (s != NULL)
+    disconnect_session(c, s);
   for (size_t i = 0; i < c->nmembers; i++)
-    if (member_is(&c->members[i], s)) {
+    if (member_is(&c->members[i], u)) {
       hark_weak_clear(&c->members[i].who);
       c->members[i] = c->members[--c->nmembers];
       c->members[c->nmembers].who = (hark_weak)HARK_WEAK_INIT;
       break;
     }
+  for (size_t i = 0; i < u->nchans; i++)
+    if (u->chans[i] == c) {
+      u->chans[i] = u->chans[--u->nchans];
+      hark_unref(c); /* the membership's reference: may end c */
+      return;
+    }
 }
 
-void channel_set_key(chat_channel *c, const char *key) {
-  chat_free(c->key);
-  c->key = key != NULL ? chat_strdup(key) : NULL;
-}
-
-int channel_send(chat_channel *c, hark_signal *sig, chat_buf *line,
-                 chat_session *origin, unsigned long seq) {
-  int r = HARK_ENOMEM;
-  if (line != NULL) {
-    chat_event ev = {line, origin, seq};
-    r = hark_send(sig, c, &ev);
-  }
-  if (r < 0) /* every caller drops the line: say so */
+/* Sends ev on sig with c as sender; a send that fails calls nobody. */
+static int emit(chat_channel *c, hark_signal *sig, chat_event *ev) {
+  ev->chan = c;
+  int r = hark_send(sig, c, ev);
+  if (r < 0)
     log_warn("%s: %s dropped: %s", c->name, hark_signal_name(sig),
              hark_strerror(r));
+  return r < 0 ? r : 0;
+}
+
+/* The line about u that u itself must get (its JOIN, its PART): made with
+ * room in u's queue first, or the operation is refused. */
+static chat_buf *line_for(chat_user *u, chat_buf *line) {
+  chat_session *s = user_session(u);
+  if (line != NULL && s != NULL && session_reserve(s, 1) != 0) {
+    chat_buf_unref(line);
+    return NULL;
+  }
+  return line;
+}
+
+int channel_join(chat_channel *c, chat_user *u, bool op, unsigned flags) {
+  if (user_in_channel(u, c))
+    return 0;
+  char mask[IRC_LINE_MAX];
+  user_mask(u, mask, sizeof mask);
+  chat_buf *line = line_for(u, chat_buf_printf(":%s JOIN %s", mask, c->name));
+  chat_session *s = user_session(u);
+  if (line == NULL || reserve(c, u) != 0 ||
+      (s != NULL && connect_session(c, s) != 0)) {
+    chat_buf_unref(line);
+    return HARK_ENOMEM;
+  }
+  chat_member *m = &c->members[c->nmembers++];
+  m->op = op;
+  hark_weak_set(&m->who, u);
+  u->chans[u->nchans++] = hark_ref(c);
+  chat_event ev = {0};
+  ev.line = line;
+  ev.origin = u;
+  ev.op = op;
+  ev.flags = flags;
+  int r = emit(c, c->srv->sig_join, &ev);
+  chat_buf_unref(line);
+  if (r < 0) { /* nobody, here or on the network, saw it: undone */
+    hark_ref(c);
+    channel_leave_quietly(c, u);
+    hark_unref(c);
+  }
+  return r;
+}
+
+int channel_part(chat_channel *c, chat_user *u, const char *reason,
+                 unsigned flags) {
+  if (!user_in_channel(u, c))
+    return 0;
+  char mask[IRC_LINE_MAX];
+  user_mask(u, mask, sizeof mask);
+  chat_buf *line = line_for(
+      u, reason ? chat_buf_printf(":%s PART %s :%s", mask, c->name, reason)
+                : chat_buf_printf(":%s PART %s", mask, c->name));
+  if (line == NULL)
+    return HARK_ENOMEM;
+  chat_event ev = {0};
+  ev.line = line;
+  ev.origin = u;
+  ev.text = reason;
+  ev.flags = flags;
+  hark_ref(c);
+  int r = emit(c, c->srv->sig_part, &ev);
+  chat_buf_unref(line);
+  if (r == 0)
+    channel_leave_quietly(c, u);
+  hark_unref(c);
+  return r;
+}
+
+int channel_kick(chat_channel *c, chat_user *by, chat_user *target,
+                 const char *reason, unsigned flags) {
+  if (!user_in_channel(target, c))
+    return 0;
+  char prefix[IRC_LINE_MAX];
+  chat_prefix(c->srv, by, prefix, sizeof prefix);
+  chat_buf *line = chat_buf_printf(":%s KICK %s %s :%s", prefix, c->name,
+                                   target->nick, reason);
+  if (line == NULL)
+    return HARK_ENOMEM;
+  chat_event ev = {0};
+  ev.line = line;
+  ev.origin = by;
+  ev.target = target;
+  ev.text = reason;
+  ev.flags = flags;
+  hark_ref(c);
+  int r = emit(c, c->srv->sig_kick, &ev);
+  chat_buf_unref(line);
+  if (r == 0)
+    channel_leave_quietly(c, target);
+  hark_unref(c);
+  return r;
+}
+
+int channel_topic(chat_channel *c, chat_user *by, const char *by_nick,
+                  const char *topic, time_t at, unsigned flags) {
+  char prefix[IRC_LINE_MAX];
+  chat_prefix(c->srv, by, prefix, sizeof prefix);
+  chat_buf *line = chat_buf_printf(":%s TOPIC %s :%s", prefix, c->name, topic);
+  if (line == NULL)
+    return HARK_ENOMEM;
+  snprintf(c->topic, sizeof c->topic, "%s", topic);
+  snprintf(c->topic_by, sizeof c->topic_by, "%s",
+           by != NULL ? by->nick : by_nick);
+  c->topic_at = at;
+  chat_event ev = {0};
+  ev.line = line;
+  ev.origin = by;
+  ev.text = c->topic;
+  ev.flags = flags;
+  int r = emit(c, c->srv->sig_topic, &ev);
+  chat_buf_unref(line);
+  return r;
+}
+
+int channel_mode_key(chat_channel *c, chat_user *by, const char *key,
+                     unsigned flags) {
+  char *copy = NULL;
+  if (key != NULL && (copy = chat_strdup(key)) == NULL)
+    return HARK_ENOMEM;
+  char prefix[IRC_LINE_MAX];
+  chat_prefix(c->srv, by, prefix, sizeof prefix);
+  chat_buf *line =
+      key ? chat_buf_printf(":%s MODE %s +k %s", prefix, c->name, key)
+          : chat_buf_printf(":%s MODE %s -k *", prefix, c->name);
+  if (line == NULL) {
+    chat_free(copy);
+    return HARK_ENOMEM;
+  }
+  chat_free(c->key);
+  c->key = copy;
+  chat_event ev = {0};
+  ev.line = line;
+  ev.origin = by;
+  ev.what = key ? "+k" : "-k";
+  ev.text = c->key;
+  ev.flags = flags;
+  int r = emit(c, c->srv->sig_mode, &ev);
+  chat_buf_unref(line);
+  return r;
+}
+
+int channel_mode_op(chat_channel *c, chat_user *by, chat_user *target, bool op,
+                    unsigned flags) {
+  chat_member *m = channel_member(c, target);
+  if (m == NULL)
+    return 0;
+  char prefix[IRC_LINE_MAX];
+  chat_prefix(c->srv, by, prefix, sizeof prefix);
+  chat_buf *line = chat_buf_printf(":%s MODE %s %co %s", prefix, c->name,
+                                   op ? '+' : '-', target->nick);
+  if (line == NULL)
+    return HARK_ENOMEM;
+  m->op = op;
+  chat_event ev = {0};
+  ev.line = line;
+  ev.origin = by;
+  ev.target = target;
+  ev.what = op ? "+o" : "-o";
+  ev.op = op;
+  ev.flags = flags;
+  int r = emit(c, c->srv->sig_mode, &ev);
+  chat_buf_unref(line);
+  return r;
+}
+
+int channel_say(chat_channel *c, chat_user *from, const char *cmd,
+                const char *text, unsigned flags) {
+  char prefix[IRC_LINE_MAX];
+  chat_prefix(c->srv, from, prefix, sizeof prefix);
+  /* Formatted once; every member's queue shares this buffer. */
+  chat_buf *line = chat_buf_printf(":%s %s %s :%s", prefix, cmd, c->name, text);
+  if (line == NULL)
+    return HARK_ENOMEM;
+  chat_event ev = {0};
+  ev.line = line;
+  ev.origin = from;
+  ev.what = cmd;
+  ev.text = text;
+  ev.flags = flags;
+  ev.skip_origin = true;
+  int r = emit(c, c->srv->sig_message, &ev);
+  chat_buf_unref(line);
   return r;
 }
 
@@ -210,11 +407,11 @@ void channel_names(chat_channel *c, chat_session *s) {
   char list[IRC_LINE_MAX];
   size_t len = 0;
   /* prefix ":server 353 nick = #chan :" must fit with the list */
-  size_t room = IRC_BODY_MAX - strlen(s->srv->opt.name) - strlen(s->nick) -
+  size_t room = IRC_BODY_MAX - strlen(s->u.srv->opt.name) - strlen(s->u.nick) -
                 strlen(c->name) - 16;
   prune(c);
   for (size_t i = 0; i < c->nmembers; i++) {
-    chat_session *m = hark_weak_get(&c->members[i].who);
+    chat_user *m = hark_weak_get(&c->members[i].who);
     if (m == NULL)
       continue;
     size_t need = strlen(m->nick) + 2;
@@ -222,21 +419,10 @@ void channel_names(chat_channel *c, chat_session *s) {
       session_numeric(s, 353, "= %s :%s", c->name, list);
       len = 0;
     }
-    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s%s",
-                            len ? " " : "", c->members[i].op ? "@" : "",
-                            m->nick);
+    len +=
+        (size_t)snprintf(list + len, sizeof list - len, "%s%s%s",
+                         len ? " " : "", c->members[i].op ? "@" : "", m->nick);
     hark_unref(m);
-  }
-  size_t nremote;
-  fed_member *rm = fed_members(c, &nremote); /* members on other nodes */
-  for (size_t i = 0; i < nremote; i++) {
-    size_t need = strlen(rm[i].nick) + 2;
-    if (len > 0 && len + need > room) {
-      session_numeric(s, 353, "= %s :%s", c->name, list);
-      len = 0;
-    }
-    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s%s",
-                            len ? " " : "", rm[i].op ? "@" : "", rm[i].nick);
   }
   if (len > 0)
     session_numeric(s, 353, "= %s :%s", c->name, list);
@@ -246,19 +432,16 @@ void channel_names(chat_channel *c, chat_session *s) {
 void channel_who(chat_channel *c, chat_session *s) {
   prune(c);
   for (size_t i = 0; i < c->nmembers; i++) {
-    chat_session *m = hark_weak_get(&c->members[i].who);
+    chat_user *m = hark_weak_get(&c->members[i].who);
     if (m == NULL)
       continue;
-    session_numeric(s, 352, "%s %s %s %s %s H%s :0 %s", c->name,
-                    m->user[0] ? m->user : "~u", m->host, s->srv->opt.name,
-                    m->nick, c->members[i].op ? "@" : "", m->realname);
+    /* hops: 0 here, 1 on another node (shown as the server) */
+    session_numeric(s, 352, "%s %s %s %s %s H%s :%d %s", c->name,
+                    m->user[0] ? m->user : "~u", m->host,
+                    m->remote ? m->node : s->u.srv->opt.name, m->nick,
+                    c->members[i].op ? "@" : "", m->remote ? 1 : 0,
+                    m->realname);
     hark_unref(m);
   }
-  size_t nremote;
-  fed_member *rm = fed_members(c, &nremote);
-  for (size_t i = 0; i < nremote; i++)
-    session_numeric(s, 352, "%s %s %s %s %s H%s :1 %s", c->name, rm[i].user,
-                    rm[i].host, rm[i].node, rm[i].nick, rm[i].op ? "@" : "",
-                    rm[i].real);
   session_numeric(s, 315, "%s :End of WHO list.", c->name);
 }

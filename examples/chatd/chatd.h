@@ -1,12 +1,20 @@
-/* hark-chatd: the types the daemon's files share. Every session and every
- * channel is a hark object; channels are the senders of the daemon's
- * signals, and a session is in a channel by having its receivers
- * connected (weakly) with that channel as sender. */
+/* hark-chatd: the types the daemon's core files share. Every user (a
+ * local session or a user of another node), every channel is a hark
+ * object; channels are the senders of the daemon's channel signals, and a
+ * session is in a channel by having its receivers connected (weakly) with
+ * that channel as sender.
+ *
+ * The core's operations (user.c, channel.c) change state and *emit*: each
+ * is one or more hark_sends that the receivers connected to the signal
+ * deliver. Local sessions are such receivers; federation, when it runs,
+ * is one more (server.c connects it; no core file knows it). Commands
+ * check and answer, then call the same operations that federation calls
+ * to apply what other nodes did. */
 #ifndef CHATD_H
 #define CHATD_H
 
 #ifdef HAVE_CONFIG_H
-#include <config.h> /* HARK_CHATD_REDIS */
+#include <config.h>
 #endif
 #include <hark.h>
 #include <stdbool.h>
@@ -17,25 +25,28 @@
 #include "alloc.h"
 #include "log.h"
 #include "proto.h"
-#include "federation.h"
 
-#define CHATD_VERSION "hark-chatd-0.1"
+#define CHATD_VERSION "hark-chatd-0.2"
 #define CHATD_NICK_MAX 64
 #define CHATD_CHAN_MAX 200
-/* How long a session's input waits for a command's Redis reply at most
- * (a Redis that hangs without closing the connection): then it goes on. */
+#define CHATD_USER_MAX 31
+#define CHATD_NODE_MAX 63
+#define CHATD_UID_MAX (CHATD_NODE_MAX + 24)
+/* How long a session's input waits for a command's network answer at most
+ * (a nick claim to a Redis that hangs without closing): then it goes on. */
 #define CHATD_HOLD_TIMEOUT_MS 5000
 
 typedef struct chat_server chat_server;
+typedef struct chat_user chat_user;
 typedef struct chat_session chat_session;
 typedef struct chat_channel chat_channel;
 
-/* Every limit, with its default in main.c's option table. */
+/* Every limit, with its default in server.c and its option in main.c. */
 typedef struct chat_options {
   char host[64];
   int port;
   char name[64];
-  const char *password; /* NULL: none */
+  const char *password;  /* NULL: none */
   const char *motd_path; /* NULL: 422 */
   unsigned max_clients;
   unsigned max_channels;
@@ -51,14 +62,24 @@ typedef struct chat_options {
   double flood_rate; /* lines per second; 0 disables */
   double flood_burst;
   int log_level;
-  /* federation (federation.c): redis_port 0 is off */
-  char redis_host[64];
+  /* federation (fed_*.c): redis_port 0 is off */
+  char redis_host[256];
   int redis_port;
-  char node_id[64]; /* "" : host-pid */
+  char node_id[CHATD_NODE_MAX + 1]; /* "": host-pid */
   unsigned lease_ms;
+  const char *redis_user, *redis_password; /* NULL: no AUTH */
+  bool redis_tls;
+  const char *redis_ca, *redis_cert, *redis_key; /* PEM files */
+  char redis_prefix[64];                         /* the hash tag of every key */
+  unsigned redis_retention;  /* stream entries kept (XADD MAXLEN) */
+  unsigned redis_timeout_ms; /* connect and command timeout */
 } chat_options;
 
 void chat_options_default(chat_options *o);
+
+/* Operation flags: FROM_NET marks what federation applies for another
+ * node (or the network decided): it is not published again. */
+#define CHAT_FROM_NET 1u
 
 /* ---- shared output buffers -------------------------------------------- */
 
@@ -80,11 +101,23 @@ static inline chat_buf *chat_buf_ref(chat_buf *b) {
 }
 void chat_buf_unref(chat_buf *b);
 
-/* The args of every send on the daemon's signals. */
+/* What happened, for the receivers of the daemon's signals: the line
+ * local members see, and the same event as fields for receivers that
+ * carry it elsewhere (federation) and must not parse the line. */
+enum chat_user_event { USER_REGISTERED, USER_NICK, USER_QUIT };
+
 typedef struct chat_event {
-  chat_buf *line;
-  chat_session *origin; /* skipped where the command says so */
-  unsigned long seq;    /* de-duplicates QUIT/NICK across channels */
+  chat_buf *line;     /* NULL for user-level events (sig_user) */
+  chat_user *origin;  /* who did it; NULL: the server */
+  chat_channel *chan; /* the channel, for channel signals */
+  chat_user *target;  /* KICK, MODE o, a private message: whom */
+  const char *what;   /* PRIVMSG/NOTICE; "+k" "-k" "+o" "-o" */
+  const char *text;   /* message, reason, topic, key; old nick (NICK) */
+  unsigned long seq;  /* de-duplicates QUIT/NICK across channels */
+  unsigned flags;     /* CHAT_FROM_NET */
+  int kind;           /* sig_user: enum chat_user_event */
+  bool op;            /* JOIN: as channel operator */
+  bool skip_origin;   /* the origin has its own copy (or none) */
 } chat_event;
 
 /* ---- name registries (rfc1459-folded name -> hark_weak) -------------- */
@@ -116,21 +149,29 @@ struct chat_server {
   uv_timer_t tick;
   uv_prepare_t prepare;
   int port; /* bound */
-  /* the daemon's signals: every one is sent with a channel as sender */
+  /* The channel signals, sent with a channel as sender: */
   hark_signal *sig_message, *sig_join, *sig_part, *sig_quit, *sig_nick,
-      *sig_topic, *sig_mode;
+      *sig_topic, *sig_mode, *sig_kick;
+  /* sig_private: sent with the recipient as sender; sig_user: a user
+   * registered, renamed, quit (once each, with the user as sender);
+   * sig_claim: may this user take this nick; sig_settle: may this user's
+   * command read the network's state now, or must this node first see
+   * what other nodes did before it (args of both: chat_claim). */
+  hark_signal *sig_private, *sig_user, *sig_claim, *sig_settle;
   names nicks, chans;
   chat_session *sessions; /* the server's strong reference to each */
   unsigned nclients;
   chat_session *dirty;   /* sessions with output to write */
   chat_session *closing; /* sessions to close before the loop sleeps */
   unsigned long seq;
+  uint64_t next_id;              /* of the next user: unique across restarts */
+  char node[CHATD_NODE_MAX + 1]; /* this daemon's name in the network */
   bool stopping;
   time_t started;
   char *motd;
   unsigned long long lines_in, bufs_out, bytes_out, sendq_kills, flood_waits;
   unsigned long long oom_drops; /* lines a session could not take */
-  struct fed_bridge *fed; /* NULL: not federated */
+  struct fed_bridge *fed;       /* federation, when on (server.c) */
   void (*on_stopped)(chat_server *srv, void *data); /* tests */
   void *on_stopped_data;
 };
@@ -149,50 +190,129 @@ void server_schedule_close(chat_server *srv, chat_session *s,
                            const char *reason);
 void server_mark_dirty(chat_server *srv, chat_session *s);
 
-/* ---- sessions --------------------------------------------------------- */
+/* ---- users (user.c) ------------------------------------------------------ */
 
-struct chat_session {
+/* A user of the network. A local one is a chat_session (whose first
+ * member this is); a remote one is held by federation. Either holds its
+ * channels strongly; channels and registries hold users weakly. */
+struct chat_user {
   hark_object base;
   chat_server *srv;
+  bool remote;     /* a user of another node (no connection here) */
+  bool registered; /* NICK and USER done: known to the network */
+  char nick[CHATD_NICK_MAX + 1], user[CHATD_USER_MAX + 1], realname[64],
+      host[64];
+  char uid[CHATD_UID_MAX + 1];   /* network-wide: "node:number" */
+  char node[CHATD_NODE_MAX + 1]; /* remote: its node */
+  chat_channel **chans;          /* strong references */
+  size_t nchans, chans_cap;
+  unsigned long seen_seq;
+};
+
+extern const hark_type chat_user_type; /* remote users */
+
+static inline chat_session *user_session(chat_user *u) {
+  return u != NULL && !u->remote ? (chat_session *)u : NULL;
+}
+
+/* A new remote user (new reference), registered under nick (which must be
+ * free here), or NULL when memory runs out. */
+chat_user *user_new_remote(chat_server *srv, const char *uid, const char *node,
+                           const char *nick, const char *user, const char *host,
+                           const char *realname);
+/* The user called nick, a new reference, or NULL (closing sessions are
+ * nobody). */
+chat_user *user_find(chat_server *srv, const char *nick);
+void user_mask(chat_user *u, char *buf, size_t cap); /* nick!user@host */
+bool user_in_channel(chat_user *u, chat_channel *c);
+/* u is registered: the network learns it (sig_user). */
+void user_register(chat_user *u, unsigned flags);
+/* Renames u (the nick must be free here): the registry, NICK lines to u
+ * and, once each, to everyone sharing a channel, sig_user. Returns 0 or
+ * HARK_ENOMEM (nothing changed). */
+int user_set_nick(chat_user *u, const char *nick, unsigned flags);
+/* u leaves the network: QUIT lines once to everyone sharing a channel,
+ * its channels left, its nick freed, sig_user. */
+void user_quit(chat_user *u, const char *reason, unsigned flags);
+/* A private PRIVMSG/NOTICE (cmd) from from (NULL: the server) to to:
+ * one send of sig_private, to's receivers deliver it. */
+int user_say(chat_user *to, chat_user *from, const char *cmd, const char *text,
+             unsigned flags);
+/* A server NOTICE to u if u is a session here. */
+void user_notice(chat_user *u, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* A question to the receivers of sig (sig_claim: may who take nick;
+ * sig_settle, nick "": is this node's view of the network up to date for
+ * who's command): a receiver that needs time calls claim_defer in the
+ * send, and claim_decide once later. done runs once, when every deferral
+ * is decided (at once when none). */
+typedef struct chat_claim chat_claim;
+struct chat_claim {
+  hark_weak who; /* the claiming user */
+  char nick[CHATD_NICK_MAX + 1];
+  unsigned deferred;
+  bool refused;
+  void (*done)(chat_claim *c, chat_user *who, bool granted); /* who: NULL
+                                                               if gone */
+  unsigned hold; /* the claimer's session_hold token, if held */
+  bool held;
+};
+/* Sends sig with u as sender. Returns 1 when decided at once (done has
+ * run), 0 when done comes later (*out is the question, for its hold),
+ * HARK_ENOMEM (done never runs). */
+int claim_run(hark_signal *sig, chat_user *u, const char *nick,
+              void (*done)(chat_claim *c, chat_user *who, bool granted),
+              chat_claim **out);
+void claim_defer(chat_claim *c);
+void claim_decide(chat_claim *c, bool granted);
+
+/* ---- sessions (session.c) ---------------------------------------------- */
+
+struct chat_session {
+  chat_user u; /* first: a session is a user and a hark object */
   uv_tcp_t tcp;
   uv_timer_t throttle;
   int handles_open;
-  chat_session *prev, *next;       /* srv->sessions */
-  chat_session *dirty_next;        /* srv->dirty */
-  chat_session *close_next;        /* srv->closing */
-  bool dirty, closing, closed, registered, pass_ok, throttled, discarding;
-  char nick[CHATD_NICK_MAX + 1], user[32], realname[64], host[64];
+  chat_session *prev, *next; /* srv->sessions */
+  chat_session *dirty_next;  /* srv->dirty */
+  chat_session *close_next;  /* srv->closing */
+  bool dirty, closing, closed, pass_ok, throttled, discarding;
+  /* retry: the line being run waits (session_retry) and runs again;
+   * settled: the line being run already waited once */
+  bool retry, settled;
+  unsigned gated; /* output waits for this many commits (session_gate) */
   char quit_reason[200];
   /* input: at most one line plus what came with it */
   char in[16384];
   size_t inlen;
-  /* Commands waiting for Redis (federation: NICK, JOIN, queries): while
-   * any is, further lines stay in `in` (the socket pauses when it is full)
-   * and run, in order, once the replies are in. hold_gen tells a late
-   * reply from a current one after a hold timed out. */
+  /* Commands waiting for the network (a nick claim): while any is,
+   * further lines stay in `in` (the socket pauses when it is full) and
+   * run, in order, once the answers are in. hold_gen tells a late answer
+   * from a current one after a hold timed out. */
   unsigned held, hold_gen;
   uint64_t held_at; /* ms, when the first of them went out */
   bool in_full;     /* reading paused: `in` is full of waiting lines */
   /* output: a ring of shared buffers, qoff bytes of the first written */
   chat_buf **q;
   size_t qhead, qcount, qcap, qoff, qbytes;
-  size_t wbufs;          /* buffers (from qhead) in the write in flight */
-  size_t wbytes;         /* their bytes, less qoff */
+  size_t wbufs;  /* buffers (from qhead) in the write in flight */
+  size_t wbytes; /* their bytes, less qoff */
   bool writing;
   uv_write_t wreq;
   uint64_t soft_since; /* ms when the soft limit was first exceeded, 0 */
   double tokens;
   uint64_t refill_at; /* ms */
   uint64_t active_at, ping_at, connected_at;
-  chat_channel **chans; /* strong references: a member keeps it alive */
-  size_t nchans, chans_cap;
-  unsigned long seen_seq;
 };
 
 extern const hark_type chat_session_type;
 
 /* Accepts a connection on the listener into a new session. */
 void session_accept(chat_server *srv);
+/* Sets up a new session object of srv (ids, the private-message
+ * receiver, the server's list): 0 or HARK_ENOMEM. */
+int session_init(chat_session *s, chat_server *srv);
 /* Appends b (borrowed; the queue takes its own count) to s's output.
  * Returns 0, or HARK_ENOMEM when b is NULL or the queue could not grow:
  * the line is dropped for s alone (counted in oom-drops), s goes on. */
@@ -209,22 +329,27 @@ void session_numeric(chat_session *s, int num, const char *fmt, ...)
 void session_flush(chat_session *s);
 /* Closes the handles; the server's reference goes when they have closed. */
 void session_close_handles(chat_session *s);
-bool session_in_channel(chat_session *s, chat_channel *c);
-/* A command of s now waits for an asynchronous reply: s's further input
+/* A command of s now waits for an asynchronous answer: s's further input
  * lines wait for it. Returns the token session_unhold takes. */
 unsigned session_hold(chat_session *s);
-/* That reply came (or failed, or will never come): once nothing else is
- * held, the waiting lines run, in order, from the loop (never inside the
- * caller, a Redis callback). A token from before a timeout does nothing. */
+/* That answer came: once nothing else is held, the waiting lines run, in
+ * order, from the loop (never inside the caller). A token from before a
+ * timeout does nothing. */
 void session_unhold(chat_session *s, unsigned token);
+/* The line being run is not done: it runs again, first, once the holds
+ * are off. */
+void session_retry(chat_session *s);
+/* What s did must be committed elsewhere (the network has it) before s
+ * hears more: its output waits until as many session_ungate. */
+void session_gate(chat_session *s);
+void session_ungate(chat_session *s);
 /* From the server's tick: a hold older than CHATD_HOLD_TIMEOUT_MS ends. */
 void session_hold_check(chat_session *s, uint64_t now);
-void session_mask(chat_session *s, char *buf, size_t cap); /* nick!user@host */
 
-/* ---- channels --------------------------------------------------------- */
+/* ---- channels (channel.c) ---------------------------------------------- */
 
 typedef struct chat_member {
-  hark_weak who;
+  hark_weak who; /* a chat_user */
   bool op;
 } chat_member;
 
@@ -246,27 +371,65 @@ extern const hark_type chat_channel_type;
 /* Returns a new reference to a new channel registered under name, or NULL
  * when memory runs out. */
 chat_channel *channel_new(chat_server *srv, const char *name);
-/* Adds s as a member (op if first) and connects its receivers. */
-int channel_add(chat_channel *c, chat_session *s);
-/* Disconnects s's receivers and drops it from the member list. */
-void channel_remove(chat_channel *c, chat_session *s);
-/* Live members, after dropping the dead. */
+/* The channel called name, a new reference, or NULL. */
+chat_channel *channel_find(chat_server *srv, const char *name);
+/* Live members (local and remote), after dropping the dead. */
 size_t channel_count(chat_channel *c);
-chat_member *channel_member(chat_channel *c, chat_session *s);
-void channel_set_key(chat_channel *c, const char *key);
-/* Broadcasts line on sig with c as sender. */
-int channel_send(chat_channel *c, hark_signal *sig, chat_buf *line,
-                 chat_session *origin, unsigned long seq);
+chat_member *channel_member(chat_channel *c, chat_user *u);
+/* u joins c (operator if op): JOIN to every member, u included. Returns 0
+ * or HARK_ENOMEM (nothing changed). */
+int channel_join(chat_channel *c, chat_user *u, bool op, unsigned flags);
+/* u leaves c, reason may be NULL: PART to every member, u included. */
+int channel_part(chat_channel *c, chat_user *u, const char *reason,
+                 unsigned flags);
+/* by (NULL: the server) puts target out of c: KICK to every member. */
+int channel_kick(chat_channel *c, chat_user *by, chat_user *target,
+                 const char *reason, unsigned flags);
+/* by (NULL: the server, shown as by_nick) sets the topic at time at. */
+int channel_topic(chat_channel *c, chat_user *by, const char *by_nick,
+                  const char *topic, time_t at, unsigned flags);
+/* by (NULL: the server) sets (key) or removes (NULL) the channel key. */
+int channel_mode_key(chat_channel *c, chat_user *by, const char *key,
+                     unsigned flags);
+/* by (NULL: the server) gives or takes target's operator status. */
+int channel_mode_op(chat_channel *c, chat_user *by, chat_user *target, bool op,
+                    unsigned flags);
+/* A PRIVMSG/NOTICE (cmd) from from to the channel's members but from. */
+int channel_say(chat_channel *c, chat_user *from, const char *cmd,
+                const char *text, unsigned flags);
+/* u is out of c, with no line (its QUIT said it, or a resync): the
+ * membership, u's receivers, u's reference to c (which may end c). */
+void channel_leave_quietly(chat_channel *c, chat_user *u);
 /* Sends the NAMES replies (353, 366) for c to s. */
 void channel_names(chat_channel *c, chat_session *s);
 void channel_who(chat_channel *c, chat_session *s);
+/* The prefix of a line from u, or from the server when u is NULL. */
+void chat_prefix(chat_server *srv, chat_user *u, char *buf, size_t cap);
 
-/* ---- commands --------------------------------------------------------- */
+/* ---- commands (commands.c, queries.c) ------------------------------- */
 
 /* Handles one input line of s. */
 void command_line(chat_session *s, char *line, size_t len);
-/* Broadcasts s's QUIT to its channels and frees its nick. */
+/* s is leaving: its QUIT to the network. */
 void command_quit_broadcast(chat_session *s, const char *reason);
+/* The command tables: commands.c's, and queries.c's (NAMES, LIST, WHO,
+ * WHOIS, ISON, MOTD, STATS, LUSERS, AWAY), searched after it. */
+typedef void (*command_fn)(chat_session *s, irc_msg *m);
+typedef struct chat_command {
+  const char *name;
+  command_fn fn;
+  int min_params;
+  bool before_registration;
+} chat_command;
+extern const chat_command query_commands[];
+extern const size_t nquery_commands;
+/* For a command whose answer reads the network's state: true when the
+ * line must wait (it runs again once this node is up to date), false to
+ * go on now. */
+bool command_settle(chat_session *s);
+/* A keyed channel shows nothing to outsiders. */
+bool channel_visible(chat_channel *c, chat_user *u);
+void send_motd(chat_session *s);
 
 static inline uint64_t chat_now_ms(chat_server *srv) {
   return uv_now(srv->loop);

@@ -24,7 +24,7 @@ typedef struct conn conn;
 typedef struct load {
   uv_loop_t *loop;
   const char *host, *password;
-  int ports[MAX_PORTS];   /* --ports: the clients are spread over them */
+  int ports[MAX_PORTS]; /* --ports: the clients are spread over them */
   int nports;
   long long port_delivered[MAX_PORTS];
   long long crossed; /* deliveries on another port than their sender's */
@@ -37,10 +37,15 @@ typedef struct load {
   int connecting, next_to_connect, ready, closed;
   int unheard; /* connections the server has not spoken on yet */
   long long expected, delivered, sent, total;
-  uint64_t t_begin, t_start, t_last; /* uv_hrtime: launch, first send, last delivery */
+  uint64_t t_begin, t_start,
+      t_last; /* uv_hrtime: launch, first send, last delivery */
   uint32_t *hist, *hist_ms;
+  /* the same for deliveries on another port than their sender's: the
+   * latency across nodes of a federated network */
+  uint32_t *xhist, *xhist_ms;
+  uint64_t xmax_ns;
   long long overflow;
-  int next_sender; /* --rate: round robin over the senders */
+  int next_sender;      /* --rate: round robin over the senders */
   double load_start[3]; /* uv_loadavg when the sending starts */
   bool trace, penalty_noted;
   uint64_t max_ns;
@@ -75,8 +80,6 @@ typedef struct wreq {
   int count;
   char data[];
 } wreq;
-
-
 
 static int members_of(load *ld, int chan) {
   return ld->nclients / ld->nchannels + (chan < ld->nclients % ld->nchannels);
@@ -203,18 +206,22 @@ static void finish(load *ld);
 static void connect_more(load *ld);
 static void heard(conn *c);
 
+static void count(load *ld, uint32_t *hist, uint32_t *hist_ms, uint64_t lat) {
+  uint64_t us = lat / 1000;
+  if (us < HIST_US)
+    hist[us]++;
+  else if (us / 1000 < HIST_MS)
+    hist_ms[us / 1000]++;
+  else
+    ld->overflow++;
+}
+
 static void record(conn *c, const char *t) {
   load *ld = c->ld;
   unsigned long long ts = strtoull(t, NULL, 10);
   uint64_t now = uv_hrtime();
   uint64_t lat = now > ts ? now - ts : 0;
-  uint64_t us = lat / 1000;
-  if (us < HIST_US)
-    ld->hist[us]++;
-  else if (us / 1000 < HIST_MS)
-    ld->hist_ms[us / 1000]++;
-  else
-    ld->overflow++;
+  count(ld, ld->hist, ld->hist_ms, lat);
   if (lat > ld->max_ns)
     ld->max_ns = lat;
   ld->delivered++;
@@ -223,8 +230,12 @@ static void record(conn *c, const char *t) {
     const char *f = strstr(t, " from=");
     int from = f != NULL ? atoi(f + 6) : -1;
     int n = ld->nclients + (ld->redis ? ld->nsenders : 0);
-    if (from >= 0 && from < n && ld->conns[from].port_ix != c->port_ix)
+    if (from >= 0 && from < n && ld->conns[from].port_ix != c->port_ix) {
       ld->crossed++;
+      count(ld, ld->xhist, ld->xhist_ms, lat);
+      if (lat > ld->xmax_ns)
+        ld->xmax_ns = lat;
+    }
   }
   ld->t_last = now;
   if (ld->delivered >= ld->expected)
@@ -419,21 +430,26 @@ static void connect_more(load *ld) {
   }
 }
 
-static double pct(load *ld, double p) {
-  long long n = ld->delivered, want = (long long)(p * (double)n), acc = 0;
+static double pct_of(const uint32_t *hist, const uint32_t *hist_ms, long long n,
+                     uint64_t max_ns, double p) {
+  long long want = (long long)(p * (double)n), acc = 0;
   if (want >= n)
     want = n - 1;
   for (int i = 0; i < HIST_US; i++) {
-    acc += ld->hist[i];
+    acc += hist[i];
     if (acc > want)
       return i;
   }
   for (int i = 0; i < HIST_MS; i++) {
-    acc += ld->hist_ms[i];
+    acc += hist_ms[i];
     if (acc > want)
       return (double)i * 1000.0;
   }
-  return (double)ld->max_ns / 1000.0;
+  return (double)max_ns / 1000.0;
+}
+
+static double pct(load *ld, double p) {
+  return pct_of(ld->hist, ld->hist_ms, ld->delivered, ld->max_ns, p);
 }
 
 static void on_progress(uv_timer_t *t) {
@@ -450,8 +466,8 @@ static void on_progress(uv_timer_t *t) {
   } else if (!ld->sending && ld->timeout &&
              (double)(uv_hrtime() - ld->t_begin) / 1e9 > ld->timeout) {
     /* from launch: uv_now() counts from an arbitrary epoch (boot) */
-    fprintf(stderr, "\nchatload: only %d clients ready after %us\n",
-            ld->ready, ld->timeout);
+    fprintf(stderr, "\nchatload: only %d clients ready after %us\n", ld->ready,
+            ld->timeout);
     finish(ld);
   }
 }
@@ -476,9 +492,9 @@ static void finish(load *ld) {
       printf("  %d %d: %lld", ld->ports[i], ld->port_clients[i],
              ld->port_delivered[i]);
     printf("\ncross-port deliveries %lld (%.0f%%)\n", ld->crossed,
-           ld->delivered > 0 ? 100.0 * (double)ld->crossed /
-                                   (double)ld->delivered
-                             : 0.0);
+           ld->delivered > 0
+               ? 100.0 * (double)ld->crossed / (double)ld->delivered
+               : 0.0);
   }
   if (ld->rate > 0)
     printf("rate %.0f msg/s sent\n", ld->rate);
@@ -487,6 +503,11 @@ static void finish(load *ld) {
   if (ld->delivered > 0)
     printf("latency p50 %.0f us  p99 %.0f us  max %.0f us\n", pct(ld, 0.5),
            pct(ld, 0.99), (double)ld->max_ns / 1000.0);
+  if (ld->crossed > 0)
+    printf("cross-port latency p50 %.0f us  p99 %.0f us  max %.0f us\n",
+           pct_of(ld->xhist, ld->xhist_ms, ld->crossed, ld->xmax_ns, 0.5),
+           pct_of(ld->xhist, ld->xhist_ms, ld->crossed, ld->xmax_ns, 0.99),
+           (double)ld->xmax_ns / 1000.0);
   if (ld->lag_n > 0)
     printf("tool loop lag (1 ms timer) p50 %.0f us  p99 %.0f us  max %.0f "
            "us\n",
@@ -549,39 +570,61 @@ int main(int argc, char **argv) {
   ld->timeout = 60;
   static const struct option longs[] = {
       {"host", 1, NULL, 'h'},     {"port", 1, NULL, 'p'},
-      {"ports", 1, NULL, 'L'},
-      {"clients", 1, NULL, 'n'},  {"channels", 1, NULL, 'm'},
-      {"senders", 1, NULL, 's'},  {"messages", 1, NULL, 'k'},
-      {"rate", 1, NULL, 'r'},     {"timeout", 1, NULL, 't'},
-      {"password", 1, NULL, 'P'}, {"redis", 0, NULL, 'R'},
-      {"help", 0, NULL, 'H'},     {NULL, 0, NULL, 0}};
+      {"ports", 1, NULL, 'L'},    {"clients", 1, NULL, 'n'},
+      {"channels", 1, NULL, 'm'}, {"senders", 1, NULL, 's'},
+      {"messages", 1, NULL, 'k'}, {"rate", 1, NULL, 'r'},
+      {"timeout", 1, NULL, 't'},  {"password", 1, NULL, 'P'},
+      {"redis", 0, NULL, 'R'},    {"help", 0, NULL, 'H'},
+      {NULL, 0, NULL, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "", longs, NULL)) != -1) {
     switch (o) {
-    case 'h': ld->host = optarg; break;
+    case 'h':
+      ld->host = optarg;
+      break;
     case 'p':
     case 'L':
       for (char *p = optarg, *end; *p != '\0'; p = end + (*end == ',')) {
         long v = strtol(p, &end, 10);
         if (end == p || v < 0 || v > 65535 || (*end != ',' && *end != '\0') ||
             ld->nports == MAX_PORTS) {
-          fprintf(stderr, "chatload: bad port list %s (at most %d)\n",
-                  optarg, MAX_PORTS);
+          fprintf(stderr, "chatload: bad port list %s (at most %d)\n", optarg,
+                  MAX_PORTS);
           return 2;
         }
         ld->ports[ld->nports++] = (int)v;
       }
       break;
-    case 'n': ld->nclients = atoi(optarg); break;
-    case 'm': ld->nchannels = atoi(optarg); break;
-    case 's': ld->nsenders = atoi(optarg); break;
-    case 'k': ld->messages = atoi(optarg); break;
-    case 'r': ld->rate = atof(optarg); break;
-    case 't': ld->timeout = (unsigned)atoi(optarg); break;
-    case 'P': ld->password = optarg; break;
-    case 'R': ld->redis = true; break;
-    case 'H': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case 'n':
+      ld->nclients = atoi(optarg);
+      break;
+    case 'm':
+      ld->nchannels = atoi(optarg);
+      break;
+    case 's':
+      ld->nsenders = atoi(optarg);
+      break;
+    case 'k':
+      ld->messages = atoi(optarg);
+      break;
+    case 'r':
+      ld->rate = atof(optarg);
+      break;
+    case 't':
+      ld->timeout = (unsigned)atoi(optarg);
+      break;
+    case 'P':
+      ld->password = optarg;
+      break;
+    case 'R':
+      ld->redis = true;
+      break;
+    case 'H':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
     }
   }
   if (ld->nports == 0)
@@ -599,6 +642,8 @@ int main(int argc, char **argv) {
   ld->conns = calloc((size_t)nconns, sizeof *ld->conns);
   ld->hist = calloc(HIST_US, sizeof *ld->hist);
   ld->hist_ms = calloc(HIST_MS, sizeof *ld->hist_ms);
+  ld->xhist = calloc(HIST_US, sizeof *ld->xhist);
+  ld->xhist_ms = calloc(HIST_MS, sizeof *ld->xhist_ms);
   ld->trace = getenv("CHATLOAD_TRACE") != NULL;
   for (int i = 0; i < nconns; i++) {
     conn *c = &ld->conns[i];
@@ -649,5 +694,7 @@ int main(int argc, char **argv) {
   free(ld->conns);
   free(ld->hist);
   free(ld->hist_ms);
+  free(ld->xhist);
+  free(ld->xhist_ms);
   return ld->delivered >= ld->expected ? 0 : 1;
 }

@@ -7,9 +7,10 @@
 chat_session *fuzz_session_open(chat_server *srv, uv_os_sock_t fd,
                                 const char *host) {
   chat_session *s = hark_new(&chat_session_type);
-  if (s == NULL)
+  if (s == NULL || session_init(s, srv) != 0) {
+    hark_unref(s);
     return NULL;
-  s->srv = srv;
+  }
   uv_tcp_init(srv->loop, &s->tcp);
   uv_timer_init(srv->loop, &s->throttle);
   s->tcp.data = s->throttle.data = s;
@@ -19,7 +20,7 @@ chat_session *fuzz_session_open(chat_server *srv, uv_os_sock_t fd,
     s->next->prev = s;
   srv->sessions = s;
   srv->nclients++;
-  snprintf(s->host, sizeof s->host, "%s", host);
+  snprintf(s->u.host, sizeof s->u.host, "%s", host);
   if (uv_tcp_open(&s->tcp, fd) != 0) {
     session_close_handles(s);
     return NULL;

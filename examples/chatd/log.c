@@ -32,8 +32,8 @@ void log_msg(enum log_level level, const char *fmt, ...) {
   gmtime_r(&t, &tm);
   char line[1024];
   size_t n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-  n += (size_t)snprintf(line + n, sizeof line - n, ".%03dZ %s: ",
-                        (int)(tv.tv_usec / 1000), names[level]);
+  n += (size_t)snprintf(line + n, sizeof line - n,
+                        ".%03dZ %s: ", (int)(tv.tv_usec / 1000), names[level]);
   va_list ap;
   va_start(ap, fmt);
   int k = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);

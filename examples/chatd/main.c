@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "chatd.h"
+#include "tls.h"
 
 typedef struct option_doc {
   const char *name, *arg, *help;
@@ -25,19 +26,42 @@ static const option_doc docs[] = {
     {"ping-interval", "SEC", "idle time before the server PINGs (0: never)"},
     {"ping-timeout", "SEC", "time to answer that PING (0: none)"},
     {"sendq-hard", "BYTES", "output queued: disconnect at once (0: none)"},
-    {"sendq-soft", "BYTES", "output queued for --sendq-soft-seconds: "
-                            "disconnect (0: none)"},
+    {"sendq-soft", "BYTES",
+     "output queued for --sendq-soft-seconds: "
+     "disconnect (0: none)"},
     {"sendq-soft-seconds", "SEC", "see --sendq-soft"},
-    {"flood-rate", "LINES", "lines per second a client may send (0: no "
-                            "flood control)"},
+    {"flood-rate", "LINES",
+     "lines per second a client may send (0: no "
+     "flood control)"},
     {"flood-burst", "LINES", "lines a client may send at once"},
     {"log-level", "LEVEL", "error, warn, info or debug"},
-    {"redis", "HOST:PORT", "federate with the daemons sharing this "
-                           "redis-server (none: alone)"},
-    {"node-id", "ID", "this daemon's name in the federation [default: "
-                      "host-pid]"},
-    {"lease-ms", "MS", "nick claims and heartbeat expire after this; a "
-                       "lost node's users quit within it"},
+    {"redis", "HOST:PORT",
+     "federate with the daemons sharing this "
+     "redis-server (none: alone)"},
+    {"node-id", "ID",
+     "this daemon's name in the federation: letters, "
+     "digits, '.', '-', '_' [default: host-pid]"},
+    {"lease-ms", "MS",
+     "a node without a heartbeat for this long is lost "
+     "and its users quit (heartbeats: 4 per lease)"},
+    {"redis-user", "USER", "AUTH as this ACL user (with --redis-password)"},
+    {"redis-password", "PASS", "AUTH with this password"},
+    {"redis-password-file", "FILE",
+     "AUTH with the first line of FILE "
+     "(kept out of ps)"},
+    {"redis-tls", NULL, "speak TLS to Redis (its tls-port)"},
+    {"redis-ca", "FILE",
+     "CA certificates (PEM) that Redis's certificate "
+     "must chain to [default: the system's]"},
+    {"redis-cert", "FILE",
+     "client certificate (PEM) for Redis, with "
+     "--redis-key"},
+    {"redis-key", "FILE", "its private key (PEM)"},
+    {"redis-prefix", "NAME", "hash tag of the network's keys: {NAME}:..."},
+    {"redis-retention", "N",
+     "events the stream keeps (XADD MAXLEN): a node "
+     "away longer resyncs from a snapshot"},
+    {"redis-timeout-ms", "MS", "connect and command timeout on Redis"},
     {"help", NULL, "show this and exit"},
     {"version", NULL, "show the version and exit"},
 };
@@ -46,8 +70,8 @@ static const option_doc docs[] = {
 static void default_of(const chat_options *o, const char *name, char *buf,
                        size_t cap) {
   buf[0] = '\0';
-#define D(opt, fmt, val)                                                      \
-  if (strcmp(name, opt) == 0)                                                 \
+#define D(opt, fmt, val)                                                       \
+  if (strcmp(name, opt) == 0)                                                  \
   snprintf(buf, cap, fmt, val)
   D("listen", "%s", "127.0.0.1:6667");
   D("name", "%s", o->name);
@@ -66,6 +90,9 @@ static void default_of(const chat_options *o, const char *name, char *buf,
   D("flood-burst", "%g", o->flood_burst);
   D("log-level", "%s", "info");
   D("lease-ms", "%u", o->lease_ms);
+  D("redis-prefix", "%s", o->redis_prefix);
+  D("redis-retention", "%u", o->redis_retention);
+  D("redis-timeout-ms", "%u", o->redis_timeout_ms);
 #undef D
 }
 
@@ -84,6 +111,23 @@ static void usage(FILE *out) {
   }
   fprintf(out, "\nSIGUSR1 logs a stats line; SIGINT/SIGTERM shut down "
                "cleanly. HARK_DEBUG=leaks reports objects left at exit.\n");
+}
+
+/* --redis-password-file: its first line, without the line end. */
+static char secret[512];
+
+static int read_secret(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL || fgets(secret, sizeof secret, f) == NULL) {
+    fprintf(stderr, "hark-chatd: --redis-password-file %s: cannot read it\n",
+            path);
+    if (f != NULL)
+      fclose(f);
+    return -1;
+  }
+  fclose(f);
+  secret[strcspn(secret, "\r\n")] = '\0';
+  return 0;
 }
 
 static int parse_uint(const char *s, unsigned long long *out) {
@@ -118,7 +162,9 @@ static int parse_options(int argc, char **argv, chat_options *o) {
                    strcmp(name, "log-level") && strcmp(name, "help") &&
                    strcmp(name, "version") && strcmp(name, "flood-rate") &&
                    strcmp(name, "flood-burst") && strcmp(name, "redis") &&
-                   strcmp(name, "node-id");
+                   strcmp(name, "node-id") && strncmp(name, "redis-", 6);
+    if (!strcmp(name, "redis-retention") || !strcmp(name, "redis-timeout-ms"))
+      numeric = true;
     if (numeric && parse_uint(optarg, &v) != 0) {
       fprintf(stderr, "hark-chatd: --%s wants a number, not '%s'\n", name,
               optarg);
@@ -134,8 +180,8 @@ static int parse_options(int argc, char **argv, chat_options *o) {
     } else if (!strcmp(name, "listen")) {
       const char *colon = strrchr(optarg, ':');
       unsigned long long port;
-      if (colon == NULL || parse_uint(colon + 1, &port) != 0 ||
-          port > 65535 || (size_t)(colon - optarg) >= sizeof o->host) {
+      if (colon == NULL || parse_uint(colon + 1, &port) != 0 || port > 65535 ||
+          (size_t)(colon - optarg) >= sizeof o->host) {
         fprintf(stderr, "hark-chatd: --listen wants HOST:PORT\n");
         return -1;
       }
@@ -165,11 +211,42 @@ static int parse_options(int argc, char **argv, chat_options *o) {
       o->redis_port = (int)port;
     } else if (!strcmp(name, "node-id")) {
       if (strlen(optarg) >= sizeof o->node_id || optarg[0] == '\0' ||
-          strpbrk(optarg, " \t:") != NULL) {
-        fprintf(stderr, "hark-chatd: bad --node-id\n");
+          strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         "0123456789.-_") != strlen(optarg)) {
+        fprintf(stderr, "hark-chatd: bad --node-id (letters, digits, '.', "
+                        "'-', '_')\n");
         return -1;
       }
       snprintf(o->node_id, sizeof o->node_id, "%s", optarg);
+    } else if (!strcmp(name, "redis-user")) {
+      o->redis_user = optarg;
+    } else if (!strcmp(name, "redis-password")) {
+      o->redis_password = optarg;
+    } else if (!strcmp(name, "redis-password-file")) {
+      if (read_secret(optarg) != 0)
+        return -1;
+      o->redis_password = secret;
+    } else if (!strcmp(name, "redis-tls")) {
+      o->redis_tls = true;
+    } else if (!strcmp(name, "redis-ca")) {
+      o->redis_ca = optarg;
+    } else if (!strcmp(name, "redis-cert")) {
+      o->redis_cert = optarg;
+    } else if (!strcmp(name, "redis-key")) {
+      o->redis_key = optarg;
+    } else if (!strcmp(name, "redis-prefix")) {
+      if (strlen(optarg) >= sizeof o->redis_prefix || optarg[0] == '\0' ||
+          strpbrk(optarg, "{}") != NULL) {
+        fprintf(stderr, "hark-chatd: bad --redis-prefix (no braces)\n");
+        return -1;
+      }
+      snprintf(o->redis_prefix, sizeof o->redis_prefix, "%s", optarg);
+    } else if (!strcmp(name, "redis-retention")) {
+      o->redis_retention = v < 100         ? 100
+                           : v > 100000000 ? 100000000
+                                           : (unsigned)v;
+    } else if (!strcmp(name, "redis-timeout-ms")) {
+      o->redis_timeout_ms = v < 100 ? 100 : v > 600000 ? 600000 : (unsigned)v;
     } else if (!strcmp(name, "lease-ms")) {
       o->lease_ms = v < 300 ? 300 : (unsigned)v;
     } else if (!strcmp(name, "name")) {
@@ -223,6 +300,26 @@ static int parse_options(int argc, char **argv, chat_options *o) {
     } else if (!strcmp(name, "sendq-soft-seconds")) {
       o->sendq_soft_seconds = (unsigned)v;
     }
+  }
+  if (o->redis_port == 0 &&
+      (o->redis_user || o->redis_password || o->redis_tls || o->redis_ca)) {
+    fprintf(stderr, "hark-chatd: --redis-* options need --redis\n");
+    return -1;
+  }
+  if ((o->redis_ca || o->redis_cert || o->redis_key) && !o->redis_tls) {
+    fprintf(stderr, "hark-chatd: --redis-ca/--redis-cert/--redis-key need "
+                    "--redis-tls\n");
+    return -1;
+  }
+  if (o->redis_user && !o->redis_password) {
+    fprintf(stderr, "hark-chatd: --redis-user needs --redis-password (or "
+                    "--redis-password-file)\n");
+    return -1;
+  }
+  if (o->redis_tls && !tls_available()) {
+    fprintf(stderr, "hark-chatd: built without OpenSSL: --redis-tls is not "
+                    "available (./configure --with-openssl)\n");
+    return -1;
   }
   if (optind < argc) {
     fprintf(stderr, "hark-chatd: unexpected argument '%s'\n", argv[optind]);

@@ -120,8 +120,8 @@ bool irc_valid_channel(const char *name, size_t maxlen) {
     return false;
   for (size_t i = 1; i < n; i++) {
     unsigned char c = (unsigned char)name[i];
-    if (c == 7 || c == '\r' || c == '\n' || c == ' ' || c == ',' ||
-        c == ':' || c < 32)
+    if (c == 7 || c == '\r' || c == '\n' || c == ' ' || c == ',' || c == ':' ||
+        c < 32)
       return false;
   }
   return true;

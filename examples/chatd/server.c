@@ -4,8 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "chatd.h"
+#include "federation.h" /* the one core file that knows it: it wires it */
 
 void chat_options_default(chat_options *o) {
   memset(o, 0, sizeof *o);
@@ -27,6 +30,9 @@ void chat_options_default(chat_options *o) {
   o->flood_burst = 100;
   o->log_level = LOG_INFO;
   o->lease_ms = 10000;
+  snprintf(o->redis_prefix, sizeof o->redis_prefix, "hark");
+  o->redis_retention = 100000;
+  o->redis_timeout_ms = 3000;
 }
 
 void server_mark_dirty(chat_server *srv, chat_session *s) {
@@ -56,7 +62,7 @@ static void run_closings(chat_server *srv) {
   while (srv->closing != NULL) {
     chat_session *s = srv->closing;
     srv->closing = s->close_next;
-    log_info("closing %s@%s: %s", s->nick[0] ? s->nick : "*", s->host,
+    log_info("closing %s@%s: %s", s->u.nick[0] ? s->u.nick : "*", s->u.host,
              s->quit_reason);
     command_quit_broadcast(s, s->quit_reason);
     session_close_handles(s);
@@ -93,16 +99,16 @@ static void on_tick(uv_timer_t *t) {
     if (s->closing || s->closed)
       continue;
     session_hold_check(s, now);
-    if (!s->registered && o->register_timeout &&
+    if (!s->u.registered && o->register_timeout &&
         now - s->connected_at > o->register_timeout * 1000ull) {
       session_sendf(s, "ERROR :Closing Link: %s (Registration timeout)",
-                    s->host);
+                    s->u.host);
       server_schedule_close(srv, s, "Registration timeout");
     } else if (s->ping_at != 0 && o->ping_timeout &&
                now - s->ping_at > o->ping_timeout * 1000ull) {
-      session_sendf(s, "ERROR :Closing Link: %s (Ping timeout)", s->host);
+      session_sendf(s, "ERROR :Closing Link: %s (Ping timeout)", s->u.host);
       server_schedule_close(srv, s, "Ping timeout");
-    } else if (s->registered && s->ping_at == 0 && o->ping_interval &&
+    } else if (s->u.registered && s->ping_at == 0 && o->ping_interval &&
                now - s->active_at > o->ping_interval * 1000ull) {
       s->ping_at = now;
       session_sendf(s, "PING :%s", o->name);
@@ -125,9 +131,10 @@ static void on_connection(uv_stream_t *listener, int status) {
 
 void server_stats_line(chat_server *srv, char *buf, size_t cap) {
   size_t receivers = 0;
-  hark_signal *sigs[] = {srv->sig_message, srv->sig_join, srv->sig_part,
-                         srv->sig_quit,    srv->sig_nick, srv->sig_topic,
-                         srv->sig_mode};
+  hark_signal *sigs[] = {srv->sig_message, srv->sig_join,  srv->sig_part,
+                         srv->sig_quit,    srv->sig_nick,  srv->sig_topic,
+                         srv->sig_mode,    srv->sig_kick,  srv->sig_private,
+                         srv->sig_user,    srv->sig_claim, srv->sig_settle};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
     receivers += hark_signal_receivers(sigs[i]);
   snprintf(buf, cap,
@@ -146,7 +153,7 @@ void server_stats_line(chat_server *srv, char *buf, size_t cap) {
 static void on_signal(uv_signal_t *h, int signum) {
   chat_server *srv = h->data;
   if (signum == SIGUSR1) {
-    char line[512];
+    char line[768];
     server_stats_line(srv, line, sizeof line);
     log_info("stats: %s", line);
     return;
@@ -167,12 +174,32 @@ static char *read_file(const char *path) {
   return buf;
 }
 
+/* This daemon's name in the network (--node-id, or host-pid), and where
+ * its users' numbers start: the clock, so that a restarted node never
+ * hands out an id its previous run used. */
+static void node_name(chat_server *srv) {
+  if (srv->opt.node_id[0] != '\0') {
+    snprintf(srv->node, sizeof srv->node, "%s", srv->opt.node_id);
+  } else {
+    char h[48] = "node";
+    gethostname(h, sizeof h);
+    h[sizeof h - 1] = '\0';
+    snprintf(srv->node, sizeof srv->node, "%s-%d", h, (int)getpid());
+  }
+  for (char *p = srv->node; *p; p++) /* one plain token everywhere */
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+          (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == '_'))
+      *p = '_';
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  srv->next_id = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
 static hark_signal *make_signal(const char *name, const chat_options *o) {
   hark_signal *sig = hark_signal_new(name);
   /* A channel may have every client as member: warn only beyond that. */
   if (sig != NULL)
-    hark_signal_set_max_receivers(sig, o->max_clients ? o->max_clients + 1
-                                                      : 0);
+    hark_signal_set_max_receivers(sig, o->max_clients ? o->max_clients + 1 : 0);
   return sig;
 }
 
@@ -190,18 +217,19 @@ int server_start(chat_server *srv, uv_loop_t *loop, const chat_options *opt) {
     if (srv->motd == NULL)
       log_warn("motd %s: cannot read it, sending 422", opt->motd_path);
   }
+  node_name(srv);
   srv->hl = hark_loop_new(loop);
-  srv->sig_message = make_signal("message", opt);
-  srv->sig_join = make_signal("join", opt);
-  srv->sig_part = make_signal("part", opt);
-  srv->sig_quit = make_signal("quit", opt);
-  srv->sig_nick = make_signal("nick", opt);
-  srv->sig_topic = make_signal("topic", opt);
-  srv->sig_mode = make_signal("mode", opt);
-  if (srv->hl == NULL || !srv->sig_message || !srv->sig_join ||
-      !srv->sig_part || !srv->sig_quit || !srv->sig_nick || !srv->sig_topic ||
-      !srv->sig_mode || names_init(&srv->nicks) != 0 ||
-      names_init(&srv->chans) != 0) {
+  hark_signal **sigs[] = {&srv->sig_message, &srv->sig_join,  &srv->sig_part,
+                          &srv->sig_quit,    &srv->sig_nick,  &srv->sig_topic,
+                          &srv->sig_mode,    &srv->sig_kick,  &srv->sig_private,
+                          &srv->sig_user,    &srv->sig_claim, &srv->sig_settle};
+  static const char *const sig_names[] = {
+      "message", "join", "part",    "quit", "nick",  "topic",
+      "mode",    "kick", "private", "user", "claim", "settle"};
+  bool ok = srv->hl != NULL;
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+    ok = (*sigs[i] = make_signal(sig_names[i], opt)) != NULL && ok;
+  if (!ok || names_init(&srv->nicks) != 0 || names_init(&srv->chans) != 0) {
     log_error("out of memory");
     return UV_ENOMEM;
   }
@@ -254,12 +282,12 @@ void server_stop(chat_server *srv, const char *why) {
   srv->stopping = true;
   for (chat_session *s = srv->sessions; s != NULL; s = s->next) {
     if (why != NULL && !s->closed)
-      session_sendf(s, "ERROR :Closing Link: %s (%s)", s->host, why);
+      session_sendf(s, "ERROR :Closing Link: %s (%s)", s->u.host, why);
     if (!s->closing)
       server_schedule_close(srv, s, why ? why : "Server shutting down");
   }
   run_closings(srv);
-  fed_stop(srv); /* after the QUITs went out */
+  fed_stop(srv);               /* after the QUITs went out */
   while (srv->dirty != NULL) { /* their closing writes were best effort */
     chat_session *s = srv->dirty;
     srv->dirty = s->dirty_next;
@@ -278,9 +306,10 @@ void server_stop(chat_server *srv, const char *why) {
 
 void server_free(chat_server *srv) {
   fed_free(srv);
-  hark_signal **sigs[] = {&srv->sig_message, &srv->sig_join, &srv->sig_part,
-                          &srv->sig_quit,    &srv->sig_nick, &srv->sig_topic,
-                          &srv->sig_mode};
+  hark_signal **sigs[] = {&srv->sig_message, &srv->sig_join,  &srv->sig_part,
+                          &srv->sig_quit,    &srv->sig_nick,  &srv->sig_topic,
+                          &srv->sig_mode,    &srv->sig_kick,  &srv->sig_private,
+                          &srv->sig_user,    &srv->sig_claim, &srv->sig_settle};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
     hark_unref(*sigs[i]);
     *sigs[i] = NULL;

@@ -43,31 +43,39 @@ static void session_finalize(void *obj) {
     chat_buf_unref(s->q[(s->qhead + i) % s->qcap]);
   chat_free(s->q);
   /* Dropping the channels may end them: an empty channel dies here. */
-  for (size_t i = 0; i < s->nchans; i++)
-    hark_unref(s->chans[i]);
-  chat_free(s->chans);
+  for (size_t i = 0; i < s->u.nchans; i++)
+    hark_unref(s->u.chans[i]);
+  chat_free(s->u.chans);
   chat_free(s); /* hark_new allocated it: see alloc.h */
 }
 
 const hark_type chat_session_type = {"chat_session", sizeof(chat_session),
                                      session_finalize, NULL};
 
-void session_mask(chat_session *s, char *buf, size_t cap) {
-  snprintf(buf, cap, "%s!%s@%s", s->nick, s->user[0] ? s->user : "~u",
-           s->host);
+/* Private messages to s: sent with s as sender, delivered by s. */
+static int on_private(void *self, void *sender, void *args) {
+  chat_session *s = self;
+  chat_event *ev = args;
+  if (s->u.registered && !s->closing && !s->closed)
+    session_send_buf(s, ev->line);
+  return 0;
 }
 
-bool session_in_channel(chat_session *s, chat_channel *c) {
-  for (size_t i = 0; i < s->nchans; i++)
-    if (s->chans[i] == c)
-      return true;
-  return false;
+int session_init(chat_session *s, chat_server *srv) {
+  s->u.srv = srv;
+  /* The network knows every user by this id (fed_*.c): unique across
+   * this node's restarts, since next_id starts from the clock. */
+  snprintf(s->u.uid, sizeof s->u.uid, "%s:%llu", srv->node,
+           (unsigned long long)srv->next_id++);
+  return hark_connect(srv->sig_private, on_private, s, s, HARK_WEAK) == 0
+             ? 0
+             : HARK_ENOMEM;
 }
 
 /* ---- output ----------------------------------------------------------- */
 
 static void check_limits(chat_session *s) {
-  chat_server *srv = s->srv;
+  chat_server *srv = s->u.srv;
   if (srv->opt.sendq_hard && s->qbytes > srv->opt.sendq_hard) {
     srv->sendq_kills++;
     server_schedule_close(srv, s, "SendQ exceeded");
@@ -115,8 +123,9 @@ int session_send_buf(chat_session *s, chat_buf *b) {
   if (s->closed)
     return 0;
   if (b == NULL || (s->qcount == s->qcap && session_reserve(s, 1) != 0)) {
-    s->srv->oom_drops++;
-    log_warn("%s: out of memory: a line dropped", s->nick[0] ? s->nick : "*");
+    s->u.srv->oom_drops++;
+    log_warn("%s: out of memory: a line dropped",
+             s->u.nick[0] ? s->u.nick : "*");
     return HARK_ENOMEM;
   }
   s->q[(s->qhead + s->qcount) % s->qcap] = chat_buf_ref(b);
@@ -128,7 +137,7 @@ int session_send_buf(chat_session *s, chat_buf *b) {
   if (s->qbytes >= FLUSH_EARLY && !s->writing)
     flush_now(s);
   else
-    server_mark_dirty(s->srv, s);
+    server_mark_dirty(s->u.srv, s);
   check_limits(s);
   return 0;
 }
@@ -150,8 +159,8 @@ void session_numeric(chat_session *s, int num, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(rest, sizeof rest, fmt, ap);
   va_end(ap);
-  session_sendf(s, ":%s %03d %s %s", s->srv->opt.name, num,
-                s->nick[0] ? s->nick : "*", rest);
+  session_sendf(s, ":%s %03d %s %s", s->u.srv->opt.name, num,
+                s->u.nick[0] ? s->u.nick : "*", rest);
 }
 
 /* Drops n written bytes from the front of the queue. */
@@ -190,9 +199,9 @@ static void on_write(uv_write_t *req, int status) {
   chat_session *s = req->data;
   s->writing = false;
   if (status < 0) {
-    log_debug("%s: write: %s", s->nick, uv_strerror(status));
+    log_debug("%s: write: %s", s->u.nick, uv_strerror(status));
     if (!s->closed)
-      server_schedule_close(s->srv, s, "Write error");
+      server_schedule_close(s->u.srv, s, "Write error");
     consume(s, s->wbytes);
     return;
   }
@@ -200,32 +209,32 @@ static void on_write(uv_write_t *req, int status) {
   s->wbytes = 0;
   check_limits(s);
   if (s->qcount > 0)
-    server_mark_dirty(s->srv, s);
+    server_mark_dirty(s->u.srv, s);
 }
 
 static void flush_now(chat_session *s) {
   session_flush(s);
   if (s->qcount > 0)
-    server_mark_dirty(s->srv, s);
+    server_mark_dirty(s->u.srv, s);
 }
 
 void session_flush(chat_session *s) {
   uv_buf_t iov[IOV_BATCH];
   size_t bytes;
-  if (s->writing || s->closed)
+  if (s->writing || s->closed || s->gated > 0)
     return;
   while (s->qcount > 0) {
     size_t n = gather(s, iov, &bytes);
     int r = uv_try_write((uv_stream_t *)&s->tcp, iov, (unsigned)n);
-    s->srv->bufs_out += n;
+    s->u.srv->bufs_out += n;
     if (r > 0) {
-      s->srv->bytes_out += (unsigned)r;
+      s->u.srv->bytes_out += (unsigned)r;
       consume(s, (size_t)r);
       if ((size_t)r == bytes)
         continue;
       n = gather(s, iov, &bytes); /* the rest waits for writability */
     } else if (r != UV_EAGAIN) {
-      server_schedule_close(s->srv, s, "Write error");
+      server_schedule_close(s->u.srv, s, "Write error");
       return;
     }
     /* The socket is full: hand the rest to libuv, which writes it when the
@@ -236,7 +245,7 @@ void session_flush(chat_session *s) {
                  on_write) == 0) {
       s->writing = true;
     } else {
-      server_schedule_close(s->srv, s, "Write error");
+      server_schedule_close(s->u.srv, s, "Write error");
     }
     return;
   }
@@ -254,7 +263,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 }
 
 static bool take_token(chat_session *s) {
-  chat_server *srv = s->srv;
+  chat_server *srv = s->u.srv;
   if (srv->opt.flood_rate <= 0)
     return true;
   uint64_t now = chat_now_ms(srv);
@@ -290,7 +299,7 @@ static void on_throttle(uv_timer_t *t) {
 
 unsigned session_hold(chat_session *s) {
   if (s->held++ == 0)
-    s->held_at = chat_now_ms(s->srv);
+    s->held_at = chat_now_ms(s->u.srv);
   return s->hold_gen;
 }
 
@@ -308,11 +317,20 @@ void session_unhold(chat_session *s, unsigned token) {
     resume_soon(s);
 }
 
+void session_retry(chat_session *s) { s->retry = true; }
+
+void session_gate(chat_session *s) { s->gated++; }
+
+void session_ungate(chat_session *s) {
+  if (s->gated > 0 && --s->gated == 0 && s->qcount > 0)
+    server_mark_dirty(s->u.srv, s);
+}
+
 void session_hold_check(chat_session *s, uint64_t now) {
   if (s->held == 0 || now - s->held_at < CHATD_HOLD_TIMEOUT_MS)
     return;
   log_warn("%s: no reply from the network for %u ms; going on",
-           s->nick[0] ? s->nick : "*", (unsigned)(now - s->held_at));
+           s->u.nick[0] ? s->u.nick : "*", (unsigned)(now - s->held_at));
   s->held = 0;
   s->hold_gen++; /* the late replies release nothing */
   resume_soon(s);
@@ -345,21 +363,28 @@ static void process_input(chat_session *s) {
       off += used;
       continue;
     }
-    if (!take_token(s)) {
+    if (!s->settled && !take_token(s)) { /* (a retried line paid) */
       s->throttled = true;
-      s->srv->flood_waits++;
+      s->u.srv->flood_waits++;
       uv_read_stop((uv_stream_t *)&s->tcp);
-      double wait = (1.0 - s->tokens) * 1000.0 / s->srv->opt.flood_rate;
+      double wait = (1.0 - s->tokens) * 1000.0 / s->u.srv->opt.flood_rate;
       uv_timer_start(&s->throttle, on_throttle, (uint64_t)wait + 1, 0);
       break;
     }
     char line[IRC_LINE_MAX + 1];
     memcpy(line, s->in + off, len);
-    off += used;
-    s->srv->lines_in++;
-    s->active_at = chat_now_ms(s->srv);
+    if (!s->settled)
+      s->u.srv->lines_in++;
+    s->active_at = chat_now_ms(s->u.srv);
     s->ping_at = 0;
     command_line(s, line, len);
+    if (s->retry) { /* waits, then runs again: not consumed */
+      s->retry = false;
+      s->settled = true;
+      break;
+    }
+    s->settled = false;
+    off += used;
   }
   if (off > 0) {
     memmove(s->in, s->in + off, s->inlen - off);
@@ -370,7 +395,7 @@ static void process_input(chat_session *s) {
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   chat_session *s = stream->data;
   if (nread < 0) {
-    server_schedule_close(s->srv, s,
+    server_schedule_close(s->u.srv, s,
                           nread == UV_EOF ? "Connection closed"
                                           : uv_strerror((int)nread));
     return;
@@ -406,7 +431,7 @@ static void on_handle_closed(uv_handle_t *h) {
   chat_session *s = h->data;
   if (--s->handles_open > 0)
     return;
-  chat_server *srv = s->srv;
+  chat_server *srv = s->u.srv;
   if (s->prev != NULL)
     s->prev->next = s->next;
   else
@@ -470,12 +495,12 @@ static void refuse(chat_server *srv) {
 
 void session_accept(chat_server *srv) {
   chat_session *s = hark_new(&chat_session_type);
-  if (s == NULL) {
+  if (s == NULL || session_init(s, srv) != 0) {
+    hark_unref(s);
     log_error("accept: out of memory: connection refused");
     refuse(srv);
     return;
   }
-  s->srv = srv;
   uv_tcp_init(srv->loop, &s->tcp);
   uv_timer_init(srv->loop, &s->throttle);
   s->tcp.data = s->throttle.data = s;
@@ -494,20 +519,20 @@ void session_accept(chat_server *srv) {
   uv_tcp_nodelay(&s->tcp, 1);
   struct sockaddr_storage ss;
   int sl = sizeof ss;
-  strcpy(s->host, "unknown");
+  strcpy(s->u.host, "unknown");
   if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &sl) == 0) {
     if (ss.ss_family == AF_INET6)
-      uv_ip6_name((struct sockaddr_in6 *)&ss, s->host, sizeof s->host);
+      uv_ip6_name((struct sockaddr_in6 *)&ss, s->u.host, sizeof s->u.host);
     else
-      uv_ip4_name((struct sockaddr_in *)&ss, s->host, sizeof s->host);
+      uv_ip4_name((struct sockaddr_in *)&ss, s->u.host, sizeof s->u.host);
   }
   uint64_t now = chat_now_ms(srv);
   s->connected_at = s->active_at = s->refill_at = now;
   s->tokens = srv->opt.flood_burst;
   s->pass_ok = srv->opt.password == NULL;
-  log_debug("connection from %s", s->host);
+  log_debug("connection from %s", s->u.host);
   if (srv->opt.max_clients && srv->nclients > srv->opt.max_clients) {
-    session_sendf(s, "ERROR :Closing Link: %s (Server is full)", s->host);
+    session_sendf(s, "ERROR :Closing Link: %s (Server is full)", s->u.host);
     session_close_handles(s);
     return;
   }

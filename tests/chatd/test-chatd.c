@@ -614,6 +614,68 @@ START_TEST(client_and_channel_limits_hold) {
 }
 END_TEST
 
+START_TEST(kick_is_for_operators_and_reaches_every_member) {
+  start();
+  client *op = cl_register(port, "op"), *v = cl_register(port, "v");
+  client *w = cl_register(port, "w");
+  cl_send(op, "JOIN #k");
+  cl_expect(op, " 366 ");
+  cl_send(v, "JOIN #k");
+  cl_expect(v, " 366 ");
+  cl_send(w, "JOIN #k");
+  cl_expect(w, " 366 ");
+  cl_send(v, "KICK #k w");
+  cl_expect(v, " 482 v #k :You're not channel operator");
+  cl_send(op, "KICK #k");
+  cl_expect(op, " 461 op KICK :Not enough parameters");
+  cl_send(op, "KICK #none v");
+  cl_expect(op, " 403 op #none ");
+  cl_send(op, "KICK #k ghost");
+  cl_expect(op, " 441 op ghost #k ");
+  cl_send(op, "KICK #k v,w :enough");
+  cl_expect(w, ":op!op@127.0.0.1 KICK #k v :enough");
+  cl_expect(w, ":op!op@127.0.0.1 KICK #k w :enough");
+  cl_expect(v, ":op!op@127.0.0.1 KICK #k v :enough");
+  cl_expect(op, ":op!op@127.0.0.1 KICK #k w :enough");
+  cl_send(v, "KICK #k op");
+  cl_expect(v, " 442 v #k ");
+  cl_send(v, "PRIVMSG #k :back?");
+  cl_expect(v, " 404 v #k ");
+  cl_send(op, "NAMES #k");
+  cl_expect(op, " 353 op = #k :@op");
+  cl_close(op);
+  cl_close(v);
+  cl_close(w);
+  stop();
+}
+END_TEST
+
+/* RFC 2812's user has no NUL, CR, LF, space or '@'; nor, here, any other
+ * control byte or '!': they become '_'. A realname's control bytes (TAB,
+ * CR, the CTCP marker) become spaces. The prefix others see is clean. */
+START_TEST(user_and_realname_lose_their_control_bytes) {
+  start();
+  client *a = cl_register(port, "seer");
+  cl_send(a, "JOIN #c");
+  cl_expect(a, " 366 ");
+  client *m = cl_connect(port);
+  static const char reg[] = "NICK m\r\nUSER u\tv\x01w!x@y\rz 0 * :Real\tN"
+                            "\x01"
+                            "ame\r\n";
+  cl_raw(m, reg, sizeof reg - 1);
+  cl_expect(m, " 001 m ");
+  cl_send(m, "JOIN #c");
+  cl_expect(a, ":m!u_v_w_x_y_z@127.0.0.1 JOIN #c");
+  cl_send(a, "WHOIS m");
+  cl_expect(a, " 311 seer m u_v_w_x_y_z 127.0.0.1 * :Real N ame");
+  cl_send(m, "NICK b\tad");
+  cl_expect(m, " 432 m ");
+  cl_close(a);
+  cl_close(m);
+  stop();
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("chatd");
   TCase *tc = tcase_create("daemon");
@@ -638,6 +700,8 @@ int main(void) {
   tcase_add_test(tc, shutdown_tells_clients_and_frees_everything);
   tcase_add_test(tc, flood_control_slows_a_client_down);
   tcase_add_test(tc, client_and_channel_limits_hold);
+  tcase_add_test(tc, kick_is_for_operators_and_reaches_every_member);
+  tcase_add_test(tc, user_and_realname_lose_their_control_bytes);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
