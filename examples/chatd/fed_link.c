@@ -28,7 +28,7 @@ const char *const fed_kind_names[FK_NKINDS] = {
     "key",   "op",   "msg",  "pm",   "lost", "release"};
 
 static const hark_type fed_bridge_type = {"fed_bridge", sizeof(fed_bridge),
-                                          NULL};
+                                          NULL, NULL};
 
 static void link_connect(fed_bridge *b);
 static void link_down(fed_bridge *b, const char *why, bool config);

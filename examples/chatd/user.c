@@ -21,7 +21,7 @@ static void user_finalize(void *obj) {
 }
 
 const hark_type chat_user_type = {"chat_user", sizeof(chat_user),
-                                  user_finalize};
+                                  user_finalize, NULL};
 
 chat_user *user_new_remote(chat_server *srv, const char *uid, const char *node,
                            const char *nick, const char *user, const char *host,
