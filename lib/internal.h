@@ -38,6 +38,22 @@ static inline void hark__full_fence(void) {
 #define HARK__LIKELY(x) __builtin_expect(!!(x), 1)
 #define HARK__UNLIKELY(x) __builtin_expect(!!(x), 0)
 
+/* A 64-bit finalizer (MurmurHash3's): spreads addresses and hashes over
+ * every bit, for the open-addressing tables of signal.c, weakmap.c and
+ * leaks.c. */
+static inline size_t hark__mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return (size_t)x;
+}
+
+static inline size_t hark__hash_ptr(const void *p) {
+  return hark__mix((uintptr_t)p);
+}
+
 /* ---- alloc.c -------------------------------------------------------- */
 void *hark__malloc(size_t size);
 void *hark__calloc(size_t count, size_t size);

@@ -112,16 +112,8 @@ typedef struct graph {
   int err;
 } graph;
 
-static size_t hash_ptr(const void *p) {
-  uint64_t x = (uintptr_t)p;
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  return (size_t)x;
-}
-
 static size_t lookup(const graph *g, const void *obj) {
-  size_t i = hash_ptr(obj) & g->tmask;
+  size_t i = hark__hash_ptr(obj) & g->tmask;
   for (;;) {
     const tslot *t = &g->table[i];
     if (t->obj == obj)
@@ -133,7 +125,7 @@ static size_t lookup(const graph *g, const void *obj) {
 }
 
 static void table_put(graph *g, void *obj, size_t k) {
-  size_t i = hash_ptr(obj) & g->tmask;
+  size_t i = hark__hash_ptr(obj) & g->tmask;
   while (g->table[i].obj != NULL)
     i = (i + 1) & g->tmask;
   g->table[i] = (tslot){obj, k};

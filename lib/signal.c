@@ -157,22 +157,11 @@ static hark_signal *registry;
 
 /* ---- hashing ----------------------------------------------------------- */
 
-static size_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return (size_t)x;
-}
-
-static size_t hash_ptr(const void *p) { return mix((uintptr_t)p); }
-
 static size_t hash_str(const char *s) {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
   while (*s)
     h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-  return mix(h);
+  return hark__mix(h);
 }
 
 static void *conn_self(const conn *c) { return c->self ? c->self->obj : NULL; }
@@ -182,11 +171,11 @@ static conn_ext *ext(conn *c) { return (conn_ext *)c; }
 static size_t id_hash(hark_receiver_fn fn, const void *self, const char *uid,
                       const void *sender) {
   if (uid != NULL)
-    return hash_str(uid) ^ hash_ptr(sender);
+    return hash_str(uid) ^ hark__hash_ptr(sender);
   uintptr_t f;
   memcpy(&f, &fn, sizeof(f) < sizeof(fn) ? sizeof(f) : sizeof(fn));
-  return mix(f ^ ((uintptr_t)self * 0x9e3779b97f4a7c15ULL) ^
-             ((uintptr_t)sender * 0xc2b2ae3d27d4eb4fULL));
+  return hark__mix(f ^ ((uintptr_t)self * 0x9e3779b97f4a7c15ULL) ^
+                   ((uintptr_t)sender * 0xc2b2ae3d27d4eb4fULL));
 }
 
 static size_t conn_hash(conn *c) {
@@ -330,7 +319,7 @@ static void release_chain(conn *chain) {
 
 /* The slot of sender in t, or NULL. Any thread (t protected). */
 static inline sslot *slot_find(stable *t, const void *sender) {
-  size_t i = hash_ptr(sender) & t->mask;
+  size_t i = hark__hash_ptr(sender) & t->mask;
   for (;;) {
     const void *k = atomic_load_explicit(&t->slot[i].key, memory_order_acquire);
     if (k == sender)
@@ -368,7 +357,7 @@ static int stable_reserve(hark_signal *sig) {
     const void *k = atomic_load(&s->key);
     if (k == NULL || k == KEY_TOMB)
       continue;
-    size_t j = hash_ptr(k) & n->mask;
+    size_t j = hark__hash_ptr(k) & n->mask;
     while (atomic_load(&n->slot[j].key) != NULL)
       j = (j + 1) & n->mask;
     /* the lists move with their keys: a send that found one through the
@@ -387,7 +376,7 @@ static int stable_reserve(hark_signal *sig) {
 
 static void stable_insert(hark_signal *sig, bucket *b) {
   stable *t = atomic_load(&sig->senders);
-  size_t i = hash_ptr(b->sender) & t->mask;
+  size_t i = hark__hash_ptr(b->sender) & t->mask;
   const void *k;
   while ((k = atomic_load(&t->slot[i].key)) != NULL && k != KEY_TOMB)
     i = (i + 1) & t->mask;
@@ -966,6 +955,17 @@ lookup(hark_signal *sig, const void *sender, hark__hazard *hz) {
   return sender == NULL ? lookup_any(sig, hz) : lookup_sender(sig, sender, hz);
 }
 
+/* The next of two connection lists merged in connection order (the any
+ * bucket's and a sender's), advancing the one it came from; NULL at the
+ * end of both (lock held). */
+static conn *next_in_order(conn **x, conn **y) {
+  conn **from = *y == NULL || (*x != NULL && (*x)->seq < (*y)->seq) ? x : y;
+  conn *c = *from;
+  if (c != NULL)
+    *from = c->next;
+  return c;
+}
+
 /* Builds and publishes the list of b (lock held). */
 static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
   bucket *any = &sig->any;
@@ -983,15 +983,7 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
   bool all_ok = true;
   conn *x = any->head, *y = b != any ? b->head : NULL;
   size_t i = 0;
-  while (x != NULL || y != NULL) {
-    conn *c;
-    if (y == NULL || (x != NULL && x->seq < y->seq)) {
-      c = x;
-      x = x->next;
-    } else {
-      c = y;
-      y = y->next;
-    }
+  for (conn *c; (c = next_in_order(&x, &y)) != NULL;) {
     atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
     r->v[i].c = c;
     r->v[i].fn = atomic_load(&c->slow) != 0 ? NULL : c->fn;
@@ -1273,15 +1265,7 @@ static int walk_locked(hark_signal *sig, void *sender, void *args,
     }
     bucket *b = sender ? bucket_find(sig, sender) : NULL;
     conn *x = sig->any.head, *y = b != NULL ? b->head : NULL;
-    while (n < BATCH && (x != NULL || y != NULL)) {
-      conn *c;
-      if (y == NULL || (x != NULL && x->seq < y->seq)) {
-        c = x;
-        x = x->next;
-      } else {
-        c = y;
-        y = y->next;
-      }
+    for (conn *c; n < BATCH && (c = next_in_order(&x, &y)) != NULL;) {
       if (c->seq <= last)
         continue;
       if (c->seq > limit)

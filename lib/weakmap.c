@@ -38,14 +38,6 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static hark_weakmap *registry;
 static _Atomic long live_maps, live_entries;
 
-static size_t hash_ctrl(const hark__ctrl *c) {
-  uint64_t x = (uintptr_t)c;
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  return (size_t)x;
-}
-
 static void entry_free(entry *e) {
   hark__free(e);
   atomic_fetch_sub(&live_entries, 1);
@@ -62,7 +54,7 @@ static void map_unref(hark_weakmap *m) {
 static entry **find_slot(hark_weakmap *m, const hark__ctrl *key) {
   if (m->nbuckets == 0)
     return NULL;
-  entry **p = &m->buckets[hash_ctrl(key) & (m->nbuckets - 1)];
+  entry **p = &m->buckets[hark__hash_ptr(key) & (m->nbuckets - 1)];
   while (*p != NULL && (*p)->key != key)
     p = &(*p)->next;
   return p;
@@ -134,7 +126,7 @@ static int grow(hark_weakmap *m) {
     entry *e = m->buckets[i];
     while (e != NULL) {
       entry *next = e->next;
-      size_t j = hash_ctrl(e->key) & (n - 1);
+      size_t j = hark__hash_ptr(e->key) & (n - 1);
       e->next = b[j];
       b[j] = e;
       e = next;
