@@ -98,8 +98,10 @@ static inline unsigned item_units(const item *it) {
  * the loop thread, a run of them at once), when a post that cut it gives
  * it up (by that thread), or, for units never cut, when the block stops
  * being cut from. The block goes with its last unit, on whichever thread
- * gives it back. Beyond the items queued or running, a loop holds at most
- * the uncut rest of its current block, which close lets go. */
+ * gives it back; while it drains a busy queue, the loop thread keeps the
+ * last one it emptied for the next block to be cut (see spare). Beyond
+ * the items queued or running, a loop holds at most the uncut rest of its
+ * current block, and that spare while it drains; close lets both go. */
 #define LINE 64u
 #define SLAB_SIZE 4096u
 #define SLAB_UNITS ((SLAB_SIZE - LINE) / UNIT) /* the header takes a line */
@@ -256,6 +258,10 @@ struct hark_loop {
    * returning; close waits for it to reach zero (see hark_loop_close). */
   _Atomic unsigned sending;
   _Atomic unsigned long long rejected; /* HARK_EAGAIN answers */
+  /* An emptied block the loop thread keeps for the next one to be cut
+   * while it drains a busy queue, so that a flood of posts allocates
+   * nothing; it lets it go when the queue runs dry, and at close. */
+  slab *_Atomic spare;
 
   /* loop thread only */
   _Alignas(LINE) bool shut; /* closed */
@@ -344,11 +350,15 @@ static void refs_end_run(batch_refs *r) {
   hark__unref(p->sig);
 }
 
-/* Loop thread: gives n units of sl back. */
+/* Loop thread: gives n units of sl back. A block emptied while the loop
+ * is open becomes the spare (the one it replaces goes). */
 static void slab_put_loop(hark_loop *hl, slab *sl, unsigned n) {
-  (void)hl;
-  if (slab_put(sl, n))
+  if (!slab_put(sl, n))
+    return;
+  if (hl->shut)
     slab_free(sl);
+  else
+    slab_free(atomic_exchange_explicit(&hl->spare, sl, memory_order_acq_rel));
 }
 
 static void refs_flush(hark_loop *hl, batch_refs *r) {
@@ -513,8 +523,13 @@ static void on_async(uv_async_t *handle) {
     item *busy = Q_BUSY;
     if (atomic_compare_exchange_strong_explicit(&hl->head, &busy, Q_IDLE,
                                                 memory_order_relaxed,
-                                                memory_order_relaxed))
+                                                memory_order_relaxed)) {
+      /* dry: no block kept beyond the current one */
+      if (atomic_load_explicit(&hl->spare, memory_order_relaxed) != NULL)
+        slab_free(
+            atomic_exchange_explicit(&hl->spare, NULL, memory_order_acq_rel));
       return;
+    }
     if (uv_hrtime() - start > DRAIN_NS) {
       /* More has come, but the other handles get their turn first: the
        * stack stays non-empty (posts still make no call), and this
@@ -666,9 +681,11 @@ void hark_loop_close(hark_loop *hl) {
   hl->shut = true;
   /* No more units are cut: the current block goes once those cut from it
    * have been given back (now, if they all have), with the count its
-   * uncut units had prepaid. */
+   * uncut units had prepaid; the spare goes now (a post that took it
+   * frees it when it finds the cut word closed). */
   retire_rest(
       hl, atomic_exchange_explicit(&hl->cut, CUT_CLOSED, memory_order_acq_rel));
+  slab_free(atomic_exchange_explicit(&hl->spare, NULL, memory_order_acq_rel));
   for (async_send *as = hl->sends; as != NULL; as = as->next) {
     hark_token *tok = as->tokens, *next;
     for (; tok != NULL; tok = next) {
@@ -754,6 +771,18 @@ static bool count_block(hark_loop *hl) {
   return false;
 }
 
+/* A block for the cut word: the loop's spare if it has one, else a new
+ * one; NULL on ENOMEM. */
+static slab *slab_get(hark_loop *hl) {
+  slab *sl = NULL;
+  if (atomic_load_explicit(&hl->spare, memory_order_relaxed) != NULL)
+    sl = atomic_exchange_explicit(&hl->spare, NULL, memory_order_acq_rel);
+  if (sl == NULL)
+    return slab_new();
+  atomic_store_explicit(&sl->refs, SLAB_UNITS, memory_order_relaxed);
+  return sl;
+}
+
 /* Gives back what a block no longer cut from did not use: its units, and
  * their prepaid count. The units keep the block alive until then. */
 static void retire_rest(hark_loop *hl, uintptr_t w) {
@@ -813,7 +842,7 @@ static int claim(hark_loop *hl, unsigned n, item **out, uintptr_t *after) {
     /* No block yet, or not enough left in this one, which may be gone
      * already if all cut: the swap below compares the word, it does not
      * read the block. */
-    if (fresh == NULL && (fresh = slab_new()) == NULL) {
+    if (fresh == NULL && (fresh = slab_get(hl)) == NULL) {
       err = HARK_ENOMEM;
       break;
     }
