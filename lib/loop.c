@@ -1004,6 +1004,23 @@ static inline __attribute__((always_inline)) int push(hark_loop *hl, item **itp,
   return err;
 }
 
+/* Flow control, short of the limit: a post that finds the loop more than
+ * BEHIND posts behind yields the processor once, after queuing. On a busy
+ * machine (more runnable threads than processors) this lets the loop
+ * thread run and catch up, where the queue would otherwise grow for the
+ * posting thread's whole time slice: a queue of hundreds of thousands of
+ * posts is memory gone cold, and fresh pages to fault in. On an idle
+ * machine it costs one system call now and then. The loop's own posts
+ * never yield: it cannot drain while it posts. */
+#define BEHIND 4096
+
+static void behind(hark_loop *hl) {
+  if (atomic_load_explicit(&hl->count, memory_order_relaxed) >
+          BEHIND + SLAB_UNITS /* what a prepaid block may add */
+      && !hark__loop_is_current(hl))
+    sched_yield();
+}
+
 static int post_enqueue(hark_loop *hl, hark_signal *sig,
                         hark__ctrl *sender_ctrl, void *args,
                         void (*args_free)(void *)) {
@@ -1018,6 +1035,10 @@ static int post_enqueue(hark_loop *hl, hark_signal *sig,
   it->owns = false;
   it->args = args;
   err = push(hl, &it, &r);
+  if (err == 0) {
+    behind(hl);
+    return 0;
+  }
   if (err == HARK_ECANCELED && it != NULL) {
     /* Closed meanwhile: undo. The caller holds sig and sender, so
      * neither goes here. */
