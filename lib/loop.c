@@ -475,6 +475,10 @@ static item *take(hark_loop *hl, item *top) {
   item *batch = NULL;
   size_t n = 0;
   while (is_item(top)) {
+    /* The walk waits on each load, and each line was last written on
+     * the posting thread's core. Newest first, the items are mostly the
+     * units below in the same block: fetch those lines well ahead. */
+    __builtin_prefetch((char *)top - 16 * LINE, 1);
     item *next = top->next;
     top->next = batch;
     batch = top;
