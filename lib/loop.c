@@ -369,7 +369,7 @@ static void refs_flush(hark_loop *hl, batch_refs *r) {
 
 /* The item's memory. A run's owner is given back with its run (it holds
  * the run's fields); anything else once it has run. */
-static void refs_add_units(hark_loop *hl, batch_refs *r, item *it) {
+static inline void refs_add_units(hark_loop *hl, batch_refs *r, item *it) {
   if (it->slot == ITEM_OWN) {
     hark__free(it);
     return;
@@ -808,7 +808,8 @@ static void retire_rest(hark_loop *hl, uintptr_t w) {
  * Units are one compare-and-swap on the cut word while its block lasts;
  * else a new block, found without any lock (a thread that loses the race
  * to install one frees its own). */
-static int claim(hark_loop *hl, unsigned n, item **out, uintptr_t *after) {
+static __attribute__((noinline)) int claim_slow(hark_loop *hl, unsigned n,
+                                                item **out, uintptr_t *after) {
   slab *fresh = NULL;
   bool counted = false;
   int err;
@@ -876,6 +877,25 @@ static int claim(hark_loop *hl, unsigned n, item **out, uintptr_t *after) {
     uncount(hl, 1);
   slab_free(fresh);
   return err;
+}
+
+/* The common case inline: a prepaid block with room. */
+static inline __attribute__((always_inline)) int
+claim(hark_loop *hl, unsigned n, item **out, uintptr_t *after) {
+  uintptr_t w = atomic_load_explicit(&hl->cut, memory_order_acquire);
+  /* prepaid implies a block (CUT_CLOSED and "none yet" are not) */
+  if ((w & CUT_PREPAID) && cut_index(w) + n <= SLAB_UNITS &&
+      atomic_compare_exchange_weak_explicit(
+          &hl->cut, &w, w + n, memory_order_acquire, memory_order_relaxed)) {
+    if (n > 1)
+      uncount(hl, n - 1);
+    unsigned i = cut_index(w);
+    *after = w + n;
+    *out = &cut_slab(w)->units[i];
+    (*out)->slot = i;
+    return 0;
+  }
+  return claim_slow(hl, n, out, after);
 }
 
 /* Grows a one-unit claim that left the cut word at after into a two-unit
