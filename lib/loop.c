@@ -471,7 +471,7 @@ static void run_batch(hark_loop *hl, item *it) {
 
 /* Loop thread: turns a chain taken off the stack (newest first) into a
  * batch in push order, and counts its posts and calls out of the queue. */
-static item *take(hark_loop *hl, item *top) {
+static item *take(hark_loop *hl, item *top, size_t *taken) {
   item *batch = NULL;
   size_t n = 0;
   while (is_item(top)) {
@@ -489,6 +489,7 @@ static item *take(hark_loop *hl, item *top) {
     atomic_fetch_sub_explicit(&hl->count, n, memory_order_relaxed);
     bump(&hl->taken, n);
   }
+  *taken = n;
   return batch;
 }
 
@@ -506,6 +507,15 @@ static void sweep(hark_loop *hl) {
  * it lets the rest of the loop run (it then wakes itself to go on). */
 #define DRAIN_NS 1000000u
 
+/* In a flood (a round of at least FLOOD posts), an empty stack is watched
+ * for up to FLOOD_NS, yielding the processor, before the loop sleeps. On
+ * a core the posting thread shares, sleeping costs a round trip for every
+ * batch (the posting thread's eventfd write, which the woken loop thread
+ * may preempt halfway, spinning in libuv until it finishes; epoll; the
+ * read): yielding hands the core over and takes it back without them. */
+#define FLOOD 256
+#define FLOOD_NS 50000u
+
 /* Drains the stack: takes it whole and marks it BUSY, so that posts made
  * meanwhile push without waking the loop; runs the batch; looks again,
  * and leaves only once it has turned BUSY back to IDLE, so that a post
@@ -520,10 +530,17 @@ static void on_async(uv_async_t *handle) {
   for (;;) {
     item *top =
         atomic_exchange_explicit(&hl->head, Q_BUSY, memory_order_acquire);
+    size_t n = 0;
     if (is_item(top))
-      run_batch(hl, take(hl, top));
+      run_batch(hl, take(hl, top, &n));
     if (hl->shut)
       return; /* a receiver closed the loop: the stack is closed too */
+    if (n >= FLOOD) {
+      uint64_t until = uv_hrtime() + FLOOD_NS;
+      while (atomic_load_explicit(&hl->head, memory_order_relaxed) == Q_BUSY &&
+             uv_hrtime() < until)
+        sched_yield();
+    }
     item *busy = Q_BUSY;
     if (atomic_compare_exchange_strong_explicit(&hl->head, &busy, Q_IDLE,
                                                 memory_order_relaxed,
@@ -731,7 +748,8 @@ void hark_loop_close(hark_loop *hl) {
   close_handles(hl);
   /* With shut set these drop posts and calls (args_free, counted) and
    * still run token completions. */
-  run_batch(hl, take(hl, top));
+  size_t n;
+  run_batch(hl, take(hl, top, &n));
   run_batch(hl, later);
 }
 
