@@ -4,6 +4,8 @@
 #                         and cross-thread posts (bench-post); one table
 #                         each; data in bench-signal.dat, bench-post.dat
 #   make bench-callgrind  instructions per op under valgrind (repeatable)
+#   make bench-post       the cross-thread table alone (bench-post)
+#   make bench-post-callgrind  instructions per message of each side of it
 #   make bench-chat       hark-chatd against ngircd, inspircd and Redis
 #                         pub/sub under hark-chatload; data in bench-chat.dat
 #   make bench-plot       gnuplot: the .dat files -> docs/*.png
@@ -46,21 +48,30 @@ bench_bench_post_SOURCES = bench/bench-post.c
 bench_bench_post_CFLAGS = $(AM_CFLAGS) -O2 -pthread
 bench_bench_post_LDADD = libhark.la $(UV_LIBS) -lpthread
 
-EXTRA_DIST += bench/callgrind.sh bench/install-peers.sh bench/bench-chat.sh \
+EXTRA_DIST += bench/callgrind.sh bench/callgrind-post.sh \
+	bench/install-peers.sh bench/bench-chat.sh \
 	bench/plot.sh bench/peer-gobject.c bench/peer-sigc.cc \
 	bench/peer-boost.cc
 CLEANFILES += bench-signal.dat bench-post.dat bench-chat.dat
 
 BENCH_FLAGS =
-.PHONY: bench bench-callgrind bench-chat bench-plot
+BENCH_POST_FLAGS =
+.PHONY: bench bench-callgrind bench-chat bench-plot bench-post \
+	bench-post-callgrind
 bench: bench/bench-signal$(EXEEXT) bench/bench-post$(EXEEXT) \
 		bench/bench-leaks$(EXEEXT)
 	./bench/bench-signal$(EXEEXT) --data bench-signal.dat $(BENCH_FLAGS)
-	./bench/bench-post$(EXEEXT) --data bench-post.dat
+	./bench/bench-post$(EXEEXT) --data bench-post.dat $(BENCH_POST_FLAGS)
 	./bench/bench-leaks$(EXEEXT)
 
 bench-callgrind: bench/bench-signal$(EXEEXT)
 	BENCH=bench/bench-signal$(EXEEXT) $(SHELL) $(srcdir)/bench/callgrind.sh
+
+bench-post: bench/bench-post$(EXEEXT)
+	./bench/bench-post$(EXEEXT) --data bench-post.dat $(BENCH_POST_FLAGS)
+
+bench-post-callgrind: bench/bench-post$(EXEEXT)
+	BENCH=bench/bench-post$(EXEEXT) $(SHELL) $(srcdir)/bench/callgrind-post.sh
 
 bench-chat: examples/chatd/hark-chatd$(EXEEXT) \
 		examples/chatd/hark-chatload$(EXEEXT)

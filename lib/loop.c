@@ -7,12 +7,25 @@
  * is ref'd: an attached hark keeps uv_run going until hark_loop_close);
  * a uv_check_t (unref'd) drains hark_send_later's queue and sweeps dead
  * receivers; a uv_idle_t runs only while deferred work is queued, so the
- * poll phase does not block with work waiting. */
+ * poll phase does not block with work waiting.
+ *
+ * The cross-thread queue takes no lock. A post claims a unit of the
+ * loop's current block with one compare-and-swap, fills it, and pushes it
+ * on a lock-free stack (Treiber's) with another; the loop thread takes
+ * the whole stack with one exchange and reverses it, which gives the
+ * posts back in the order their pushes took effect, so each posting
+ * thread's posts arrive in the order it made them. A post of the same
+ * signal, sender and args_free as the one it lands on joins that one's
+ * run: it takes no reference and needs one 32-byte unit. The stack's head
+ * also says whether the loop must be woken: only the push that finds it
+ * idle calls uv_async_send, and while the loop thread drains, posts see
+ * it busy and make no system call at all. */
 #include "internal.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
+#include <string.h>
 
 /* ---- queued work ------------------------------------------------------ */
 
@@ -23,79 +36,130 @@ enum item_kind {
   ITEM_FINISH, /* an async send whose receivers all completed at once */
 };
 
-/* One cache line: the loop thread reads one line per queued post. */
+typedef struct post post;
+
+/* What every queued thing starts with; on its own (a UNIT) it is a post
+ * that shares the signal, sender and args_free of the post it follows in
+ * its batch, its run's owner (see push), which also holds the references
+ * for the whole run. A flood of posts of one signal costs a UNIT each. */
 typedef struct item {
   struct item *next;
+  void *args; /* POST, CALL */
   union {
-    hark_signal *sig;    /* POST: strong (see owns) */
-    hark_receiver_fn fn; /* CALL */
+    post *owner;                   /* POST, !owns: its run's owner */
+    void (*args_free)(void *args); /* CALL */
   };
-  hark__ctrl *sender_ctrl; /* POST, CALL: weak, NULL for none */
-  void *args;
-  void (*args_free)(void *args);
-  hark__ctrl *self_ctrl; /* CALL: weak, NULL for none */
-  void *hold;            /* CALL: strong, or NULL; dropped with the item */
-  uint8_t kind;          /* enum item_kind */
-  /* POST: holds the sig reference and the sender_ctrl weak one, for
-   * itself and the posts right after it in the queue that share them
-   * (!owns; see enqueue and run_batch) */
-  bool owns;
-  uint8_t slot; /* POST, CALL: its index in its block, or ITEM_OWN */
+  uint32_t slot; /* POST, CALL: its first unit in its block, or ITEM_OWN */
+  uint8_t kind;  /* enum item_kind */
+  bool owns;     /* POST: is a run's owner, a post (below) */
 } item;
 
-#define ITEM_OWN 0xff /* allocated on its own (hark_send_later) */
+#define UNIT 32u
+#define ITEM_OWN UINT32_MAX /* allocated on its own (hark_send_later) */
 
-/* Posts and calls are cut from blocks of SLAB_ITEMS items instead of
- * being allocated one by one: one allocation per SLAB_ITEMS posts, and a
- * block is freed when the last of its items has been released. Items are
- * cut in order (under the loop's mu) and released in queue order (on the
- * loop thread), so blocks go in the order they came; beyond the items
- * queued or running, a loop holds at most the uncut rest of its current
- * block, which close lets go. Nothing stays once the queue is empty and
- * the loop closed. */
-#define SLAB_ITEMS 64
-#define LINE 64
+/* A post that owns a run: it holds the sig reference and the sender_ctrl
+ * weak one for itself and the posts that share them. Two UNITs. */
+struct post {
+  item it;
+  hark_signal *sig;        /* strong */
+  hark__ctrl *sender_ctrl; /* weak, NULL for none */
+  void (*args_free)(void *args);
+  void *unused;
+};
+
+/* A loop-bound receiver's call. Two UNITs. */
+typedef struct call {
+  item it;
+  hark_receiver_fn fn;
+  hark__ctrl *self_ctrl;   /* weak, NULL for none */
+  hark__ctrl *sender_ctrl; /* weak, NULL for none */
+  void *hold;              /* strong, or NULL; dropped with the call */
+} call;
+
+_Static_assert(sizeof(item) == UNIT && sizeof(post) == 2 * UNIT &&
+                   sizeof(call) == 2 * UNIT,
+               "posts and calls in whole units");
+
+static inline post *as_post(item *it) {
+  return HARK__CONTAINER_OF(it, post, it);
+}
+static inline call *as_call(item *it) {
+  return HARK__CONTAINER_OF(it, call, it);
+}
+static inline unsigned item_units(const item *it) {
+  return it->kind == ITEM_CALL || it->owns ? 2 : 1;
+}
+
+/* Posts and calls are cut from blocks of SLAB_UNITS units instead of
+ * being allocated one by one: one allocation per hundred posts or so. A
+ * block belongs to its loop, not to a thread, so nothing stays with a
+ * thread that stops posting or exits. refs counts the units not yet given
+ * back: a unit is given back when its item has run or been dropped (by
+ * the loop thread, a run of them at once), when a post that cut it gives
+ * it up (by that thread), or, for units never cut, when the block stops
+ * being cut from. The block goes with its last unit, on whichever thread
+ * gives it back; while it drains a busy queue, the loop thread keeps the
+ * last one it emptied for the next block to be cut (see spare). Beyond
+ * the items queued or running, a loop holds at most the uncut rest of its
+ * current block, and that spare while it drains; close lets both go. */
+#define LINE 64u
+#define SLAB_SIZE 4096u
+#define SLAB_UNITS ((SLAB_SIZE - LINE) / UNIT) /* the header takes a line */
+#define SLAB_ALIGN 256u                        /* for the cut word's low bits */
 
 typedef struct slab {
-  /* Loop thread only, once the block's first item came through the
-   * queue; the posting threads count what they cut in hl->slab_cut, so
-   * that they never write the line the loop thread writes. */
-  void *mem;         /* what hark__malloc returned */
-  unsigned cap;      /* SLAB_ITEMS, or the final cut once close retired it */
-  unsigned released; /* items given back */
-  char pad[LINE - sizeof(void *) - 2 * sizeof(unsigned)];
-  item items[SLAB_ITEMS]; /* each on a line of its own */
+  void *mem;             /* what hark__malloc returned */
+  _Atomic unsigned refs; /* units not given back */
+  char pad[LINE - sizeof(void *) - sizeof(unsigned)];
+  item units[SLAB_UNITS];
 } slab;
 
-_Static_assert(sizeof(item) <= LINE && LINE % sizeof(item) == 0 &&
-                   offsetof(slab, items) == LINE,
-               "an item per cache line");
+_Static_assert(offsetof(slab, units) == LINE && sizeof(slab) == SLAB_SIZE,
+               "a block's header on a line of its own");
 
-/* A block, aligned on a cache line; NULL on ENOMEM. */
+/* The loop's current block, whether its units are prepaid (see claim),
+ * and the index of its next free unit, in one word (a block is aligned on
+ * SLAB_ALIGN, so these fit in the low bits): cutting is one
+ * compare-and-swap, and no thread reads a block it has not cut a unit of
+ * (a block all cut may already be gone). */
+#define CUT_INDEX ((uintptr_t)0x7f)
+#define CUT_PREPAID ((uintptr_t)0x80)
+#define CUT_LOW ((uintptr_t)(SLAB_ALIGN - 1))
+#define CUT_CLOSED ((uintptr_t)1) /* no block, and none will be made */
+
+_Static_assert(SLAB_UNITS <= CUT_INDEX && (CUT_INDEX | CUT_PREPAID) == CUT_LOW,
+               "the cut word's low bits");
+
+static inline slab *cut_slab(uintptr_t w) { return (slab *)(w & ~CUT_LOW); }
+static inline unsigned cut_index(uintptr_t w) {
+  return (unsigned)(w & CUT_INDEX);
+}
+
+/* A block with all its units to give; NULL on ENOMEM. */
 static slab *slab_new(void) {
-  void *mem = hark__malloc(sizeof(slab) + LINE - 1);
+  void *mem = hark__malloc(sizeof(slab) + SLAB_ALIGN - 1);
   if (mem == NULL)
     return NULL;
-  slab *sl = (slab *)(((uintptr_t)mem + LINE - 1) & ~(uintptr_t)(LINE - 1));
+  slab *sl = (slab *)(((uintptr_t)mem + SLAB_ALIGN - 1) &
+                      ~(uintptr_t)(SLAB_ALIGN - 1));
   sl->mem = mem;
-  sl->cap = SLAB_ITEMS;
-  sl->released = 0;
+  atomic_init(&sl->refs, SLAB_UNITS);
   return sl;
 }
 
-static slab *slab_of(item *it) {
-  return HARK__CONTAINER_OF(it - it->slot, slab, items[0]);
+static void slab_free(slab *sl) {
+  if (sl != NULL)
+    hark__free(sl->mem);
 }
 
-/* Loop thread: gives an item's memory back. */
-static void item_free(item *it) {
-  if (it->slot == ITEM_OWN) {
-    hark__free(it);
-    return;
-  }
-  slab *sl = slab_of(it);
-  if (++sl->released == sl->cap)
-    hark__free(sl->mem);
+static slab *slab_of(item *it) {
+  return HARK__CONTAINER_OF(it - it->slot, slab, units[0]);
+}
+
+/* Gives n units of sl back; true when they were its last (the caller then
+ * frees it or keeps it). Any thread. */
+static bool slab_put(slab *sl, unsigned n) {
+  return atomic_fetch_sub_explicit(&sl->refs, n, memory_order_acq_rel) == n;
 }
 
 typedef struct item_list {
@@ -116,6 +180,14 @@ static item *list_take(item_list *l) {
   l->head = l->tail = NULL;
   return head;
 }
+
+/* The stack's head (hl->head) is an item, or one of these. A chain of
+ * items ends in the value the first of them was pushed on (IDLE or BUSY). */
+#define Q_IDLE ((item *)0)   /* empty, loop not draining: a push wakes it */
+#define Q_BUSY ((item *)1)   /* empty, loop draining: it will look again */
+#define Q_CLOSED ((item *)2) /* closed: pushes are refused */
+
+static inline bool is_item(const item *p) { return (uintptr_t)p > 2; }
 
 /* ---- asynchronous sends ---------------------------------------------- */
 
@@ -153,8 +225,8 @@ static _Thread_local async_send *current_send;
 /* Guards every token's done/as fields and each send's token list. It is
  * global, not per loop, because hark_token_done may run after the loop's
  * memory is gone: under this lock it learns (tok->as == NULL) that close
- * has orphaned the token, before it would touch the loop. Lock order:
- * tokens_mu, then a loop's mu. */
+ * has orphaned the token, before it would touch the loop. It is the only
+ * lock of this file. */
 static pthread_mutex_t tokens_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- the loop object -------------------------------------------------- */
@@ -165,6 +237,7 @@ static pthread_mutex_t tokens_mu = PTHREAD_MUTEX_INITIALIZER;
 
 struct hark_loop {
   hark_object base;
+  void *mem; /* what hark__malloc returned (hl is aligned on a line) */
   uv_loop_t *uv;
   uv_thread_t thread;
   uv_async_t async;
@@ -174,28 +247,25 @@ struct hark_loop {
   /* The reference group (1) plus one per handle until its close
    * callback: the memory goes when this reaches zero. */
   _Atomic int holds;
+  _Atomic bool orphaned; /* last reference dropped off the loop thread */
 
-  /* The posting threads' part, away from the loop thread's (below). */
-  char pad0[64];
-  pthread_mutex_t mu; /* guards what follows, up to the loop-thread part */
-  bool closed;        /* written by the loop thread under mu (see shut) */
-  bool orphaned;      /* last reference dropped off the loop thread */
-  item_list queue;    /* posts, queued calls, token completions */
-  size_t count;       /* posts and calls in queue (tokens are free) */
-  slab *slab;         /* the block posts are cut from, NULL for none */
-  unsigned slab_cut;  /* items cut from it */
-  unsigned long long posted, rejected; /* by enqueue */
-  /* Posting threads between deciding to wake the loop (under mu, loop
-   * not closed) and their uv_async_send returning (outside mu). Goes up
-   * only under mu while !closed; close waits for it to reach zero. */
-  _Atomic unsigned sending;
+  /* What every post reads and writes: one line, which a post brings to
+   * its core once for all its atomic operations. */
+  _Alignas(LINE) item *_Atomic head; /* the stack of queued items */
+  _Atomic uintptr_t cut;             /* current block | next slot */
+  _Atomic size_t count;              /* posts and calls in the stack */
   _Atomic size_t limit;
+  /* Threads between pushing on an idle stack and their uv_async_send
+   * returning; close waits for it to reach zero (see hark_loop_close). */
+  _Atomic unsigned sending;
+  _Atomic unsigned long long rejected; /* HARK_EAGAIN answers */
+  /* An emptied block the loop thread keeps for the next one to be cut
+   * while it drains a busy queue, so that a flood of posts allocates
+   * nothing; it lets it go when the queue runs dry, and at close. */
+  slab *_Atomic spare;
 
   /* loop thread only */
-  char pad1[64];
-  /* closed, as the loop thread reads it: a read of closed itself would
-   * pull in the line that every post writes. */
-  bool shut;
+  _Alignas(LINE) bool shut; /* closed */
   item_list later;
   size_t later_count;
   async_send *sends; /* async sends not yet finished */
@@ -203,7 +273,7 @@ struct hark_loop {
   unsigned long sweep_mark;
 
   /* Written by the loop thread only (see bump), read by any thread. */
-  _Atomic unsigned long long delivered, dropped, swept, later_posted,
+  _Atomic unsigned long long taken, delivered, dropped, swept, later_posted,
       later_rejected;
 };
 
@@ -215,10 +285,8 @@ static inline void bump(_Atomic unsigned long long *c, unsigned long long n) {
 }
 
 static void release_hold(hark_loop *hl) {
-  if (atomic_fetch_sub(&hl->holds, 1) == 1) {
-    pthread_mutex_destroy(&hl->mu);
-    hark__free(hl);
-  }
+  if (atomic_fetch_sub(&hl->holds, 1) == 1)
+    hark__free(hl->mem);
 }
 
 static bool loop_is_current(hark_loop *hl) {
@@ -229,29 +297,6 @@ static bool loop_is_current(hark_loop *hl) {
 uv_loop_t *hark_loop_uv(hark_loop *hl) { return hl != NULL ? hl->uv : NULL; }
 
 /* ---- running queued items -------------------------------------------- */
-
-/* Loop thread: releases what a post or call holds of its own (a post's
- * references go in run_batch, as they may be shared), runs args_free,
- * gives the memory back. */
-static void item_release(item *it) {
-  if (it->kind == ITEM_CALL) {
-    if (it->self_ctrl != NULL)
-      hark__ctrl_weak_release(it->self_ctrl);
-    if (it->sender_ctrl != NULL)
-      hark__ctrl_weak_release(it->sender_ctrl);
-    hark_unref(it->hold);
-  }
-  if (it->args_free != NULL)
-    it->args_free(it->args);
-  item_free(it);
-}
-
-/* Drops a run's references: its posts' signal and sender (weak). */
-static void run_drop(hark_signal *sig, hark__ctrl *sender_ctrl) {
-  if (sender_ctrl != NULL)
-    hark__ctrl_weak_release(sender_ctrl);
-  hark_unref(sig);
-}
 
 static void send_finish(hark_loop *hl, async_send *as) {
   if (as->prev != NULL)
@@ -285,37 +330,71 @@ static void token_complete(hark_loop *hl, hark_token *tok) {
     send_finish(hl, as);
 }
 
-static void run_item(hark_loop *hl, item *it) {
-  switch (it->kind) {
-  case ITEM_TOKEN:
-    token_complete(hl, HARK__CONTAINER_OF(it, hark_token, node));
+/* What a batch holds and gives back in runs: the run of posts being run
+ * (its owner holds the references; see push), and the units of the block
+ * its items are cut from, given back in one step per block rather than
+ * one per item, so that the loop thread writes the block's line once. */
+typedef struct batch_refs {
+  post *run;
+  slab *sl;
+  unsigned nsl;
+} batch_refs;
+
+/* Ends the current run of posts: drops its signal and sender. */
+static void refs_end_run(batch_refs *r) {
+  post *p = r->run;
+  if (p == NULL)
     return;
-  case ITEM_FINISH:
-    if (!hl->shut)
-      send_finish(hl, HARK__CONTAINER_OF(it, async_send, node));
+  r->run = NULL;
+  if (p->sender_ctrl != NULL)
+    hark__ctrl_weak_release(p->sender_ctrl);
+  hark__unref(p->sig);
+}
+
+/* Loop thread: gives n units of sl back. A block emptied while the loop
+ * is open becomes the spare (the one it replaces goes). */
+static void slab_put_loop(hark_loop *hl, slab *sl, unsigned n) {
+  if (!slab_put(sl, n))
     return;
-  case ITEM_POST:
-  case ITEM_CALL:
-    break;
+  if (hl->shut)
+    slab_free(sl);
+  else
+    slab_free(atomic_exchange_explicit(&hl->spare, sl, memory_order_acq_rel));
+}
+
+static void refs_flush(hark_loop *hl, batch_refs *r) {
+  if (r->nsl != 0)
+    slab_put_loop(hl, r->sl, r->nsl);
+  r->nsl = 0;
+}
+
+/* The item's memory. A run's owner is given back with its run (it holds
+ * the run's fields); anything else once it has run. */
+static inline void refs_add_units(hark_loop *hl, batch_refs *r, item *it) {
+  if (it->slot == ITEM_OWN) {
+    hark__free(it);
+    return;
   }
-  if (hl->shut) {
-    bump(&hl->dropped, 1);
-    item_release(it);
-    return;
+  slab *sl = slab_of(it);
+  if (sl != r->sl) {
+    refs_flush(hl, r);
+    r->sl = sl;
   }
+  r->nsl += item_units(it);
+}
+
+/* A loop-bound receiver's call: its references are its own. */
+static void run_call(hark_loop *hl, call *c) {
   void *sender = NULL, *self = NULL;
-  bool live = true;
-  if (it->sender_ctrl != NULL &&
-      (sender = hark__ctrl_upgrade(it->sender_ctrl)) == NULL)
+  bool live = !hl->shut;
+  if (live && c->sender_ctrl != NULL &&
+      (sender = hark__ctrl_upgrade(c->sender_ctrl)) == NULL)
     live = false;
-  if (live && it->self_ctrl != NULL &&
-      (self = hark__ctrl_upgrade(it->self_ctrl)) == NULL)
+  if (live && c->self_ctrl != NULL &&
+      (self = hark__ctrl_upgrade(c->self_ctrl)) == NULL)
     live = false;
   if (live) {
-    if (it->kind == ITEM_POST)
-      hark_send(it->sig, sender, it->args);
-    else
-      it->fn(self, sender, it->args);
+    c->fn(self, sender, c->it.args);
     bump(&hl->delivered, 1);
   } else {
     bump(&hl->dropped, 1);
@@ -324,50 +403,95 @@ static void run_item(hark_loop *hl, item *it) {
     hark__unref(self);
   if (sender != NULL)
     hark__unref(sender);
-  item_release(it);
+  if (c->self_ctrl != NULL)
+    hark__ctrl_weak_release(c->self_ctrl);
+  if (c->sender_ctrl != NULL)
+    hark__ctrl_weak_release(c->sender_ctrl);
+  hark_unref(c->hold);
+  if (c->it.args_free != NULL)
+    c->it.args_free(c->it.args);
 }
 
-/* Runs a batch taken off a queue, in order, without the lock. A receiver
- * may close the loop halfway: run_item then drops the rest (hl stays
+/* Runs a batch (a NULL-terminated chain, in order), without any lock. A
+ * receiver may close the loop halfway: the rest is then dropped (hl stays
  * valid: its memory waits for the handles' close callbacks, which run
- * later in uv_run).
- * Posts of one (signal, sender) queued back to back share one signal
- * reference and one weak sender reference, taken by the first of them
- * (owns) and dropped once the last of the run has gone. A run never spans
- * batches: a batch is a whole queue taken at once, and a post shares
- * only with the item before it in the same queue (enqueue). */
+ * later in uv_run). A run of posts never spans batches: a post shares
+ * only with the item right below it on the stack, which the same exchange
+ * takes (see push), so its owner comes right before it here. */
 static void run_batch(hark_loop *hl, item *it) {
-  hark_signal *run_sig = NULL;
-  hark__ctrl *run_sender = NULL;
+  batch_refs r = {0};
   while (it != NULL) {
     item *next = it->next;
-    if (it->kind != ITEM_POST) {
-      run_item(hl, it);
-    } else {
+    switch (it->kind) {
+    case ITEM_TOKEN:
+      token_complete(hl, HARK__CONTAINER_OF(it, hark_token, node));
+      break;
+    case ITEM_FINISH:
+      if (!hl->shut)
+        send_finish(hl, HARK__CONTAINER_OF(it, async_send, node));
+      break;
+    case ITEM_CALL:
+      run_call(hl, as_call(it));
+      refs_add_units(hl, &r, it);
+      break;
+    case ITEM_POST: {
       if (it->owns) {
-        run_drop(run_sig, run_sender);
-        run_sig = it->sig;
-        run_sender = it->sender_ctrl;
+        /* an owner starts a run: the previous one has gone */
+        post *prev = r.run;
+        refs_end_run(&r);
+        if (prev != NULL)
+          refs_add_units(hl, &r, &prev->it);
+        r.run = as_post(it);
       }
-      /* run_item's work for a post, inline: the common case */
+      post *p = r.run; /* it->owns, or it->owner == r.run (see push) */
       void *sender = NULL;
-      if (hl->shut ||
-          (it->sender_ctrl != NULL &&
-           (sender = hark__ctrl_upgrade(it->sender_ctrl)) == NULL)) {
+      if (hl->shut || (p->sender_ctrl != NULL &&
+                       (sender = hark__ctrl_upgrade(p->sender_ctrl)) == NULL)) {
         bump(&hl->dropped, 1);
       } else {
-        hark_send(it->sig, sender, it->args);
+        hark_send(p->sig, sender, it->args);
         bump(&hl->delivered, 1);
         if (sender != NULL)
           hark__unref(sender);
       }
-      if (it->args_free != NULL)
-        it->args_free(it->args);
-      item_free(it);
+      if (p->args_free != NULL)
+        p->args_free(it->args);
+      if (!it->owns)
+        refs_add_units(hl, &r, it);
+      break;
+    }
     }
     it = next;
   }
-  run_drop(run_sig, run_sender);
+  post *last = r.run;
+  refs_end_run(&r);
+  if (last != NULL)
+    refs_add_units(hl, &r, &last->it);
+  refs_flush(hl, &r);
+}
+
+/* Loop thread: turns a chain taken off the stack (newest first) into a
+ * batch in push order, and counts its posts and calls out of the queue. */
+static item *take(hark_loop *hl, item *top, size_t *taken) {
+  item *batch = NULL;
+  size_t n = 0;
+  while (is_item(top)) {
+    /* The walk waits on each load, and each line was last written on
+     * the posting thread's core. Newest first, the items are mostly the
+     * units below in the same block: fetch those lines well ahead. */
+    __builtin_prefetch((char *)top - 16 * LINE, 1);
+    item *next = top->next;
+    top->next = batch;
+    batch = top;
+    n += top->kind <= ITEM_CALL;
+    top = next;
+  }
+  if (n != 0) {
+    atomic_fetch_sub_explicit(&hl->count, n, memory_order_relaxed);
+    bump(&hl->taken, n);
+  }
+  *taken = n;
+  return batch;
 }
 
 static void sweep(hark_loop *hl) {
@@ -380,16 +504,62 @@ static void sweep(hark_loop *hl) {
 
 /* ---- libuv callbacks -------------------------------------------------- */
 
+/* How long one on_async may keep draining while posts keep coming, before
+ * it lets the rest of the loop run (it then wakes itself to go on). */
+#define DRAIN_NS 1000000u
+
+/* In a flood (a round of at least FLOOD posts), an empty stack is watched
+ * for up to FLOOD_NS, yielding the processor, before the loop sleeps. On
+ * a core the posting thread shares, sleeping costs a round trip for every
+ * batch (the posting thread's eventfd write, which the woken loop thread
+ * may preempt halfway, spinning in libuv until it finishes; epoll; the
+ * read): yielding hands the core over and takes it back without them. */
+#define FLOOD 256
+#define FLOOD_NS 50000u
+
+/* Drains the stack: takes it whole and marks it BUSY, so that posts made
+ * meanwhile push without waking the loop; runs the batch; looks again,
+ * and leaves only once it has turned BUSY back to IDLE, so that a post
+ * never lands on a stack that nobody will look at. */
 static void on_async(uv_async_t *handle) {
   hark_loop *hl = handle->data;
-  pthread_mutex_lock(&hl->mu);
-  item *batch = list_take(&hl->queue);
-  hl->count = 0;
-  bool orphaned = hl->orphaned;
-  pthread_mutex_unlock(&hl->mu);
-  if (orphaned)
+  if (atomic_load_explicit(&hl->orphaned, memory_order_acquire)) {
     hark_loop_close(hl);
-  run_batch(hl, batch);
+    return;
+  }
+  uint64_t start = uv_hrtime();
+  for (;;) {
+    item *top =
+        atomic_exchange_explicit(&hl->head, Q_BUSY, memory_order_acquire);
+    size_t n = 0;
+    if (is_item(top))
+      run_batch(hl, take(hl, top, &n));
+    if (hl->shut)
+      return; /* a receiver closed the loop: the stack is closed too */
+    if (n >= FLOOD) {
+      uint64_t until = uv_hrtime() + FLOOD_NS;
+      while (atomic_load_explicit(&hl->head, memory_order_relaxed) == Q_BUSY &&
+             uv_hrtime() < until)
+        sched_yield();
+    }
+    item *busy = Q_BUSY;
+    if (atomic_compare_exchange_strong_explicit(&hl->head, &busy, Q_IDLE,
+                                                memory_order_relaxed,
+                                                memory_order_relaxed)) {
+      /* dry: no block kept beyond the current one */
+      if (atomic_load_explicit(&hl->spare, memory_order_relaxed) != NULL)
+        slab_free(
+            atomic_exchange_explicit(&hl->spare, NULL, memory_order_acq_rel));
+      return;
+    }
+    if (uv_hrtime() - start > DRAIN_NS) {
+      /* More has come, but the other handles get their turn first: the
+       * stack stays non-empty (posts still make no call), and this
+       * wakeup brings us back. */
+      uv_async_send(handle);
+      return;
+    }
+  }
 }
 
 static void on_check(uv_check_t *handle) {
@@ -428,22 +598,30 @@ static void close_handles(hark_loop *hl) {
   hl->handles = 0;
 }
 
+/* Wakes the loop from a thread that pushed nothing (see loop_finalize),
+ * unless it is closed. Counted in sending like a push on an idle stack,
+ * for the same race with close (see hark_loop_close). */
+static void wake(hark_loop *hl) {
+  atomic_fetch_add_explicit(&hl->sending, 1, memory_order_seq_cst);
+  if (atomic_load_explicit(&hl->head, memory_order_seq_cst) != Q_CLOSED)
+    uv_async_send(&hl->async);
+  atomic_fetch_sub_explicit(&hl->sending, 1, memory_order_release);
+}
+
 /* ---- life cycle ------------------------------------------------------- */
+
+static void retire_rest(hark_loop *hl, uintptr_t w); /* posting */
 
 static void loop_finalize(void *obj) {
   hark_loop *hl = obj;
-  bool here = loop_is_current(hl);
-  pthread_mutex_lock(&hl->mu);
-  bool closed = hl->closed;
-  /* Dropped without hark_loop_close on another thread: only the loop
-   * thread may close handles, so ask it to. */
-  if (!closed && !here) {
-    hl->orphaned = true;
-    uv_async_send(&hl->async);
-  }
-  pthread_mutex_unlock(&hl->mu);
-  if (!closed && here)
+  if (!loop_is_current(hl)) {
+    /* Dropped without hark_loop_close on another thread: only the loop
+     * thread may close handles, so ask it to. */
+    atomic_store_explicit(&hl->orphaned, true, memory_order_release);
+    wake(hl);
+  } else if (!hl->shut) {
     hark_loop_close(hl);
+  }
   release_hold(hl);
 }
 
@@ -459,21 +637,22 @@ static void add_handle(hark_loop *hl, uv_handle_t *h, unsigned bit) {
 hark_loop *hark_loop_new(uv_loop_t *loop) {
   if (loop == NULL)
     return NULL;
-  hark_loop *hl = hark__calloc(1, sizeof(*hl));
-  if (hl == NULL)
+  /* aligned on a line, for the posting line's sake */
+  void *mem = hark__malloc(sizeof(hark_loop) + LINE - 1);
+  if (mem == NULL)
     return NULL;
-  if (pthread_mutex_init(&hl->mu, NULL) != 0) {
-    hark__free(hl);
-    return NULL;
-  }
+  hark_loop *hl =
+      (hark_loop *)(((uintptr_t)mem + LINE - 1) & ~(uintptr_t)(LINE - 1));
+  memset(hl, 0, sizeof(*hl));
+  hl->mem = mem;
   if (hark_object_init(hl, &loop_type) != 0) {
-    pthread_mutex_destroy(&hl->mu);
-    hark__free(hl);
+    hark__free(mem);
     return NULL;
   }
   hl->uv = loop;
   hl->thread = uv_thread_self();
   atomic_init(&hl->holds, 1);
+  atomic_init(&hl->head, Q_IDLE);
   atomic_init(&hl->limit, HARK_DEFAULT_QUEUE_LIMIT);
   hl->sweep_mark = atomic_load(&hark__dead_receivers);
 
@@ -494,7 +673,9 @@ hark_loop *hark_loop_new(uv_loop_t *loop) {
   return hl;
 
 fail:
-  hl->closed = hl->shut = true;
+  atomic_store(&hl->head, Q_CLOSED);
+  atomic_store(&hl->cut, CUT_CLOSED);
+  hl->shut = true;
   close_handles(hl);
   hark_unref(hl);
   return NULL;
@@ -511,25 +692,22 @@ int hark_loop_close(hark_loop *hl) {
   if (hl->shut)
     return 0;
 
-  /* closed is set under mu, so a post either got in before (and is
-   * dropped below) or sees it and is refused; one that got in may still
-   * be on its way to uv_async_send: see the wait before close_handles.
+  /* The stack turns CLOSED in one exchange: a push either took effect
+   * before (its item is in top, dropped below) or fails and is refused.
    * Tokens not yet done are orphaned under tokens_mu at the same time:
-   * hark_token_done then never reaches this loop again. */
+   * hark_token_done then never reaches this loop again (and one that
+   * got tokens_mu first has pushed its completion, in top). */
   pthread_mutex_lock(&tokens_mu);
-  pthread_mutex_lock(&hl->mu);
-  hl->closed = hl->shut = true;
-  item *batch = list_take(&hl->queue);
-  hl->count = 0;
-  /* No more items are cut: the current block goes once those cut from
-   * it have been released (now, if they all have). */
-  slab *sl = hl->slab;
-  hl->slab = NULL;
-  if (sl != NULL)
-    sl->cap = hl->slab_cut;
-  pthread_mutex_unlock(&hl->mu);
-  if (sl != NULL && sl->released == sl->cap)
-    hark__free(sl->mem);
+  item *top =
+      atomic_exchange_explicit(&hl->head, Q_CLOSED, memory_order_seq_cst);
+  hl->shut = true;
+  /* No more units are cut: the current block goes once those cut from it
+   * have been given back (now, if they all have), with the count its
+   * uncut units had prepaid; the spare goes now (a post that took it
+   * frees it when it finds the cut word closed). */
+  retire_rest(
+      hl, atomic_exchange_explicit(&hl->cut, CUT_CLOSED, memory_order_acq_rel));
+  slab_free(atomic_exchange_explicit(&hl->spare, NULL, memory_order_acq_rel));
   for (async_send *as = hl->sends; as != NULL; as = as->next) {
     hark_token *tok = as->tokens, *next;
     for (; tok != NULL; tok = next) {
@@ -560,112 +738,402 @@ int hark_loop_close(hark_loop *hl) {
 
   item *later = list_take(&hl->later);
   hl->later_count = 0;
-  /* The close/uv_async_send race: a post that found the loop open calls
-   * uv_async_send after leaving mu (enqueue). It counted itself in
-   * sending under mu, before we set closed under mu, so the load below
-   * sees it; its send happens before its decrement, which our acquire
-   * load pairs with: no send touches the handle once uv_close has it,
-   * nor the memory the close callbacks may free. Posts from now on see
-   * closed under mu and never send. The wait spans at most a
-   * uv_async_send, which never waits for this thread. */
-  while (atomic_load_explicit(&hl->sending, memory_order_acquire) != 0)
+  /* The close/uv_async_send race (libuv: no uv_async_send once uv_close
+   * has the handle). A push on an idle stack calls uv_async_send after
+   * its push took effect; before pushing it counted itself in sending
+   * (sequentially consistent, like its push, our exchange above and the
+   * load below). So either its push came before our exchange in that
+   * order, and the load below sees its count until its send has
+   * returned (its release decrement pairs with our acquire load), or it
+   * came after, and the push found CLOSED and sends nothing. Hence no
+   * send touches the handle once uv_close has it, nor the memory that
+   * the close callbacks may free. The wait spans at most a uv_async_send,
+   * which never waits for this thread. */
+  while (atomic_load_explicit(&hl->sending, memory_order_seq_cst) != 0)
     sched_yield();
   close_handles(hl);
-  /* With closed set these drop posts and calls (args_free, counted) and
+  /* With shut set these drop posts and calls (args_free, counted) and
    * still run token completions. */
-  run_batch(hl, batch);
+  size_t n;
+  run_batch(hl, take(hl, top, &n));
   run_batch(hl, later);
   return 0;
 }
 
 /* ---- posting ---------------------------------------------------------- */
 
-/* Queues a POST or a CALL: takes the references it holds if the loop
- * accepts it; else changes nothing. A new block, when needed, is
- * allocated outside mu. */
-static inline __attribute__((always_inline)) int
-enqueue(hark_loop *hl, enum item_kind kind, hark_signal *sig,
-        hark_receiver_fn fn, hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
-        void *hold, void *args, void (*args_free)(void *)) {
+/* The bound. count goes up before a push and down when the loop takes the
+ * stack, so that the stack never holds more posts and calls than count,
+ * nor count more than the limit. Far from the limit, a block's units are
+ * counted in when it is installed (prepaid: one post per unit, and what a
+ * two-unit item or an unused unit did not use is given back), so that a
+ * post costs no atomic operation on count; near the limit, each post
+ * counts itself in, so that the bound is exact. */
+
+static void uncount(hark_loop *hl, size_t n) {
+  if (n != 0)
+    atomic_fetch_sub_explicit(&hl->count, n, memory_order_relaxed);
+}
+
+/* Counts one post in, within the bound; false (counted as rejected) when
+ * the queue is full. */
+static bool count_one(hark_loop *hl) {
+  if (atomic_fetch_add_explicit(&hl->count, 1, memory_order_relaxed) <
+      atomic_load_explicit(&hl->limit, memory_order_relaxed))
+    return true;
+  uncount(hl, 1);
+  atomic_fetch_add_explicit(&hl->rejected, 1, memory_order_relaxed);
+  return false;
+}
+
+/* Counts a whole block's units in at once if they fit in the bound. */
+static bool count_block(hark_loop *hl) {
+  size_t limit = atomic_load_explicit(&hl->limit, memory_order_relaxed);
+  if (atomic_load_explicit(&hl->count, memory_order_relaxed) + SLAB_UNITS >
+      limit)
+    return false;
+  if (atomic_fetch_add_explicit(&hl->count, SLAB_UNITS, memory_order_relaxed) +
+          SLAB_UNITS <=
+      limit)
+    return true;
+  uncount(hl, SLAB_UNITS);
+  return false;
+}
+
+/* A block for the cut word: the loop's spare if it has one, else a new
+ * one; NULL on ENOMEM. */
+static slab *slab_get(hark_loop *hl) {
+  slab *sl = NULL;
+  if (atomic_load_explicit(&hl->spare, memory_order_relaxed) != NULL)
+    sl = atomic_exchange_explicit(&hl->spare, NULL, memory_order_acq_rel);
+  if (sl == NULL)
+    return slab_new();
+  atomic_store_explicit(&sl->refs, SLAB_UNITS, memory_order_relaxed);
+  return sl;
+}
+
+/* Gives back what a block no longer cut from did not use: its units, and
+ * their prepaid count. The units keep the block alive until then. */
+static void retire_rest(hark_loop *hl, uintptr_t w) {
+  slab *sl = cut_slab(w);
+  unsigned rest = SLAB_UNITS - cut_index(w);
+  if (sl == NULL || rest == 0)
+    return;
+  if (w & CUT_PREPAID)
+    uncount(hl, rest);
+  if (slab_put(sl, rest))
+    slab_free(sl);
+}
+
+/* Claims n (1 or 2) consecutive units for one post or call, counted in
+ * within the bound. Returns 0, HARK_EAGAIN (full), HARK_ECANCELED
+ * (closed) or HARK_ENOMEM, having changed nothing on failure. On success
+ * *after is the cut word as this claim left it (see extend).
+ *
+ * Units are one compare-and-swap on the cut word while its block lasts;
+ * else a new block, found without any lock (a thread that loses the race
+ * to install one frees its own). */
+static __attribute__((noinline)) int claim_slow(hark_loop *hl, unsigned n,
+                                                item **out, uintptr_t *after) {
   slab *fresh = NULL;
-  pthread_mutex_lock(&hl->mu);
+  bool counted = false;
+  int err;
+  uintptr_t w = atomic_load_explicit(&hl->cut, memory_order_acquire);
   for (;;) {
-    if (hl->closed) {
-      pthread_mutex_unlock(&hl->mu);
-      if (fresh != NULL)
-        hark__free(fresh->mem);
-      return HARK_ECANCELED;
-    }
-    if (hl->count >= atomic_load_explicit(&hl->limit, memory_order_relaxed)) {
-      hl->rejected++;
-      pthread_mutex_unlock(&hl->mu);
-      if (fresh != NULL)
-        hark__free(fresh->mem);
-      return HARK_EAGAIN;
-    }
-    if (hl->slab != NULL)
-      break;
-    if (fresh != NULL) {
-      hl->slab = fresh;
-      hl->slab_cut = 0;
-      fresh = NULL;
+    if (w == CUT_CLOSED) {
+      err = HARK_ECANCELED;
       break;
     }
-    pthread_mutex_unlock(&hl->mu);
-    if ((fresh = slab_new()) == NULL)
-      return HARK_ENOMEM;
-    pthread_mutex_lock(&hl->mu); /* and check again: things moved */
+    slab *sl = cut_slab(w);
+    unsigned i = cut_index(w);
+    bool prepaid = (w & CUT_PREPAID) != 0;
+    if (sl != NULL && i + n <= SLAB_UNITS) {
+      if (!prepaid && !counted) {
+        if (!count_one(hl)) {
+          err = HARK_EAGAIN;
+          break;
+        }
+        counted = true;
+      }
+      /* The units are ours once the swap succeeds: only then is sl read. */
+      if (atomic_compare_exchange_weak_explicit(&hl->cut, &w, w + n,
+                                                memory_order_acquire,
+                                                memory_order_acquire)) {
+        if (prepaid)
+          uncount(hl, counted + n - 1);
+        slab_free(fresh);
+        *after = w + n;
+        *out = &sl->units[i];
+        (*out)->slot = i;
+        return 0;
+      }
+      continue;
+    }
+    /* No block yet, or not enough left in this one, which may be gone
+     * already if all cut: the swap below compares the word, it does not
+     * read the block. */
+    if (fresh == NULL && (fresh = slab_get(hl)) == NULL) {
+      err = HARK_ENOMEM;
+      break;
+    }
+    bool fresh_prepaid = count_block(hl);
+    if (!fresh_prepaid && !counted) {
+      if (!count_one(hl)) {
+        err = HARK_EAGAIN;
+        break;
+      }
+      counted = true;
+    }
+    uintptr_t nw = (uintptr_t)fresh | (fresh_prepaid ? CUT_PREPAID : 0) | n;
+    if (atomic_compare_exchange_weak_explicit(
+            &hl->cut, &w, nw, memory_order_acq_rel, memory_order_acquire)) {
+      retire_rest(hl, w);
+      if (fresh_prepaid)
+        uncount(hl, counted + n - 1);
+      *after = nw;
+      *out = &fresh->units[0];
+      (*out)->slot = 0;
+      return 0;
+    }
+    if (fresh_prepaid)
+      uncount(hl, SLAB_UNITS);
   }
-  slab *sl = hl->slab;
-  item *it = &sl->items[hl->slab_cut];
-  it->slot = (uint8_t)hl->slab_cut;
-  if (++hl->slab_cut == SLAB_ITEMS)
-    hl->slab = NULL;
-  it->kind = (uint8_t)kind;
-  if (kind == ITEM_POST)
-    it->sig = sig;
-  else
-    it->fn = fn;
-  it->self_ctrl = self_ctrl;
-  it->sender_ctrl = sender_ctrl;
-  it->hold = hold;
+  if (counted)
+    uncount(hl, 1);
+  slab_free(fresh);
+  return err;
+}
+
+/* The common case inline: a prepaid block with room. */
+static inline __attribute__((always_inline)) int
+claim(hark_loop *hl, unsigned n, item **out, uintptr_t *after) {
+  uintptr_t w = atomic_load_explicit(&hl->cut, memory_order_acquire);
+  /* prepaid implies a block (CUT_CLOSED and "none yet" are not) */
+  if ((w & CUT_PREPAID) && cut_index(w) + n <= SLAB_UNITS &&
+      atomic_compare_exchange_weak_explicit(
+          &hl->cut, &w, w + n, memory_order_acquire, memory_order_relaxed)) {
+    if (n > 1)
+      uncount(hl, n - 1);
+    unsigned i = cut_index(w);
+    *after = w + n;
+    *out = &cut_slab(w)->units[i];
+    (*out)->slot = i;
+    return 0;
+  }
+  return claim_slow(hl, n, out, after);
+}
+
+/* Grows a one-unit claim that left the cut word at after into a two-unit
+ * one, if no one has cut since; false if someone has. */
+static bool extend(hark_loop *hl, uintptr_t after) {
+  if (cut_index(after) >= SLAB_UNITS ||
+      !atomic_compare_exchange_strong_explicit(&hl->cut, &after, after + 1,
+                                               memory_order_relaxed,
+                                               memory_order_relaxed))
+    return false;
+  if (after & CUT_PREPAID)
+    uncount(hl, 1); /* a post counts once */
+  return true;
+}
+
+/* Gives back the n units of an item never pushed, and its count. */
+static void unclaim(hark_loop *hl, item *it, unsigned n) {
+  slab *sl = slab_of(it);
+  if (slab_put(sl, n))
+    slab_free(sl);
+  uncount(hl, 1);
+}
+
+/* A post being pushed: its fields until it knows where it lands. */
+typedef struct post_req {
+  hark_signal *sig;
+  hark__ctrl *sender_ctrl;
+  void (*args_free)(void *args);
+  uintptr_t after; /* the cut word after its first unit was claimed */
+  bool owns;       /* has become a run's owner (two units, references) */
+} post_req;
+
+/* The run a post landing on old can join, or NULL: old is a post of the
+ * same signal, sender and args_free, cut from the same block as it. That
+ * last condition makes the look safe and the answer true. Safe: it holds
+ * units of that block, unpushed, so the block is not freed; a run's owner
+ * is in its block too (each of its posts is in the block of the one it
+ * landed on); and a pushed item does not change but for next. True: a
+ * unit is pushed once in its block's life, so if the push finds old still
+ * on top, old was never taken, and the exchange that takes old takes this
+ * post with it, right after it. */
+static inline post *joinable(const item *old, const item *it,
+                             const post_req *r) {
+  const item *first = it - it->slot;
+  if ((uintptr_t)old - (uintptr_t)first >= SLAB_UNITS * sizeof(item) ||
+      old->kind != ITEM_POST)
+    return NULL;
+  post *run = old->owns ? as_post((item *)old) : old->owner;
+  return run->sig == r->sig && run->sender_ctrl == r->sender_ctrl &&
+                 run->args_free == r->args_free
+             ? run
+             : NULL;
+}
+
+/* Makes a post that cannot join the run it lands on the owner of a new
+ * one: two units (the next one if still uncut, else two new ones) and
+ * its own references. Returns 0 or claim's error (the post then gave its
+ * unit back). */
+static int become_owner(hark_loop *hl, item **itp, post_req *r) {
+  item *it = *itp;
+  if (!extend(hl, r->after)) {
+    void *args = it->args;
+    unclaim(hl, it, 1);
+    int err = claim(hl, 2, &it, &r->after);
+    if (err != 0)
+      return err;
+    it->kind = ITEM_POST;
+    it->args = args;
+    *itp = it;
+  }
+  post *p = as_post(it);
+  p->sig = r->sig;
+  p->sender_ctrl = r->sender_ctrl;
+  p->args_free = r->args_free;
+  it->owns = r->owns = true;
+  hark__ref(r->sig);
+  if (r->sender_ctrl != NULL)
+    hark__ctrl_weak_acquire(r->sender_ctrl);
+  return 0;
+}
+
+/* Pushes *itp on hl's stack and wakes the loop if the stack was idle.
+ * With r, *itp is a post of one unit that joins the run it lands on or
+ * becomes an owner (and may move: *itp is updated); other items come
+ * ready. Returns 0; HARK_ECANCELED if the loop is closed (nothing pushed,
+ * the item still the caller's); or, for a post, an error of claim (its
+ * units given back). */
+static inline __attribute__((always_inline)) int push(hark_loop *hl, item **itp,
+                                                      post_req *r) {
+  item *it = *itp;
+  item *old = atomic_load_explicit(&hl->head, memory_order_acquire);
+  bool counted = false;
+  int err = 0;
+  for (;;) {
+    if (old == Q_CLOSED) {
+      err = HARK_ECANCELED;
+      break;
+    }
+    if (old == Q_IDLE && !counted) {
+      /* This push may be the one that must wake the loop: count it in
+       * sending first, then look again (see hark_loop_close). */
+      atomic_fetch_add_explicit(&hl->sending, 1, memory_order_seq_cst);
+      counted = true;
+      old = atomic_load_explicit(&hl->head, memory_order_seq_cst);
+      continue;
+    }
+    if (r != NULL && !r->owns) {
+      post *run = is_item(old) ? joinable(old, it, r) : NULL;
+      if (run != NULL) {
+        it->owns = false;
+        it->owner = run;
+      } else if ((err = become_owner(hl, &it, r)) != 0) {
+        it = NULL;
+        break;
+      }
+    }
+    it->next = old;
+    if (atomic_compare_exchange_weak_explicit(
+            &hl->head, &old, it, memory_order_seq_cst, memory_order_acquire))
+      break;
+  }
+  /* One wakeup per idle-to-non-empty transition: a non-empty stack has
+   * a wakeup on its way (from the push that found it idle), and a BUSY
+   * one is being drained by a loop that will look again. */
+  if (err == 0 && old == Q_IDLE)
+    uv_async_send(&hl->async);
+  if (counted)
+    atomic_fetch_sub_explicit(&hl->sending, 1, memory_order_release);
+  *itp = it;
+  return err;
+}
+
+/* Flow control, short of the limit: a post that finds the loop more than
+ * BEHIND posts behind yields the processor once, after queuing. On a busy
+ * machine (more runnable threads than processors) this lets the loop
+ * thread run and catch up, where the queue would otherwise grow for the
+ * posting thread's whole time slice: a queue of hundreds of thousands of
+ * posts is memory gone cold, and fresh pages to fault in. On an idle
+ * machine it costs one system call now and then. The loop's own posts
+ * never yield: it cannot drain while it posts. */
+#define BEHIND 4096
+
+static void behind(hark_loop *hl) {
+  if (atomic_load_explicit(&hl->count, memory_order_relaxed) >
+          BEHIND + SLAB_UNITS /* what a prepaid block may add */
+      && !loop_is_current(hl))
+    sched_yield();
+}
+
+static int post_enqueue(hark_loop *hl, hark_signal *sig,
+                        hark__ctrl *sender_ctrl, void *args,
+                        void (*args_free)(void *)) {
+  if (atomic_load_explicit(&hl->head, memory_order_relaxed) == Q_CLOSED)
+    return HARK_ECANCELED;
+  post_req r = {sig, sender_ctrl, args_free, 0, false};
+  item *it;
+  int err = claim(hl, 1, &it, &r.after);
+  if (err != 0)
+    return err;
+  it->kind = ITEM_POST;
+  it->owns = false;
+  it->args = args;
+  err = push(hl, &it, &r);
+  if (err == 0) {
+    behind(hl);
+    return 0;
+  }
+  if (err == HARK_ECANCELED && it != NULL) {
+    /* Closed meanwhile: undo. The caller holds sig and sender, so
+     * neither goes here. */
+    if (r.owns) {
+      if (sender_ctrl != NULL)
+        hark__ctrl_weak_release(sender_ctrl);
+      hark__unref(sig);
+    }
+    unclaim(hl, it, r.owns ? 2 : 1);
+  }
+  return err;
+}
+
+static int call_enqueue(hark_loop *hl, hark_receiver_fn fn,
+                        hark__ctrl *self_ctrl, hark__ctrl *sender_ctrl,
+                        void *hold, void *args, void (*args_free)(void *)) {
+  if (atomic_load_explicit(&hl->head, memory_order_relaxed) == Q_CLOSED)
+    return HARK_ECANCELED;
+  item *it;
+  uintptr_t after;
+  int err = claim(hl, 2, &it, &after);
+  if (err != 0)
+    return err;
+  it->kind = ITEM_CALL;
   it->args = args;
   it->args_free = args_free;
-  item *tail = hl->queue.tail;
-  if (kind == ITEM_CALL) {
-    it->owns = true;
+  call *c = as_call(it);
+  c->fn = fn;
+  c->self_ctrl = self_ctrl;
+  c->sender_ctrl = sender_ctrl;
+  c->hold = hold;
+  if (self_ctrl != NULL)
+    hark__ctrl_weak_acquire(self_ctrl);
+  if (sender_ctrl != NULL)
+    hark__ctrl_weak_acquire(sender_ctrl);
+  err = push(hl, &it, NULL);
+  if (err != 0) {
+    /* closed meanwhile: the caller's self and sender are alive, so these
+     * are not the last references */
     if (self_ctrl != NULL)
-      hark__ctrl_weak_acquire(self_ctrl);
+      hark__ctrl_weak_release(self_ctrl);
     if (sender_ctrl != NULL)
-      hark__ctrl_weak_acquire(sender_ctrl);
-  } else if (tail != NULL && tail->kind == ITEM_POST && tail->sig == sig &&
-             tail->sender_ctrl == sender_ctrl) {
-    it->owns = false; /* shares the references of the run it extends */
-  } else {
-    it->owns = true;
-    hark__ref(sig);
-    if (sender_ctrl != NULL)
-      hark__ctrl_weak_acquire(sender_ctrl);
+      hark__ctrl_weak_release(sender_ctrl);
+    unclaim(hl, it, 2);
   }
-  /* One wakeup per empty-to-non-empty transition: the drain takes the
-   * whole queue, so a non-empty queue already has a wakeup pending, or
-   * on its way from the post that made it non-empty. */
-  bool wake = tail == NULL;
-  list_append(&hl->queue, it);
-  hl->count++;
-  hl->posted++;
-  if (wake)
-    atomic_fetch_add_explicit(&hl->sending, 1, memory_order_relaxed);
-  pthread_mutex_unlock(&hl->mu);
-  if (fresh != NULL)
-    hark__free(fresh->mem); /* another post installed a block meanwhile */
-  /* Outside mu, so that other posts do not wait for the syscall; close
-   * waits for sending to drop to zero before uv_close (see there). */
-  if (wake) {
-    uv_async_send(&hl->async);
-    atomic_fetch_sub_explicit(&hl->sending, 1, memory_order_release);
-  }
-  return 0;
+  return err;
 }
 
 static int sender_ctrl_of(void *sender, hark__ctrl **out) {
@@ -681,7 +1149,7 @@ int hark_post(hark_loop *hl, hark_signal *sig, void *sender, void *args,
   hark__ctrl *sc;
   if (hl == NULL || sig == NULL || sender_ctrl_of(sender, &sc) != 0)
     return HARK_EINVAL;
-  return enqueue(hl, ITEM_POST, sig, NULL, NULL, sc, NULL, args, args_free);
+  return post_enqueue(hl, sig, sc, args, args_free);
 }
 
 /* The loop as a dispatcher of the receivers bound to it (see internal.h):
@@ -696,8 +1164,8 @@ static int dispatch_queue_call(void *target, hark_receiver_fn fn,
                                void *hold, void *args,
                                void (*args_free)(void *)) {
   /* on failure, hold stays the caller's */
-  return enqueue(target, ITEM_CALL, NULL, fn, self_ctrl, sender_ctrl, hold,
-                 args, args_free);
+  return call_enqueue(target, fn, self_ctrl, sender_ctrl, hold, args,
+                      args_free);
 }
 
 static const hark__dispatch loop_dispatch = {dispatch_is_current,
@@ -729,19 +1197,17 @@ int hark_send_later(hark_loop *hl, hark_signal *sig, void *sender, void *args,
     bump(&hl->later_rejected, 1);
     return HARK_EAGAIN;
   }
-  item *it = hark__malloc(sizeof(*it));
-  if (it == NULL)
+  post *p = hark__malloc(sizeof(*p));
+  if (p == NULL)
     return HARK_ENOMEM;
-  *it = (item){.kind = ITEM_POST,
-               .owns = true,
-               .slot = ITEM_OWN,
-               .sig = hark_ref(sig),
-               .sender_ctrl = sc,
-               .args = args,
-               .args_free = args_free};
+  *p = (post){
+      .it = {.kind = ITEM_POST, .slot = ITEM_OWN, .owns = true, .args = args},
+      .sig = hark_ref(sig),
+      .sender_ctrl = sc,
+      .args_free = args_free};
   if (sc != NULL)
     hark__ctrl_weak_acquire(sc);
-  later_append(hl, it);
+  later_append(hl, &p->it);
   hl->later_count++;
   bump(&hl->later_posted, 1);
   return 0;
@@ -754,15 +1220,19 @@ int hark_loop_set_queue_limit(hark_loop *hl, size_t limit) {
   return 0;
 }
 
+/* posted is what the loop took plus what is queued (count, less what the
+ * current block prepaid for its uncut units): exact whenever no post is
+ * under way. */
 int hark_loop_get_stats(hark_loop *hl, hark_loop_stats *out) {
   if (hl == NULL || out == NULL)
     return HARK_EINVAL;
-  pthread_mutex_lock(&hl->mu);
-  out->posted = hl->posted;
-  out->rejected = hl->rejected;
-  pthread_mutex_unlock(&hl->mu);
-  out->posted += atomic_load(&hl->later_posted);
-  out->rejected += atomic_load(&hl->later_rejected);
+  uintptr_t cut = atomic_load(&hl->cut);
+  size_t prepaid = cut != CUT_CLOSED && (cut & CUT_PREPAID)
+                       ? SLAB_UNITS - cut_index(cut)
+                       : 0;
+  out->posted = atomic_load(&hl->taken) + atomic_load(&hl->count) - prepaid +
+                atomic_load(&hl->later_posted);
+  out->rejected = atomic_load(&hl->rejected) + atomic_load(&hl->later_rejected);
   out->delivered = atomic_load(&hl->delivered);
   out->dropped = atomic_load(&hl->dropped);
   out->swept = atomic_load(&hl->swept);
@@ -809,15 +1279,10 @@ void hark_token_done(hark_token *tok, int result) {
   }
   tok->result = result;
   /* Not orphaned, so the loop is not closed (close orphans under
-   * tokens_mu): the completion is queued past the limit, since it
-   * cannot fail. */
-  hark_loop *hl = tok->hl;
-  pthread_mutex_lock(&hl->mu);
-  bool wake = hl->queue.head == NULL;
-  list_append(&hl->queue, &tok->node);
-  if (wake)
-    uv_async_send(&hl->async);
-  pthread_mutex_unlock(&hl->mu);
+   * tokens_mu, where it closes the stack): the completion is pushed past
+   * the limit and the push cannot be refused. */
+  item *it = &tok->node;
+  push(tok->hl, &it, NULL);
   pthread_mutex_unlock(&tokens_mu);
 }
 

@@ -632,6 +632,348 @@ START_TEST(close_from_inside_a_receiver_drops_the_rest_of_the_batch) {
 }
 END_TEST
 
+/* ---- the lock-free post path: races, bound, flow -------------------------
+ * Posts claim units of the loop's current block and push themselves on a
+ * lock-free stack; a post of the same signal, sender and args_free as the
+ * one it lands on shares that one's references (a run). These tests start
+ * their threads together at a barrier so that the races happen. */
+
+#define MIXERS 8
+static pthread_barrier_t mix_start;
+static hark_signal *mix_sig[2];
+static test_obj *mix_sender[2];
+static long mix_next[MIXERS];
+static _Atomic long mix_freed_by[2];
+static _Atomic long mix_bad;
+
+/* Which of the two args_free functions frees a message is part of it:
+ * a post that joined the wrong run would be freed by the other one. */
+typedef struct mix_msg {
+  int thread;
+  long seq;
+  int sig, sender, freer;
+} mix_msg;
+
+static void mix_free(mix_msg *m, int freer) {
+  if (m->freer != freer)
+    atomic_fetch_add(&mix_bad, 1);
+  atomic_fetch_add(&mix_freed_by[freer], 1);
+  free(m);
+}
+static void mix_free_0(void *p) { mix_free(p, 0); }
+static void mix_free_1(void *p) { mix_free(p, 1); }
+
+static int mix_receiver(void *self, void *sender, void *args) {
+  mix_msg *m = args;
+  int which = (int)(intptr_t)self; /* connected with the signal's number */
+  if (!on_loop_thread() || m->sig != which || m->thread < 0 ||
+      m->thread >= MIXERS || m->seq != mix_next[m->thread] ||
+      (m->sender < 2 ? sender != mix_sender[m->sender] : sender != NULL))
+    atomic_fetch_add(&mix_bad, 1);
+  mix_next[m->thread] = m->seq + 1;
+  atomic_fetch_add(&received, 1);
+  return 0;
+}
+
+static int mix_receiver_0(void *self, void *sender, void *args) {
+  return mix_receiver((void *)0, sender, args);
+}
+static int mix_receiver_1(void *self, void *sender, void *args) {
+  return mix_receiver((void *)1, sender, args);
+}
+
+/* Message i of a thread: runs of 1 to 4 posts of one (signal, sender,
+ * args_free), changing in a pattern that differs per thread. */
+static mix_msg *mix_new(int thread, long i) {
+  mix_msg *m = malloc(sizeof(*m));
+  ck_assert_ptr_nonnull(m);
+  long run = (i + thread) / (1 + (i + thread) % 4);
+  *m = (mix_msg){thread, i, (int)(run & 1), (int)((run >> 1) % 3),
+                 (int)((run >> 2) & 1)};
+  return m;
+}
+
+static int mix_post(mix_msg *m) {
+  return hark_post(hl, mix_sig[m->sig],
+                   m->sender < 2 ? mix_sender[m->sender] : NULL, m,
+                   m->freer ? mix_free_1 : mix_free_0);
+}
+
+static void *mix_producer(void *arg) {
+  int id = (int)(intptr_t)arg;
+  pthread_barrier_wait(&mix_start);
+  for (long i = 0; i < per_thread; i++) {
+    mix_msg *m = mix_new(id, i);
+    int err;
+    while ((err = mix_post(m)) == HARK_EAGAIN) {
+      atomic_fetch_add(&eagain_retries, 1);
+      sched_yield();
+    }
+    ck_assert_int_eq(err, 0);
+  }
+  return NULL;
+}
+
+static void mix_open(void) {
+  loop_open();
+  reset_counts();
+  atomic_store(&mix_bad, 0);
+  atomic_store(&mix_freed_by[0], 0);
+  atomic_store(&mix_freed_by[1], 0);
+  atomic_store(&eagain_retries, 0);
+  memset(mix_next, 0, sizeof(mix_next));
+  mix_sig[0] = hark_signal_new("mix-0");
+  mix_sig[1] = hark_signal_new("mix-1");
+  ck_assert_int_eq(hark_connect(mix_sig[0], mix_receiver_0, NULL, NULL, 0), 0);
+  ck_assert_int_eq(hark_connect(mix_sig[1], mix_receiver_1, NULL, NULL, 0), 0);
+  mix_sender[0] = hark_new(&test_obj_type);
+  mix_sender[1] = hark_new(&test_obj_type);
+}
+
+static void mix_close(void) {
+  hark_unref(mix_sig[0]);
+  hark_unref(mix_sig[1]);
+  hark_unref(mix_sender[0]);
+  hark_unref(mix_sender[1]);
+  loop_finish();
+  ck_assert_int_eq(hark_live_count(NULL), 0);
+  ck_assert_int_eq(test_blocks(), 0);
+}
+
+/* Eight threads, started together, post runs of two signals, three
+ * senders and two args_free functions: every post arrives once, on the
+ * loop thread, in its thread's order, with its own signal, sender and
+ * args_free (a post sharing the wrong run's references would not). */
+START_TEST(posts_of_mixed_runs_from_eight_threads_keep_order_and_identity) {
+  mix_open();
+  per_thread = scaled(40000);
+  /* small enough that the producers meet the bound too */
+  ck_assert_int_eq(hark_loop_set_queue_limit(hl, 3000), 0);
+  ck_assert_int_eq(pthread_barrier_init(&mix_start, NULL, MIXERS), 0);
+  pthread_t t[MIXERS];
+  for (int i = 0; i < MIXERS; i++)
+    ck_assert_int_eq(
+        pthread_create(&t[i], NULL, mix_producer, (void *)(intptr_t)i), 0);
+  long total = per_thread * MIXERS;
+  while (atomic_load(&received) < total)
+    uv_run(&uvl, UV_RUN_ONCE);
+  for (int i = 0; i < MIXERS; i++)
+    pthread_join(t[i], NULL);
+  pthread_barrier_destroy(&mix_start);
+  ck_assert_int_eq(mix_bad, 0);
+  ck_assert_int_eq(received, total);
+  ck_assert_int_eq(mix_freed_by[0] + mix_freed_by[1], total);
+  for (int i = 0; i < MIXERS; i++)
+    ck_assert_int_eq(mix_next[i], per_thread);
+  hark_loop_stats s = stats();
+  ck_assert_uint_eq(s.posted, total);
+  ck_assert_uint_eq(s.delivered, total);
+  ck_assert_uint_eq(s.dropped, 0);
+  ck_assert_uint_eq(s.rejected, eagain_retries);
+  mix_close();
+}
+END_TEST
+
+/* Posts from one thread that alternate args_free on one signal: each is
+ * freed by its own function, each run holds the signal until it has run. */
+START_TEST(args_free_is_part_of_a_run) {
+  mix_open();
+  for (long i = 0; i < 300; i++) {
+    mix_msg *m = malloc(sizeof(*m));
+    *m = (mix_msg){0, i, 0, 2, (int)((i / 3) & 1)};
+    ck_assert_int_eq(mix_post(m), 0);
+  }
+  step();
+  ck_assert_int_eq(mix_bad, 0);
+  ck_assert_int_eq(received, 300);
+  ck_assert_int_eq(mix_freed_by[0], 150);
+  ck_assert_int_eq(mix_freed_by[1], 150);
+  mix_close();
+}
+END_TEST
+
+/* The bound, with producers racing for its last places: the queue never
+ * holds more than the limit, and none of its places is lost (the loop
+ * thread can fill it up to exactly the limit afterwards). The limit is a
+ * few blocks, so that posts count themselves in block by block first and
+ * one by one near it. */
+static _Atomic long bound_accepted;
+
+static void *bound_producer(void *arg) {
+  int id = (int)(intptr_t)arg;
+  pthread_barrier_wait(&mix_start);
+  for (long i = 0;; i++) {
+    mix_msg *m = mix_new(id, i);
+    int err = mix_post(m);
+    if (err != 0) {
+      free(m);
+      ck_assert_int_eq(err, HARK_EAGAIN);
+      return NULL;
+    }
+    atomic_fetch_add(&bound_accepted, 1);
+  }
+}
+
+START_TEST(racing_producers_never_cross_the_bound_nor_lose_a_place) {
+  mix_open();
+  const long limit = 1000;
+  for (int round = 0; round < scaled(20); round++) {
+    atomic_store(&bound_accepted, 0);
+    ck_assert_int_eq(hark_loop_set_queue_limit(hl, (size_t)limit), 0);
+    ck_assert_int_eq(pthread_barrier_init(&mix_start, NULL, 4), 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+      ck_assert_int_eq(
+          pthread_create(&t[i], NULL, bound_producer, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < 4; i++)
+      pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&mix_start);
+    ck_assert_int_le(bound_accepted, limit);
+    /* top up from here: exactly to the limit */
+    for (long i = 0;; i++) {
+      mix_msg *m = malloc(sizeof(*m));
+      *m = (mix_msg){4, i, (int)(i & 1), 2, 0};
+      int err = mix_post(m);
+      if (err != 0) {
+        free(m);
+        ck_assert_int_eq(err, HARK_EAGAIN);
+        break;
+      }
+      atomic_fetch_add(&bound_accepted, 1);
+    }
+    ck_assert_int_eq(bound_accepted, limit);
+    hark_loop_stats s = stats();
+    ck_assert_uint_eq(s.posted, (unsigned long long)limit * (round + 1));
+    /* every thread's numbering starts again each round */
+    memset(mix_next, 0, sizeof(mix_next));
+    step();
+    ck_assert_int_eq(received, limit * (round + 1));
+  }
+  ck_assert_int_eq(mix_bad, 0);
+  ck_assert_int_eq(mix_freed_by[0] + mix_freed_by[1], received);
+  mix_close();
+}
+END_TEST
+
+/* Close while posts are in flight, over and over: threads released
+ * together post until the loop is closed under them; each post is
+ * delivered, dropped at close, or refused with its args left to its
+ * caller; none is lost or freed twice, nothing stays. */
+static _Atomic long race_accepted;
+
+static void *closing_race_producer(void *arg) {
+  int id = (int)(intptr_t)arg;
+  pthread_barrier_wait(&mix_start);
+  for (long i = 0;;) {
+    mix_msg *m = mix_new(id, i);
+    int err = mix_post(m);
+    if (err == 0) {
+      atomic_fetch_add(&race_accepted, 1);
+      i++;
+      continue;
+    }
+    free(m);
+    if (err == HARK_ECANCELED)
+      return NULL;
+    ck_assert_int_eq(err, HARK_EAGAIN); /* the same one again */
+    sched_yield();
+  }
+}
+
+START_TEST(close_while_threads_post_loses_nothing_and_keeps_nothing) {
+  test_alloc_install();
+  for (int round = 0; round < scaled(40); round++) {
+    mix_open();
+    atomic_store(&race_accepted, 0);
+    ck_assert_int_eq(hark_loop_set_queue_limit(hl, 500), 0);
+    ck_assert_int_eq(pthread_barrier_init(&mix_start, NULL, 5), 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+      ck_assert_int_eq(pthread_create(&t[i], NULL, closing_race_producer,
+                                      (void *)(intptr_t)i),
+                       0);
+    pthread_barrier_wait(&mix_start);
+    for (int i = 0; i < round % 4; i++)
+      uv_run(&uvl, UV_RUN_NOWAIT); /* a few drains first, or none */
+    hark_loop_close(hl);
+    for (int i = 0; i < 4; i++)
+      pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&mix_start);
+    hark_loop_stats s = stats();
+    ck_assert_int_eq(mix_freed_by[0] + mix_freed_by[1], race_accepted);
+    ck_assert_uint_eq(s.posted, race_accepted);
+    ck_assert_uint_eq(s.delivered + s.dropped, race_accepted);
+    ck_assert_int_eq(mix_bad, 0);
+    mix_close();
+  }
+}
+END_TEST
+
+/* A thread posting far ahead of a loop that is not running (the flow
+ * control path: it yields now and then) still queues every post, in
+ * order, and the loop drains them all. */
+static void *far_producer(void *arg) {
+  for (long i = 0; i < per_thread; i++) {
+    mix_msg *m = malloc(sizeof(*m));
+    *m = (mix_msg){0, i, 0, 2, 0};
+    ck_assert_int_eq(mix_post(m), 0);
+  }
+  return NULL;
+}
+
+START_TEST(thread_posting_far_ahead_of_the_loop_queues_everything) {
+  mix_open();
+  per_thread = 5 * 4096;
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, far_producer, NULL), 0);
+  pthread_join(t, NULL);
+  ck_assert_uint_eq(stats().posted, per_thread);
+  step();
+  ck_assert_int_eq(received, per_thread);
+  ck_assert_int_eq(mix_bad, 0);
+  mix_close();
+}
+END_TEST
+
+/* A flood of posts that never lets the queue run dry does not keep the
+ * loop in one callback: a timer still fires (and stops the flood). */
+static _Atomic bool flood_stop;
+
+static void *flooder(void *arg) {
+  for (long i = 0; !atomic_load(&flood_stop); i++) {
+    mix_msg *m = malloc(sizeof(*m));
+    *m = (mix_msg){1, i, 0, 2, 0};
+    if (mix_post(m) != 0) {
+      free(m);
+      sched_yield();
+    }
+  }
+  return NULL;
+}
+
+static void stop_flood(uv_timer_t *t) {
+  atomic_store(&flood_stop, true);
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+START_TEST(flood_of_posts_lets_the_other_handles_run) {
+  mix_open();
+  atomic_store(&flood_stop, false);
+  uv_timer_t timer;
+  ck_assert_int_eq(uv_timer_init(&uvl, &timer), 0);
+  ck_assert_int_eq(uv_timer_start(&timer, stop_flood, 20, 0), 0);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, flooder, NULL), 0);
+  while (!atomic_load(&flood_stop))
+    uv_run(&uvl, UV_RUN_ONCE);
+  pthread_join(t, NULL);
+  step();
+  ck_assert_int_eq(mix_bad, 0);
+  ck_assert_uint_eq(stats().delivered, received);
+  mix_close();
+}
+END_TEST
+
 /* ---- hark_send_later ----------------------------------------------------- */
 
 static int order[8];
@@ -1199,6 +1541,78 @@ START_TEST(post_and_close_fail_cleanly_at_every_allocation) {
 }
 END_TEST
 
+/* Runs of posts of two signals from another thread, so that posts cut
+ * units, start runs and join them, and move when the unit after theirs
+ * is taken: any allocation may fail. A post that fails changes nothing
+ * (its args stay the caller's); the others arrive in order. */
+typedef struct runs_oom {
+  hark_loop *l;
+  hark_signal *sig[2];
+  long accepted, refused;
+} runs_oom;
+
+static int runs_oom_receiver(void *self, void *sender, void *args) {
+  atomic_fetch_add(&received, 1);
+  return 0;
+}
+
+static void *runs_oom_thread(void *arg) {
+  runs_oom *o = arg;
+  for (int i = 0; i < 600; i++) {
+    msg *m = msg_new(0, i);
+    int err = hark_post(o->l, o->sig[(i / 3) & 1], NULL, m, msg_free);
+    if (err == 0) {
+      o->accepted++;
+    } else {
+      ck_assert_int_eq(err, HARK_ENOMEM);
+      free(m);
+      o->refused++;
+    }
+  }
+  return NULL;
+}
+
+static int runs_scenario(void *arg) {
+  reset_counts();
+  uv_loop_t loop;
+  ck_assert_int_eq(uv_loop_init(&loop), 0);
+  runs_oom o = {hark_loop_new(&loop), {NULL, NULL}, 0, 0};
+  o.sig[0] = hark_signal_new("oom-run-0");
+  o.sig[1] = hark_signal_new("oom-run-1");
+  if (o.l == NULL || o.sig[0] == NULL || o.sig[1] == NULL)
+    goto out;
+  if (hark_connect(o.sig[0], runs_oom_receiver, NULL, NULL, 0) != 0 ||
+      hark_connect(o.sig[1], runs_oom_receiver, NULL, NULL, 0) != 0)
+    goto out;
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, runs_oom_thread, &o), 0);
+  pthread_join(t, NULL);
+  ck_assert(o.refused == 0 || failure_met());
+  uv_run(&loop, UV_RUN_NOWAIT);
+  /* a send itself may meet the failure (its lookup cache): the receiver
+   * is not called, the post is still done with */
+  ck_assert(received == o.accepted || failure_met());
+  ck_assert_int_eq(freed, o.accepted);
+  hark_loop_stats s;
+  ck_assert_int_eq(hark_loop_get_stats(o.l, &s), 0);
+  ck_assert_uint_eq(s.posted, o.accepted);
+out:
+  oom_loop_finish(&loop, o.l);
+  hark_unref(o.sig[0]);
+  hark_unref(o.sig[1]);
+  bool met = failure_met();
+  ck_assert(met || o.accepted == 600);
+  return !met;
+}
+
+START_TEST(runs_of_posts_fail_cleanly_at_every_allocation) {
+  test_alloc_install();
+  ck_assert_int_ge(test_oom_loop(runs_scenario, NULL), 5);
+  ck_assert_int_eq(test_blocks(), 0);
+  ck_assert_uint_eq(hark_live_count(NULL), 0);
+}
+END_TEST
+
 static int async_scenario(void *arg) {
   reset_async();
   uv_loop_t loop;
@@ -1755,6 +2169,17 @@ int main(void) {
   tcase_add_test(tc, close_from_inside_a_receiver_drops_the_rest_of_the_batch);
   suite_add_tcase(s, tc);
 
+  tc = tcase_create("races");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(
+      tc, posts_of_mixed_runs_from_eight_threads_keep_order_and_identity);
+  tcase_add_test(tc, args_free_is_part_of_a_run);
+  tcase_add_test(tc, racing_producers_never_cross_the_bound_nor_lose_a_place);
+  tcase_add_test(tc, close_while_threads_post_loses_nothing_and_keeps_nothing);
+  tcase_add_test(tc, thread_posting_far_ahead_of_the_loop_queues_everything);
+  tcase_add_test(tc, flood_of_posts_lets_the_other_handles_run);
+  suite_add_tcase(s, tc);
+
   tc = tcase_create("later");
   tcase_add_test(tc, send_later_runs_in_order_on_the_next_iteration_not_before);
   tcase_add_test(
@@ -1805,6 +2230,7 @@ int main(void) {
   tc = tcase_create("oom");
   tcase_add_test(tc, loop_new_fails_cleanly_at_every_allocation);
   tcase_add_test(tc, post_and_close_fail_cleanly_at_every_allocation);
+  tcase_add_test(tc, runs_of_posts_fail_cleanly_at_every_allocation);
   tcase_add_test(tc, send_async_fails_cleanly_at_every_allocation);
   tcase_add_test(tc, token_take_fails_cleanly_at_every_allocation);
   tcase_add_test(
