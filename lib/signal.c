@@ -400,13 +400,33 @@ static void stable_remove(hark_signal *sig, bucket *b) {
 
 /* ---- changing connections (lock held) -------------------------------------- */
 
+/* Lists, generations and counts change only under the lock: a load and
+ * a store publish them, no read-modify-write needed (sends only read). */
+static void bump(_Atomic size_t *x, size_t delta) {
+  atomic_store_explicit(x,
+                        atomic_load_explicit(x, memory_order_relaxed) + delta,
+                        memory_order_relaxed);
+}
+
+static rlist *unpublish(rlist *_Atomic *where) {
+  rlist *old = atomic_load_explicit(where, memory_order_relaxed);
+  if (old != NULL)
+    atomic_store_explicit(where, NULL, memory_order_release);
+  return old;
+}
+
 static void invalidate(hark_signal *sig, bucket *b) {
   rlist *old;
   if (b == &sig->any) {
-    old = atomic_exchange(&sig->any_cache, NULL);
-    atomic_fetch_add(&sig->any_gen, 1);
+    old = unpublish(&sig->any_cache);
+    /* release: a send that sees the new generation sees the old list
+     * unpublished */
+    atomic_store_explicit(
+        &sig->any_gen,
+        atomic_load_explicit(&sig->any_gen, memory_order_relaxed) + 1,
+        memory_order_seq_cst);
   } else {
-    old = atomic_exchange(&atomic_load(&sig->senders)->slot[b->pos].list, NULL);
+    old = unpublish(&atomic_load(&sig->senders)->slot[b->pos].list);
   }
   retire_list(old);
 }
@@ -424,7 +444,7 @@ static void detach(hark_signal *sig, conn *c, conn **chain, bool in_index) {
   else
     b->tail = c->prev;
   b->count--;
-  atomic_fetch_sub(&sig->count, 1);
+  bump(&sig->count, (size_t)-1);
   if (in_index)
     index_remove(sig, c);
   invalidate(sig, b);
@@ -715,7 +735,9 @@ static int do_connect(hark_signal *sig, const char *uid,
     c->self = sc;
     hark__ctrl_weak_acquire(sc);
     /* before the caller lets go of self: see drop() in object.c */
-    atomic_fetch_or(&sc->flags, HARK__CTRL_RECEIVER);
+    if (!(atomic_load_explicit(&sc->flags, memory_order_relaxed) &
+          HARK__CTRL_RECEIVER))
+      atomic_fetch_or(&sc->flags, HARK__CTRL_RECEIVER);
     if (flags & HARK_STRONG)
       hark_ref(self);
   }
@@ -729,7 +751,7 @@ static int do_connect(hark_signal *sig, const char *uid,
     b->head = c;
   b->tail = c;
   b->count++;
-  atomic_fetch_add(&sig->count, 1);
+  bump(&sig->count, 1);
   index_insert(sig, c);
   invalidate(sig, b);
   size_t max = atomic_load(&sig->max_receivers);

@@ -121,8 +121,10 @@ static void *spin(void *arg) {
       if (hark_send(s->sig, NULL, (void *)&s->calls) != 4)
         atomic_fetch_add(&tobj_misplaced, 1);
     s->sends += 64;
-    if (s->hold != NULL)
+    if (s->hold != NULL) {
       pthread_mutex_unlock(s->hold);
+      sched_yield(); /* mutexes are not fair: let a finalize in */
+    }
   }
   return NULL;
 }
