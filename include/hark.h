@@ -423,7 +423,8 @@ HARK_EXTERN int hark_disconnect_uid(hark_signal *sig, const char *uid,
  * unblocked as many times as blocked (GLib's counted blocking; the count
  * has 64 bits and never wraps). Returns 0, HARK_ENOENT (no such
  * connection), HARK_EINVAL, HARK_ERANGE (unblock of a connection that is
- * not blocked, or a block beyond 2^64 - 1). Any thread. */
+ * not blocked, or a block beyond 2^64 - 1), HARK_ENOMEM (the first block
+ * of a connection needs a small record). Any thread. */
 HARK_EXTERN int hark_block(hark_signal *sig, hark_receiver_fn fn, void *self,
                            void *sender);
 HARK_EXTERN int hark_unblock(hark_signal *sig, hark_receiver_fn fn, void *self,

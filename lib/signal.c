@@ -66,19 +66,30 @@ typedef struct rlist {
 #define C_UID 0x200u      /* identity is (uid, sender) */
 #define C_DISPATCH 0x400u /* runs where a dispatcher says (loop.c) */
 
+/* 56 bytes: a 64-byte malloc chunk. */
 struct conn {
   hark_receiver_fn fn;
-  hark__ctrl *self;  /* weakly held always; strongly too with HARK_STRONG */
-  bucket *b;         /* while connected */
-  conn *prev, *next; /* in the bucket's list, while connected */
-  conn *chain;       /* detached, until released (release_chain) */
+  hark__ctrl *self; /* weakly held always; strongly too with HARK_STRONG */
+  bucket *b;        /* while connected */
+  conn *prev;       /* in the bucket's list while connected; after, the
+                       chain of detached ones (release_chain) */
+  conn *next;
   uint64_t seq;
-  uint64_t blocks; /* under the lock; cannot wrap in practice */
-  _Atomic uint32_t slow;
-  uint32_t flags;
+  _Atomic uint16_t slow;
+  uint16_t flags;
   _Atomic uint32_t refs; /* its bucket's while connected, one per list,
                             one per batch of a locked walk */
 };
+
+_Static_assert(sizeof(conn) <= 56, "a connection fits a 64-byte chunk");
+
+/* How many times a connection is blocked, beside it: blocking is rare,
+ * and a count in every connection would cost them all a bigger chunk.
+ * Under the signal's lock; the connection's C_BLOCKED bit mirrors n > 0. */
+typedef struct blocked {
+  conn *c;
+  uint64_t n; /* never wraps: hark_block refuses beyond UINT64_MAX */
+} blocked;
 
 typedef struct dbg {
   hark_notify n;
@@ -140,6 +151,8 @@ struct hark_signal {
   bool warned;
   void *(*args_copy)(void *args);
   void (*args_free)(void *args);
+  blocked *blocks; /* under the lock */
+  size_t nblocks, capblocks;
   _Atomic long pins; /* the object's, plus late sender notifications */
   struct hark_signal *reg_prev, *reg_next;
 };
@@ -305,7 +318,7 @@ static void free_item(void *item) { hark__free(item); }
  * and their bucket's reference goes. */
 static void release_chain(conn *chain) {
   while (chain != NULL) {
-    conn *next = chain->chain;
+    conn *next = chain->prev;
     if ((chain->flags & HARK_STRONG) && chain->self != NULL)
       hark__ctrl_unref(chain->self);
     if (chain->flags & C_DISPATCH)
@@ -431,6 +444,25 @@ static void invalidate(hark_signal *sig, bucket *b) {
   retire_list(old);
 }
 
+static blocked *find_blocked(hark_signal *sig, const conn *c) {
+  for (size_t i = 0; i < sig->nblocks; i++)
+    if (sig->blocks[i].c == c)
+      return &sig->blocks[i];
+  return NULL;
+}
+
+/* c goes: so does its count (lock held). */
+static void unblock_all(hark_signal *sig, conn *c) {
+  blocked *e = find_blocked(sig, c);
+  if (e != NULL)
+    *e = sig->blocks[--sig->nblocks];
+  if (sig->nblocks == 0) {
+    hark__free(sig->blocks);
+    sig->blocks = NULL;
+    sig->capblocks = 0;
+  }
+}
+
 /* Unlinks c from its bucket and the index and chains it. */
 static void detach(hark_signal *sig, conn *c, conn **chain, bool in_index) {
   bucket *b = c->b;
@@ -451,7 +483,9 @@ static void detach(hark_signal *sig, conn *c, conn **chain, bool in_index) {
   /* after the invalidation: a send that reads the new epoch before its
    * lookup finds the new list */
   atomic_fetch_add(&hark__epoch, 1);
-  c->chain = *chain;
+  if (atomic_load(&c->slow) & C_BLOCKED)
+    unblock_all(sig, c);
+  c->prev = *chain; /* out of the list: prev chains it now */
   *chain = c;
 }
 
@@ -571,6 +605,9 @@ static void signal_finalize(void *obj) {
   retire_list(atomic_exchange(&sig->any_cache, NULL));
   hark__free(sig->index);
   sig->index = NULL;
+  hark__free(sig->blocks);
+  sig->blocks = NULL;
+  sig->nblocks = sig->capblocks = 0;
   unlock(sig);
 
   release_chain(chain);
@@ -838,16 +875,33 @@ static int do_block(hark_signal *sig, hark_receiver_fn fn, void *self,
   lock(sig);
   conn **slot = find_live(sig, fn, self, uid, sender, &chain);
   conn *c = slot != NULL ? *slot : NULL;
+  blocked *e = c != NULL ? find_blocked(sig, c) : NULL;
   if (c == NULL) {
     err = HARK_ENOENT;
-  } else if (delta < 0 ? c->blocks == 0 : c->blocks == UINT64_MAX) {
+  } else if (delta < 0 ? e == NULL : e != NULL && e->n == UINT64_MAX) {
     err = HARK_ERANGE;
-  } else {
-    c->blocks += delta > 0 ? 1 : (uint64_t)-1;
-    if (c->blocks == 0)
-      atomic_fetch_and(&c->slow, ~C_BLOCKED);
-    else
+  } else if (e == NULL && sig->nblocks == sig->capblocks) {
+    size_t cap = sig->capblocks ? sig->capblocks * 2 : 4;
+    blocked *n = hark__realloc(sig->blocks, cap * sizeof(*n));
+    if (n == NULL) {
+      err = HARK_ENOMEM;
+    } else {
+      sig->blocks = n;
+      sig->capblocks = cap;
+    }
+  }
+  if (c != NULL && err == 0) {
+    if (e == NULL) {
+      e = &sig->blocks[sig->nblocks++];
+      *e = (blocked){c, 0};
+    }
+    e->n += delta > 0 ? 1 : (uint64_t)-1;
+    if (e->n == 0) {
+      atomic_fetch_and(&c->slow, (uint16_t)~C_BLOCKED);
+      unblock_all(sig, c);
+    } else {
       atomic_fetch_or(&c->slow, C_BLOCKED);
+    }
     /* lists mark blocked receivers for the checked path: rebuild them */
     invalidate(sig, c->b);
     atomic_fetch_add(&hark__epoch, 1);
@@ -888,7 +942,7 @@ size_t hark_signal_sweep(hark_signal *sig) {
   }
   unlock(sig);
   size_t count = 0;
-  for (conn *c = chain; c != NULL; c = c->chain)
+  for (conn *c = chain; c != NULL; c = c->prev)
     count++;
   release_chain(chain);
   return count;

@@ -2183,6 +2183,48 @@ START_TEST(robust_and_accumulate_skip_dead_blocked_and_spent_once_receivers) {
 }
 END_TEST
 
+/* The first block of a connection makes a small record: when it cannot,
+ * hark_block says so and nothing changes; later blocks need nothing. */
+static rx_obj *oom_rx;
+
+static int block_scenario(void *arg) {
+  (void)arg;
+  int r = hark_block(g_sig, rx, oom_rx, NULL);
+  bool met = test_failure_met();
+  test_fail_nth(0);
+  log_reset();
+  if (r == HARK_ENOMEM) {
+    ck_assert_int_eq(hark_send(g_sig, NULL, NULL), 1); /* not blocked */
+    ASSERT_CALLS(1);
+    return 0;
+  }
+  ck_assert_int_eq(r, 0);
+  ck_assert_int_eq(hark_send(g_sig, NULL, NULL), 0);
+  ck_assert_int_eq(hark_unblock(g_sig, rx, oom_rx, NULL), 0);
+  ck_assert_int_eq(hark_unblock(g_sig, rx, oom_rx, NULL), HARK_ERANGE);
+  ck_assert_int_eq(hark_send(g_sig, NULL, NULL), 1); /* a list, as before */
+  return !met;
+}
+
+START_TEST(block_without_memory_for_its_record_fails_and_changes_nothing) {
+  begin();
+  oom_rx = rx_new(1);
+  ck_assert_int_eq(hark_connect(g_sig, rx, oom_rx, NULL, 0), 0);
+  ck_assert_int_eq(hark_send(g_sig, NULL, NULL), 1); /* a list, built */
+  ck_assert_int_ge(test_oom_loop(block_scenario, NULL), 1);
+  /* blocked already: more blocks need no memory */
+  ck_assert_int_eq(hark_block(g_sig, rx, oom_rx, NULL), 0);
+  test_fail_nth(1);
+  ck_assert_int_eq(hark_block(g_sig, rx, oom_rx, NULL), 0);
+  test_fail_nth(0);
+  ck_assert_int_eq(hark_unblock(g_sig, rx, oom_rx, NULL), 0);
+  ck_assert_int_eq(hark_unblock(g_sig, rx, oom_rx, NULL), 0);
+  hark_unref(oom_rx);
+  end_signal();
+  assert_all_released();
+}
+END_TEST
+
 /* hark_has_listeners must rebuild a stale list; without memory for it, it
  * answers from the connections themselves, with the same rules: dead and
  * blocked receivers do not count, sender filtering does. */
@@ -2490,6 +2532,7 @@ static Suite *signal_suite(void) {
   tcase_add_test(tc, has_listeners_follows_sender_filtering);
   tcase_add_test(tc, has_listeners_ignores_dead_and_blocked_receivers);
   tcase_add_test(tc, has_receivers_answers_as_has_listeners_does);
+  tcase_add_test(tc, block_without_memory_for_its_record_fails_and_changes_nothing);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("lifetime");
