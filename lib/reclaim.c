@@ -232,8 +232,15 @@ void hark__retire(hark__retired *r) {
 
 /* ---- receiver objects: the reference a send holds for a call ---------- */
 
+/* The owner takes its whole stack under the registry lock: a hand-over
+ * in progress (which holds it) then sees the stack only grow, by the
+ * owner's own pushes, never shrink under it, and may take its push back
+ * without touching memory the owner has freed meanwhile. Rare: the stack
+ * is empty unless something was handed over. */
 void hark__take_owed(hark__hazard *hz) {
+  pthread_mutex_lock(&reg_lock);
   hark__ctrl *c = atomic_exchange(&hz->owed, NULL);
+  pthread_mutex_unlock(&reg_lock);
   while (c != NULL) {
     hark__ctrl *next = c->owed_next;
     hark__ctrl_unref(c);
@@ -241,9 +248,9 @@ void hark__take_owed(hark__hazard *hz) {
   }
 }
 
-/* Pushes c on hz's owed stack. Hand-overs are serialized (by the registry
- * lock, or by being alone), so the owner's exchange is the only other
- * writer: */
+/* Pushes c on hz's owed stack. Two kinds of pushers: the owner itself
+ * (hark__hand_over_own, no lock) and another thread's hand-over (under the
+ * registry lock, one at a time). */
 static void push_owed(hark__hazard *hz, hark__ctrl *c) {
   hark__ctrl *head = atomic_load(&hz->owed);
   do
@@ -251,11 +258,24 @@ static void push_owed(hark__hazard *hz, hark__ctrl *c) {
   while (!atomic_compare_exchange_weak(&hz->owed, &head, c));
 }
 
-/* ...and c, pushed last, is still the head unless the owner took the
- * whole stack. Returns true if it took c back. */
-static bool take_back(hark__hazard *hz, hark__ctrl *c) {
-  hark__ctrl *expect = c;
-  return atomic_compare_exchange_strong(&hz->owed, &expect, c->owed_next);
+/* Takes c, pushed by this hand-over, out of hz's stack again (registry
+ * lock held: the owner cannot have taken it, see hark__take_owed). The
+ * owner may have pushed on top meanwhile, and may still: only the head
+ * moves under us, the links below it never do. */
+static void take_back(hark__hazard *hz, hark__ctrl *c) {
+  for (;;) {
+    hark__ctrl *head = atomic_load(&hz->owed);
+    if (head == c) {
+      if (atomic_compare_exchange_strong(&hz->owed, &head, c->owed_next))
+        return;
+      continue;
+    }
+    hark__ctrl *p = head;
+    while (p->owed_next != c)
+      p = p->owed_next;
+    p->owed_next = c->owed_next;
+    return;
+  }
 }
 
 /* Our own sends see our stores in order and run no code meanwhile: no
@@ -296,9 +316,10 @@ bool hark__hand_over(hark__ctrl *c) {
        * push: after a barrier, either it still calls obj (and will find
        * the reference) or we see that it stopped and take ours back. */
       barrier(me);
-      if (atomic_load_explicit(&hz->obj, memory_order_acquire) == obj ||
-          !take_back(hz, c))
+      if (atomic_load_explicit(&hz->obj, memory_order_acquire) == obj)
         handed = true;
+      else
+        take_back(hz, c);
     }
   }
   pthread_mutex_unlock(&reg_lock);

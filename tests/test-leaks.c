@@ -12,23 +12,24 @@
 
 /* ---- traversable objects: each holds up to four others strongly ------- */
 
+/* The fields are atomic: traverse reads them while other threads of the
+ * program change them (the finder runs beside them), as hark.h asks of a
+ * traverse function. */
 typedef struct node {
   hark_object base;
-  struct node *to[4];
-  void *opaque; /* a strong reference the finder cannot see */
-  int n;
+  struct node *_Atomic to[4];
+  void *_Atomic opaque; /* a strong reference the finder cannot see */
+  _Atomic int n;
 } node;
 
 /* Drops what o holds. o itself may die on the way (a cycle collapsing):
  * everything is taken out of it first. */
 static void node_unlink(node *o) {
   node *to[4];
-  int n = o->n;
+  int n = atomic_exchange(&o->n, 0);
   for (int i = 0; i < n; i++)
-    to[i] = o->to[i];
-  void *op = o->opaque;
-  o->n = 0;
-  o->opaque = NULL;
+    to[i] = atomic_exchange(&o->to[i], NULL);
+  void *op = atomic_exchange(&o->opaque, NULL);
   for (int i = 0; i < n; i++)
     hark_unref(to[i]);
   hark_unref(op);
@@ -41,8 +42,12 @@ static void node_finalize(void *obj) {
 
 static void node_traverse(void *obj, hark_visit_fn visit, void *arg) {
   node *o = obj;
-  for (int i = 0; i < o->n; i++)
-    visit(o->to[i], arg);
+  int n = atomic_load(&o->n);
+  for (int i = 0; i < n && i < 4; i++) {
+    node *to = atomic_load(&o->to[i]);
+    if (to != NULL)
+      visit(to, arg);
+  }
 }
 
 static const hark_type parent_type = {"parent", sizeof(node), node_finalize,
@@ -63,8 +68,10 @@ static node *mk(const hark_type *t) {
 
 /* from holds a new reference to to */
 static void link_to(node *from, void *to) {
-  ck_assert_int_lt(from->n, 4);
-  from->to[from->n++] = hark_ref(to);
+  int n = atomic_load(&from->n);
+  ck_assert_int_lt(n, 4);
+  atomic_store(&from->to[n], hark_ref(to));
+  atomic_store(&from->n, n + 1); /* after the slot: traverse reads n first */
 }
 
 /* ---- weak-map values that may hold their key ----------------------------- */
@@ -248,7 +255,7 @@ START_TEST(a_cycle_of_three_and_a_self_loop_are_found) {
   /* in edge order: each element's successor is the one it links to */
   for (int i = 0; i < 3; i++) {
     node *x = three->path[i];
-    ck_assert_ptr_eq(x->to[0], three->path[(i + 1) % 3]);
+    ck_assert_ptr_eq(atomic_load(&x->to[0]), three->path[(i + 1) % 3]);
   }
   ck_assert_uint_eq(one->n, 1);
   ck_assert_ptr_eq(one->path[0], s);
@@ -369,7 +376,7 @@ START_TEST(objects_of_opaque_types_are_never_reported) {
   ck_assert_int_eq(find(), 2);
   /* an opaque object held only by a leaked cycle is not reported */
   node *y = mk(&blob_type);
-  c->opaque = hark_ref(y);
+  atomic_store(&c->opaque, hark_ref(y));
   hark_unref(y);
   ck_assert_int_eq(find(), 2);
   ck_assert_int_eq(nfound, 1);
@@ -580,14 +587,20 @@ static void capture_to_stdout(void *data, hark_log_level level,
   printf("%s\n", msg);
 }
 
+static void link_to_raw(node *from, void *to) {
+  int n = atomic_load(&from->n);
+  atomic_store(&from->to[n], hark_ref(to));
+  atomic_store(&from->n, n + 1);
+}
+
 /* Not a Check test: no check macros here. */
 static int leak_child(void) {
   hark_set_log(capture_to_stdout, NULL);
   node *p = hark_new(&parent_type), *c = hark_new(&child_type);
   if (p == NULL || c == NULL)
     return 1;
-  p->to[p->n++] = hark_ref(c);
-  c->to[c->n++] = hark_ref(p);
+  link_to_raw(p, c);
+  link_to_raw(c, p);
   hark_unref(p);
   hark_unref(c);
   return 0; /* exit: the report runs */

@@ -690,8 +690,9 @@ redis_conn *redis_connect(uv_loop_t *loop, const redis_conf *conf,
   c->password = dup_or_null(conf->password, &ok);
   c->name = dup_or_null(conf->name, &ok);
   c->reader = ok ? redisReaderCreateWithFunctions(&reply_fns) : NULL;
-  if (c->reader != NULL)
-    redisReaderSetPrivdata(c->reader, c);
+  if (c->reader != NULL) /* not redisReaderSetPrivdata: in hiredis 0.14
+                            it casts the pointer to int (clang rejects) */
+    c->reader->privdata = c;
   if (!ok || c->reader == NULL) {
     if (c->reader != NULL)
       redisReaderFree(c->reader);
