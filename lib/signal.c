@@ -1068,7 +1068,8 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
       all_ok = false;
     i++;
   }
-  all_ok = all_ok && atomic_load(&hark__epoch) == epoch &&
+  /* (fenced: never valid, see walk()) */
+  all_ok = all_ok && !hark__fenced && atomic_load(&hark__epoch) == epoch &&
            atomic_load(&hark__killing) == 0;
   atomic_init(&r->valid_at, all_ok ? epoch : ~0UL);
   rlist *old;
@@ -1245,7 +1246,7 @@ result(const enum mode mode, emit_ctx *ctx, hark_receiver_fn fn, void *obj,
   return false;
 }
 
-/* The send loop, specialised per mode and fence kind by the compiler.
+/* The send loop, specialised per mode by the compiler.
  *
  * Fast path: the hazard names the receiver's object (the send's reference
  * for the call), then the epoch is compared with the value read before the
@@ -1256,22 +1257,22 @@ result(const enum mode mode, emit_ctx *ctx, hark_receiver_fn fn, void *obj,
  * kill_last()). Once the epoch moves, every remaining receiver is checked. */
 static inline __attribute__((always_inline)) int
 walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
-     void *sender, void *args, const enum mode mode, emit_ctx *ctx,
-     const bool fenced) {
+     void *sender, void *args, const enum mode mode, emit_ctx *ctx) {
   const rent *e = r->v, *const end = r->v + r->n;
   int skipped = 0, failed = 0, stop = 0;
   const bool validating =
       atomic_load_explicit(&r->valid_at, memory_order_acquire) != epoch0;
-  /* an unvalidated list compares against a value the epoch never holds */
+  /* An unvalidated list compares against a value the epoch never holds.
+   * Without membarrier (hark__fenced) no list is ever valid (see the end of
+   * this function and rebuild()): a hazard on the receiver would need a
+   * fence per call, so every call takes a real reference instead (the
+   * checked path), correct with no fence at all. */
   const unsigned long fast_at = validating ? ~0UL : epoch0;
   for (; e != end; e++) {
     hark_receiver_fn fn = e->fn;
     if (HARK__LIKELY(fn != NULL)) {
       atomic_store_explicit(&hz->obj, e->obj, memory_order_release);
-      if (fenced)
-        hark__full_fence();
-      else
-        atomic_signal_fence(memory_order_seq_cst);
+      atomic_signal_fence(memory_order_seq_cst);
       if (HARK__LIKELY(atomic_load_explicit(&hark__epoch,
                                             memory_order_acquire) == fast_at)) {
         int rv = fn(e->obj, sender, args);
@@ -1308,7 +1309,8 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
    * validates the list at the epoch read before it started, unless a
    * death was being decided meanwhile (object.c, kill_last()). */
   if (HARK__UNLIKELY(validating) && e == end && !ctx->saw_dead &&
-      atomic_load(&hark__epoch) == epoch0 && atomic_load(&hark__killing) == 0)
+      !hark__fenced && atomic_load(&hark__epoch) == epoch0 &&
+      atomic_load(&hark__killing) == 0)
     atomic_store_explicit(&((rlist *)r)->valid_at, epoch0,
                           memory_order_release);
   int called = (int)(e - r->v) - skipped;
@@ -1406,10 +1408,7 @@ static inline __attribute__((always_inline)) int emit(hark_signal *sig,
     if (HARK__UNLIKELY(r == NULL) && lookup_slow(sig, sender, hz, &r) != 0)
       r = NULL;
     if (HARK__LIKELY(r != NULL)) {
-      if (HARK__UNLIKELY(hark__fenced))
-        ret = walk(sig, r, epoch0, hz, sender, args, mode, ctx, true);
-      else
-        ret = walk(sig, r, epoch0, hz, sender, args, mode, ctx, false);
+      ret = walk(sig, r, epoch0, hz, sender, args, mode, ctx);
     } else {
       ret = walk_locked(sig, sender, args, mode, ctx);
     }
