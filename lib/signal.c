@@ -1046,12 +1046,13 @@ static conn *next_in_order(conn **x, conn **y) {
 static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
   bucket *any = &sig->any;
   size_t n = any->count + (b != any ? b->count : 0);
-  rlist *r = hark__malloc(sizeof(*r) + n * sizeof(r->v[0]));
+  /* n entries and the sentinel (see walk) */
+  rlist *r = hark__malloc(sizeof(*r) + (n + 1) * sizeof(r->v[0]));
   if (r == NULL)
     return HARK_ENOMEM;
   r->retire.item = r;
   r->retire.fn = rlist_free;
-  r->retire.bytes = sizeof(*r) + n * sizeof(r->v[0]);
+  r->retire.bytes = sizeof(*r) + (n + 1) * sizeof(r->v[0]);
   r->gen = atomic_load(&sig->any_gen);
   r->n = n;
   /* read before the checks below, like a validating send */
@@ -1071,6 +1072,7 @@ static int rebuild(hark_signal *sig, bucket *b, rlist **out) {
   /* (fenced: never valid, see walk()) */
   all_ok = all_ok && !hark__fenced && atomic_load(&hark__epoch) == epoch &&
            atomic_load(&hark__killing) == 0;
+  r->v[n] = (rent){NULL, NULL, NULL}; /* the sentinel */
   atomic_init(&r->valid_at, all_ok ? epoch : ~0UL);
   rlist *old;
   if (b == any)
@@ -1258,7 +1260,11 @@ result(const enum mode mode, emit_ctx *ctx, hark_receiver_fn fn, void *obj,
 static inline __attribute__((always_inline)) int
 walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
      void *sender, void *args, const enum mode mode, emit_ctx *ctx) {
-  const rent *e = r->v, *const end = r->v + r->n;
+  /* The list ends with a sentinel, {NULL, NULL, NULL}: the loop meets
+   * it on its way to the checked path (fn NULL), so it needs no end
+   * pointer, which would not fit in the registers beside the call's
+   * arguments and be read from the stack at every receiver. */
+  const rent *e = r->v;
   int skipped = 0, failed = 0, stop = 0;
   const bool validating =
       atomic_load_explicit(&r->valid_at, memory_order_acquire) != epoch0;
@@ -1268,7 +1274,7 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
    * fence per call, so every call takes a real reference instead (the
    * checked path), correct with no fence at all. */
   const unsigned long fast_at = validating ? ~0UL : epoch0;
-  for (; e != end; e++) {
+  for (;; e++) {
     hark_receiver_fn fn = e->fn;
     if (HARK__LIKELY(fn != NULL)) {
       atomic_store_explicit(&hz->obj, e->obj, memory_order_release);
@@ -1288,6 +1294,8 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
         }
         continue;
       }
+    } else if (e->c == NULL) {
+      break; /* the sentinel */
     }
     void *held = NULL;
     uint64_t x = checked(sig, e, hz, sender, args, ctx, &held);
@@ -1308,7 +1316,7 @@ walk(hark_signal *sig, const rlist *r, unsigned long epoch0, hark__hazard *hz,
   /* A complete walk that checked everyone and met no dead receiver
    * validates the list at the epoch read before it started, unless a
    * death was being decided meanwhile (object.c, kill_last()). */
-  if (HARK__UNLIKELY(validating) && e == end && !ctx->saw_dead &&
+  if (HARK__UNLIKELY(validating) && e == r->v + r->n && !ctx->saw_dead &&
       !hark__fenced && atomic_load(&hark__epoch) == epoch0 &&
       atomic_load(&hark__killing) == 0)
     atomic_store_explicit(&((rlist *)r)->valid_at, epoch0,
