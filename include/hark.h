@@ -559,7 +559,10 @@ HARK_EXTERN int hark_loop_close(hark_loop *hl);
  * On success args_free(args) runs exactly once (if not NULL), whether the
  * send happened or not. Returns 0, HARK_EAGAIN (queue full; args stays
  * the caller's), HARK_ECANCELED (hl closed), HARK_EINVAL, HARK_ENOMEM.
- * Any thread. */
+ * Any thread. Lock-free: it never waits for the loop, with one exception:
+ * from a thread other than hl's, a post that finds more than 4096 posts
+ * waiting yields the processor once (sched_yield) after queuing, so that
+ * on a busy machine the loop thread runs instead of the queue growing. */
 HARK_EXTERN int hark_post(hark_loop *hl, hark_signal *sig, void *sender,
                           void *args, void (*args_free)(void *args));
 
@@ -572,7 +575,9 @@ HARK_EXTERN int hark_send_later(hark_loop *hl, hark_signal *sig, void *sender,
 /* Sets the bound of hl's post queue, which also carries the cross-thread
  * calls of loop-bound receivers, and of its hark_send_later queue (default
  * HARK_DEFAULT_QUEUE_LIMIT; must be > 0). Token completions are never
- * refused. Returns 0 or HARK_EINVAL. Any thread. */
+ * refused. The queue never holds more than limit posts and calls; a post
+ * racing other threads for the last places may be refused with up to 126
+ * places left. Returns 0 or HARK_EINVAL. Any thread. */
 #define HARK_DEFAULT_QUEUE_LIMIT 65536
 HARK_EXTERN int hark_loop_set_queue_limit(hark_loop *hl, size_t limit);
 
