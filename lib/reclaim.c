@@ -38,9 +38,39 @@ static _Atomic unsigned nthreads;
 
 static void thr_exit(void *arg);
 
+static pthread_mutex_t pend_lock = PTHREAD_MUTEX_INITIALIZER; /* below */
+
+/* fork() in a threaded program: the child has one thread, but the
+ * registry still names the others' records (their hazards would hold
+ * memory for ever) and a lock of ours might be held by one of them. The
+ * locks are taken across the fork, and the child keeps only itself. */
+static void fork_prepare(void) {
+  pthread_mutex_lock(&reg_lock);
+  pthread_mutex_lock(&pend_lock);
+}
+
+static void fork_parent(void) {
+  pthread_mutex_unlock(&pend_lock);
+  pthread_mutex_unlock(&reg_lock);
+}
+
+static void fork_child(void) {
+  hark__thr *me = &hark__me;
+  threads = NULL;
+  atomic_store(&nthreads, 0);
+  if (me->registered) {
+    me->next = me->prev = NULL;
+    threads = me;
+    atomic_store(&nthreads, 1);
+  }
+  pthread_mutex_unlock(&pend_lock);
+  pthread_mutex_unlock(&reg_lock);
+}
+
 static void init(void) {
-  if (pthread_key_create(&exit_key, thr_exit) != 0) {
-    hark__log(HARK_LOG_ERROR, "pthread_key_create failed");
+  if (pthread_key_create(&exit_key, thr_exit) != 0 ||
+      pthread_atfork(fork_prepare, fork_parent, fork_child) != 0) {
+    hark__log(HARK_LOG_ERROR, "pthread_key_create or pthread_atfork failed");
     abort();
   }
   long mask = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
@@ -110,7 +140,6 @@ static void barrier(const hark__thr *me) {
 #define PENDING_ITEMS 64
 #define PENDING_BYTES (1u << 20)
 
-static pthread_mutex_t pend_lock = PTHREAD_MUTEX_INITIALIZER;
 static hark__retired *pending;
 static _Atomic size_t pend_items; /* read without the lock by retire */
 static size_t pend_bytes;

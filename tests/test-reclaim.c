@@ -16,6 +16,8 @@
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <uv.h>
 
 static long start_blocks;
@@ -933,6 +935,47 @@ START_TEST(weakmap_get_without_value_ref_returns_null_and_peek_borrows) {
 }
 END_TEST
 
+/* fork() while another thread sends: the child has one thread, and hark
+ * in it must neither wait for the vanished one's locks nor keep memory
+ * for its hazards. */
+START_TEST(a_child_forked_while_another_thread_sends_reclaims_alone) {
+  atomic_store(&forever_in, 0);
+  atomic_store(&forever_go, 0);
+  hark_signal *sig = hark_signal_new("sig");
+  ck_assert_int_eq(hark_connect(sig, run_forever, NULL, NULL, 0), 0);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, send_once, sig), 0);
+  while (!atomic_load(&forever_in))
+    sched_yield();
+  fflush(stdout);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    /* the other thread is gone here, in the middle of its send */
+    long before = test_blocks();
+    hark_signal *mine = hark_signal_new("child");
+    tobj *o = tobj_new();
+    int bad = 0;
+    for (int i = 0; i < 1000; i++) {
+      bad += hark_connect(mine, nothing, o, NULL, 0) != 0;
+      bad += hark_send(mine, NULL, NULL) != 1;
+      bad += hark_disconnect(mine, nothing, o, NULL) != 1;
+    }
+    hark_unref(o);
+    hark_unref(mine);
+    /* alone: everything retired went at once */
+    _exit(bad == 0 && test_blocks() == before ? 0 : 1);
+  }
+  int status = 0;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                "child status %#x", status);
+  atomic_store(&forever_go, 1);
+  pthread_join(t, NULL);
+  hark_unref(sig);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("reclaim");
   TCase *tc = tcase_create("contract");
@@ -942,6 +985,7 @@ int main(void) {
   tcase_add_test(tc, objects_die_at_once_while_two_threads_send_with_fences);
   tcase_add_test(tc, objects_and_memory_go_while_a_receiver_runs_forever);
   tcase_add_test(tc, a_long_send_delays_only_the_list_it_walks);
+  tcase_add_test(tc, a_child_forked_while_another_thread_sends_reclaims_alone);
   tcase_add_test(tc, finalize_runs_on_the_dropping_thread_outside_other_threads_locks);
   tcase_add_test(tc, a_receiver_keeps_its_object_when_another_thread_drops_it);
   tcase_add_test(tc, a_receiver_keeps_its_object_on_its_first_send_too);
