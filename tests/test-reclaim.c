@@ -213,6 +213,19 @@ static void *send_once(void *arg) {
   return (void *)(intptr_t)hark_send(arg, NULL, (void *)1);
 }
 
+/* Starts a thread whose send on sig stays in its receiver until
+ * forever_go is set; returns once that thread is inside. */
+static pthread_t start_send_forever(hark_signal *sig) {
+  atomic_store(&forever_in, 0);
+  atomic_store(&forever_go, 0);
+  ck_assert_int_eq(hark_connect(sig, run_forever, NULL, NULL, 0), 0);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, send_once, sig), 0);
+  while (!atomic_load(&forever_in))
+    sched_yield();
+  return t;
+}
+
 /* Retired memory waits in batches of at most 64 lists, each keeping its
  * connection: what stays pending is bounded, whatever the churn. */
 #define PENDING_BOUND 150
@@ -270,14 +283,8 @@ END_TEST
 /* The list a long send walks stays; the ones retired beside it go, and it
  * goes too once the send lets go of it. */
 START_TEST(a_long_send_delays_only_the_list_it_walks) {
-  atomic_store(&forever_in, 0);
-  atomic_store(&forever_go, 0);
   hark_signal *sig = hark_signal_new("sig");
-  ck_assert_int_eq(hark_connect(sig, run_forever, NULL, NULL, 0), 0);
-  pthread_t t;
-  ck_assert_int_eq(pthread_create(&t, NULL, send_once, sig), 0);
-  while (!atomic_load(&forever_in))
-    sched_yield();
+  pthread_t t = start_send_forever(sig);
   /* every connect and disconnect retires the list the other thread may
    * be walking; only the one it does walk may stay */
   long after_some = conn_churn(sig, 200, 2);
@@ -939,14 +946,8 @@ END_TEST
  * in it must neither wait for the vanished one's locks nor keep memory
  * for its hazards. */
 START_TEST(a_child_forked_while_another_thread_sends_reclaims_alone) {
-  atomic_store(&forever_in, 0);
-  atomic_store(&forever_go, 0);
   hark_signal *sig = hark_signal_new("sig");
-  ck_assert_int_eq(hark_connect(sig, run_forever, NULL, NULL, 0), 0);
-  pthread_t t;
-  ck_assert_int_eq(pthread_create(&t, NULL, send_once, sig), 0);
-  while (!atomic_load(&forever_in))
-    sched_yield();
+  pthread_t t = start_send_forever(sig);
   fflush(stdout);
   pid_t pid = fork();
   ck_assert_int_ge(pid, 0);
