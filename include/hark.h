@@ -41,6 +41,11 @@
  *    duration of that receiver's call (see hark_send), so the last
  *    reference may also go when such a call returns, on the sending
  *    thread. Nothing is ever finalized on a thread that did not drop it.
+ *  - fork(): the child of a threaded program may go on using hark on the
+ *    thread that forked (the records of the threads it does not have are
+ *    dropped, so they hold no memory). As with any library, objects that
+ *    another thread was changing at that instant are in whatever state
+ *    that thread left them.
  */
 #ifndef HARK_H
 #define HARK_H
