@@ -46,6 +46,15 @@ enum fed_kind {
   FK_PM,
   FK_LOST,
   FK_RELEASE, /* a claim given back: Redis only, not in the stream */
+  FK_AWAY,
+  FK_UMODE,
+  FK_SETNAME,
+  FK_KILL,
+  FK_WALLOPS,
+  FK_INVITE,
+  FK_CMODE, /* a channel's flag (+imnpst) or limit */
+  FK_VOICE,
+  FK_LIST, /* a ban, exception or invite exception */
   FK_NKINDS
 };
 extern const char *const fed_kind_names[FK_NKINDS];
@@ -56,7 +65,7 @@ typedef struct fed_out {
   int kind;
   bool state; /* changes the network's state (not a message) */
   bool sent;  /* on the wire, its reply due */
-  char item[CHATD_CHAN_MAX + CHATD_UID_MAX + 4]; /* pending item, or "" */
+  char item[CHATD_CHAN_MAX + 228]; /* pending item, or "" */
   hark_weak who;  /* INTRO, NICK: the user a rename would concern */
   hark_weak gate; /* the session whose output waits for this commit */
   bool gating;
@@ -82,7 +91,8 @@ typedef struct fed_ev {
   int kind;
   const char *o, *i; /* origin node and incarnation ("" for the network) */
   const char *u, *t, *c, *m, *x, *nick, *user, *host, *real, *by, *at, *v;
-  const char *node, *inc; /* LOST: the node, its incarnation */
+  const char *g, *s, *acct; /* client tags, STATUSMSG, account */
+  const char *node, *inc;   /* LOST: the node, its incarnation */
   bool has_x;
 } fed_ev;
 

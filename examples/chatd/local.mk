@@ -8,11 +8,19 @@ chatd_core_sources = \
 	examples/chatd/log.h examples/chatd/log.c \
 	examples/chatd/proto.h examples/chatd/proto.c \
 	examples/chatd/names.c \
+	examples/chatd/tags.c \
 	examples/chatd/user.c \
 	examples/chatd/session.c \
 	examples/chatd/channel.c \
+	examples/chatd/chanmodes.c \
+	examples/chatd/cmd.h \
 	examples/chatd/commands.c \
+	examples/chatd/registration.c \
+	examples/chatd/modes.c \
 	examples/chatd/queries.c \
+	examples/chatd/who.c \
+	examples/chatd/oper.c \
+	examples/chatd/monitor.c \
 	examples/chatd/server.c
 
 # Federation beside the core: its own files, wired in by server.c alone.
@@ -28,7 +36,7 @@ endif
 if HAVE_OPENSSL
 CHATD_OPENSSL_LIBS = $(OPENSSL_LIBS)
 endif
-CHATD_REDIS_LIBS = $(CHATD_HIREDIS_LIBS) $(CHATD_OPENSSL_LIBS)
+CHATD_REDIS_LIBS = $(CHATD_HIREDIS_LIBS) $(CHATD_OPENSSL_LIBS) $(CRYPT_LIBS)
 CHATD_FED_CFLAGS = $(HIREDIS_CFLAGS) $(OPENSSL_CFLAGS)
 
 examples_chatd_hark_chatd_SOURCES = $(chatd_core_sources) \

@@ -15,6 +15,7 @@
 /* One parsed line. Every pointer points into the buffer given to
  * irc_parse (borrowed from it), NUL-terminated in place. */
 typedef struct irc_msg {
+  const char *tags;   /* the tags without the '@', NULL when absent */
   const char *prefix; /* NULL when absent */
   const char *command;
   const char *params[IRC_PARAMS_MAX];
@@ -23,7 +24,8 @@ typedef struct irc_msg {
 
 /* Parses line (len bytes without CR LF, modified in place: separators
  * become NULs; line[len] must be writable) into m. Tags (@...) are
- * skipped. Returns 0, or -1 for an empty or command-less line. */
+ * left for the caller (m->tags). Returns 0, or -1 for an empty or
+ * command-less line. */
 int irc_parse(char *line, size_t len, irc_msg *m);
 
 /* Finds the next line in buf[0..len): on success returns 1, sets *linelen
@@ -52,6 +54,13 @@ size_t irc_format(char *buf, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 size_t irc_vformat(char *buf, size_t cap, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
+
+/* Whether str matches mask: '*' any run, '?' one byte, rfc1459 case
+ * folded. Bounded work whatever the pattern. */
+bool irc_match(const char *mask, const char *str);
+
+/* Whether s is valid UTF-8 (no overlongs, no surrogates). */
+bool irc_utf8_valid(const char *s, size_t len);
 
 /* Splits a comma list in place: returns the next item (NUL-terminated) and
  * advances *cursor, or NULL at the end. */
