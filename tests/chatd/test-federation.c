@@ -83,8 +83,12 @@ START_TEST(chat_reaches_every_node) {
   /* topic and key are the network's: set on node 0 */
   cl_send(a, "TOPIC #hark :federated");
   EXPECT(c, "TOPIC #hark :federated");
-  cl_send(a, "MODE #hark +k sesame");
+  cl_send(a, "MODE #hark +sk sesame"); /* secret: hidden from outsiders */
+  EXPECT(a, "MODE #hark +sk sesame");
+  /* other nodes apply each change as its own event: a line each */
+  EXPECT(b, "MODE #hark +s");
   EXPECT(b, "MODE #hark +k sesame");
+  EXPECT(c, "MODE #hark +s");
   EXPECT(c, "MODE #hark +k sesame");
   client *d = cl_register(1, "dave"); /* an outsider on node 1 */
   client *e = cl_register(2, "eve");  /* and on node 2 */
@@ -282,8 +286,8 @@ START_TEST(list_names_and_who_show_the_network) {
   cl_join(c, "#Far", NULL);
   EXPECT(b, ":cat!");
   cl_join(b, "#sec", NULL);
-  cl_send(b, "MODE #sec +k hush");
-  EXPECT(b, "MODE #sec +k hush");
+  cl_send(b, "MODE #sec +sk hush");
+  EXPECT(b, "MODE #sec +sk hush");
   cl_join(a, "#near", NULL);
   /* al, a member of nothing on nodes 1 and 2, sees the network */
   cl_send(a, "LIST");
@@ -302,7 +306,7 @@ START_TEST(list_names_and_who_show_the_network) {
   }
   ck_assert(far);
   ck_assert(near);
-  ck_assert_msg(!sec, "a keyed channel listed to an outsider");
+  ck_assert_msg(!sec, "a secret channel listed to an outsider");
   cl_send(a, "LIST #FAR,#sec");
   ck_assert(list_has(a, "#far", 2));
   /* NAMES and WHO of a channel with no member here */
@@ -318,7 +322,7 @@ START_TEST(list_names_and_who_show_the_network) {
     who += strstr(a->line, " 352 al #far cat 127.0.0.1 n2 cat H") != NULL ||
            strstr(a->line, " 352 al #far bea 127.0.0.1 n1 bea H@") != NULL;
   ck_assert_int_eq(who, 2);
-  cl_send(a, "NAMES #sec"); /* keyed: nothing for an outsider */
+  cl_send(a, "NAMES #sec"); /* secret: nothing for an outsider */
   EXPECT(a, " 366 al #sec ");
   ck_assert_ptr_null(strstr(a->line, "bea"));
   cl_send(a, "NAMES #nowhere");
@@ -431,6 +435,8 @@ START_TEST(pipelined_join_then_topic_finds_the_member) {
   cl_until(a, " 332 ta #tp :set at once", " 442 ", NULL);
   /* (node 0's writes to Redis may trail its replies to a: a WHOIS, in
    * order behind them on its connection, waits for them) */
+  cl_send(a, "MODE #tp -t"); /* channels start +t: anyone may topic */
+  cl_until(a, "MODE #tp -t", NULL, NULL);
   cl_send(a, "WHOIS tb");
   cl_until(a, " 318 ta tb ", NULL, NULL);
   /* b joins from another node and retopics at once */
@@ -548,7 +554,7 @@ START_TEST(kick_reaches_every_node_and_checks_its_rights) {
   cl_send(op, "KICK #k outside");
   EXPECT(op, " 441 chief outside #k ");
   cl_send(op, "KICK #k nobody");
-  EXPECT(op, " 441 chief nobody #k ");
+  EXPECT(op, " 401 chief nobody ");
   cl_send(op, "KICK #nothere victim");
   EXPECT(op, " 403 chief #nothere ");
   cl_send(op, "KICK #k");
