@@ -386,16 +386,16 @@ int channel_say(chat_channel *c, chat_user *from, const char *cmd,
   char prefix[IRC_LINE_MAX];
   chat_prefix(c->srv, from, prefix, sizeof prefix);
   char target[CHATD_CHAN_MAX + 2];
-  snprintf(target, sizeof target, "%s%s",
-           status == '@'   ? "@"
-           : status == '+' ? "+"
-                           : "",
-           c->name);
+  const char *to = c->name;
+  if (status != 0) { /* STATUSMSG: @#chan, +#chan */
+    snprintf(target, sizeof target, "%c%s", status, c->name);
+    to = target;
+  }
   bool tagmsg = strcmp(cmd, "TAGMSG") == 0;
   /* Formatted once; every member's queue shares this buffer. */
   chat_buf *line =
-      tagmsg ? chat_buf_printf(":%s TAGMSG %s", prefix, target)
-             : chat_buf_printf(":%s %s %s :%s", prefix, cmd, target, text);
+      tagmsg ? chat_buf_printf(":%s TAGMSG %s", prefix, to)
+             : chat_buf_printf(":%s %s %s :%s", prefix, cmd, to, text);
   if (line == NULL)
     return HARK_ENOMEM;
   chat_event ev = {0};

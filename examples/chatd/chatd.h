@@ -214,6 +214,7 @@ typedef struct chat_event {
   bool msgid;              /* a message: msgid for message-tags clients */
   char id[32];
   struct timespec at;
+  unsigned made; /* a variant was made */
   chat_buf *variant[8];
 } chat_event;
 
@@ -280,8 +281,15 @@ struct chat_server {
   chat_session *sessions; /* the server's strong reference to each */
   unsigned nclients;
   unsigned max_local, max_global; /* most users seen at once */
-  chat_session *dirty;            /* sessions with output to write */
-  chat_session *closing;          /* sessions to close before the loop sleeps */
+  /* users of the network, kept by a receiver of sig_user (server.c) */
+  unsigned nusers, nlocal, ninvisible, nopers;
+  struct {
+    char name[CHATD_NODE_MAX + 1];
+    unsigned users;
+  } nodes[16]; /* other nodes with users (more share the last) */
+  unsigned nnodes;
+  chat_session *dirty;   /* sessions with output to write */
+  chat_session *closing; /* sessions to close before the loop sleeps */
   unsigned long seq;
   uint64_t next_id;              /* of the next user: unique across restarts */
   uint64_t msgid_seq;            /* msgid tags */

@@ -419,6 +419,11 @@ int main(int argc, char **argv) {
   if (r == 0) {
     const char *h = srv.opt.host;
     log_info("listening on %s:%d", h, srv.port);
+    if (srv.tls != NULL) {
+      log_info("listening for TLS on %s:%d", srv.opt.tls_host, srv.tls_port);
+      printf("hark-chatd listening for TLS on %s:%d\n", srv.opt.tls_host,
+             srv.tls_port);
+    }
     printf("hark-chatd listening on %s:%d\n"
            "connect with: irssi -c %s -p %d   (or: nc %s %d, then type "
            "NICK me / USER me 0 * :Me / JOIN #hark)\n",

@@ -171,54 +171,23 @@ void cmd_stats(chat_session *s, irc_msg *m) {
                   m->nparams > 0 ? m->params[0] : "*");
 }
 
-typedef struct census {
-  size_t users, invisible, opers;
-  const char *nodes[64];
-  size_t nnodes;
-} census;
-
-static void count_user(void *obj, void *data) {
-  chat_user *u = obj;
-  census *x = data;
-  if (!u->registered)
-    return;
-  x->users++;
-  x->invisible += (u->modes & UMODE_I) != 0;
-  x->opers += (u->modes & UMODE_O) != 0;
-  const char *node = u->remote ? u->node : "";
-  for (size_t i = 0; i < x->nnodes; i++)
-    if (strcmp(x->nodes[i], node) == 0)
-      return;
-  if (x->nnodes < 64)
-    x->nodes[x->nnodes++] = node; /* borrowed: the users live meanwhile */
-}
-
 void send_lusers(chat_session *s) {
   chat_server *srv = s->u.srv;
-  census x = {0, 0, 0, {""}, 1};
-  names_foreach(&srv->nicks, count_user, &x);
-  unsigned local = 0, unknown = 0;
-  for (chat_session *o = srv->sessions; o != NULL; o = o->next) {
-    if (o->closing || o->closed)
-      continue;
-    if (o->u.registered)
-      local++;
-    else
-      unknown++;
-  }
-  session_numeric(s, 251,
-                  ":There are %zu users and %zu invisible on %zu servers",
-                  x.users - x.invisible, x.invisible, x.nnodes);
-  session_numeric(s, 252, "%zu :operator(s) online", x.opers);
+  unsigned unknown =
+      srv->nclients > srv->nlocal ? srv->nclients - srv->nlocal : 0;
+  unsigned servers = srv->nnodes + 1;
+  session_numeric(s, 251, ":There are %u users and %u invisible on %u servers",
+                  srv->nusers - srv->ninvisible, srv->ninvisible, servers);
+  session_numeric(s, 252, "%u :operator(s) online", srv->nopers);
   session_numeric(s, 253, "%u :unknown connection(s)", unknown);
   session_numeric(s, 254, "%zu :channels formed", names_count(&srv->chans));
-  session_numeric(s, 255, ":I have %u clients and %zu servers", local,
-                  x.nnodes - 1);
+  session_numeric(s, 255, ":I have %u clients and %u servers", srv->nlocal,
+                  servers - 1);
   /* the counts are in the text only: the numbers as parameters are
    * optional, and "max" is the server's whole life */
-  session_numeric(s, 265, ":Current local users %u, max %u", local,
+  session_numeric(s, 265, ":Current local users %u, max %u", srv->nlocal,
                   srv->max_local);
-  session_numeric(s, 266, ":Current global users %zu, max %u", x.users,
+  session_numeric(s, 266, ":Current global users %u, max %u", srv->nusers,
                   srv->max_global);
 }
 

@@ -204,16 +204,63 @@ static bool exempt(chat_server *srv, const char *ip) {
   return false;
 }
 
-/* Users of other nodes count against their address's global limit. */
+/* The nodes with users, for LUSERS: delta users of node. */
+static void node_count(chat_server *srv, const char *node, int delta) {
+  unsigned i = 0;
+  while (i < srv->nnodes && strcmp(srv->nodes[i].name, node) != 0 &&
+         i + 1 < sizeof srv->nodes / sizeof srv->nodes[0])
+    i++;
+  if (i == srv->nnodes) {
+    if (delta < 0)
+      return;
+    snprintf(srv->nodes[i].name, sizeof srv->nodes[i].name, "%s", node);
+    srv->nodes[i].users = 0;
+    srv->nnodes++;
+  }
+  srv->nodes[i].users = (unsigned)((int)srv->nodes[i].users + delta);
+  if (srv->nodes[i].users == 0)
+    srv->nodes[i] = srv->nodes[--srv->nnodes];
+}
+
+/* The counts LUSERS shows, kept as users come, change and go (a census
+ * per registration would cost every client the whole network), and users
+ * of other nodes against their address's global limit. */
 static int on_user_event(void *self, void *sender, void *args) {
   chat_event *ev = args;
   chat_user *u = ev->origin;
-  if (u == NULL || !u->remote)
+  if (u == NULL)
     return 0;
-  if (ev->kind == USER_REGISTERED)
-    ip_add(u->srv, u->host, 0, 1);
-  else if (ev->kind == USER_QUIT && u->registered)
-    ip_add(u->srv, u->host, 0, -1);
+  chat_server *srv = u->srv;
+  int d = ev->kind == USER_REGISTERED              ? 1
+          : ev->kind == USER_QUIT && u->registered ? -1
+                                                   : 0;
+  if (d != 0) {
+    srv->nusers += (unsigned)d;
+    if (u->remote) {
+      ip_add(srv, u->host, 0, d);
+      node_count(srv, u->node, d);
+    } else {
+      srv->nlocal += (unsigned)d;
+    }
+    if (d < 0) {
+      srv->ninvisible -= (u->modes & UMODE_I) != 0;
+      srv->nopers -= (u->modes & UMODE_O) != 0;
+    }
+    if (srv->nlocal > srv->max_local)
+      srv->max_local = srv->nlocal;
+    if (srv->nusers > srv->max_global)
+      srv->max_global = srv->nusers;
+  } else if (ev->kind == USER_MODE && ev->text != NULL && u->registered) {
+    int dir = 1;
+    for (const char *p = ev->text; *p; p++) {
+      if (*p == '+' || *p == '-')
+        dir = *p == '+' ? 1 : -1;
+      else if (*p == 'i')
+        srv->ninvisible += (unsigned)dir;
+      else if (*p == 'o')
+        srv->nopers += (unsigned)dir;
+    }
+  }
   return 0;
 }
 

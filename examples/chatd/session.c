@@ -113,7 +113,9 @@ size_t session_pending(chat_session *s) {
  * after the dispatch. */
 static void check_limits(chat_session *s) {
   chat_server *srv = s->u.srv;
-  size_t pending = session_pending(s);
+  /* (the common case, on every line queued: no label, no TLS) */
+  size_t pending =
+      s->nlq == 0 && s->tls == NULL ? s->qbytes : session_pending(s);
   if (srv->opt.sendq_hard && pending > srv->opt.sendq_hard) {
     if (!s->over_hard) {
       s->over_hard = true;

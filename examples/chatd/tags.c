@@ -85,10 +85,14 @@ chat_buf *event_line(chat_server *srv, chat_event *ev, unsigned caps) {
   memcpy(b->data + n + 2, base->data, base->len + 1);
   b->len = (unsigned)(n + 2 + base->len);
   ev->variant[k] = b;
+  ev->made = 1;
   return b;
 }
 
 void event_release(chat_event *ev) {
+  if (ev->made == 0)
+    return; /* (a fan-out to plain clients only) */
+  ev->made = 0;
   for (size_t i = 0; i < sizeof ev->variant / sizeof ev->variant[0]; i++) {
     chat_buf_unref(ev->variant[i]);
     ev->variant[i] = NULL;
@@ -101,7 +105,7 @@ void tags_client_only(const char *tags, char *buf, size_t cap) {
   while (tags != NULL && *tags != '\0') {
     size_t len = strcspn(tags, ";");
     /* a client-only tag, with a name: "+x" or "+x=v" */
-    if (tags[0] == '+' && len > 1 && n + len + 2 < cap) {
+    if (tags[0] == '+' && len > 1 && n + (n > 0) + len < cap) {
       if (n > 0)
         buf[n++] = ';';
       memcpy(buf + n, tags, len);

@@ -105,16 +105,6 @@ static void emit_user(chat_user *u, int kind, const char *text,
 
 void user_register(chat_user *u, unsigned flags) {
   u->registered = true;
-  chat_server *srv = u->srv;
-  if (!u->remote) {
-    unsigned here = 0;
-    for (chat_session *s = srv->sessions; s != NULL; s = s->next)
-      here += s->u.registered;
-    if (here > srv->max_local)
-      srv->max_local = here;
-  }
-  if (names_count(&srv->nicks) > srv->max_global)
-    srv->max_global = (unsigned)names_count(&srv->nicks);
   emit_user(u, USER_REGISTERED, NULL, NULL, flags);
 }
 

@@ -252,6 +252,10 @@ typedef struct whowas_entry {
   time_t at;
 } whowas_entry;
 
+/* Entries kept per nick: the history stays varied however often one nick
+ * comes and goes. */
+#define WHOWAS_PER_NICK 2
+
 struct chat_whowas {
   whowas_entry *v; /* a ring: next is where the next one goes */
   size_t n, cap, next;
@@ -276,6 +280,14 @@ void whowas_add(chat_server *srv, chat_user *u) {
   }
   if (w->cap == 0)
     return;
+  /* the last WHOWAS_PER_NICK of a nick: an older one is forgotten */
+  size_t same = 0;
+  for (size_t k = 0; k < w->n; k++) {
+    whowas_entry *o = &w->v[(w->next + w->cap - 1 - k) % w->cap];
+    if (o->nick[0] != '\0' && irc_casecmp(o->nick, u->nick) == 0 &&
+        ++same >= WHOWAS_PER_NICK)
+      o->nick[0] = '\0';
+  }
   whowas_entry *e = &w->v[w->next];
   snprintf(e->nick, sizeof e->nick, "%s", u->nick);
   snprintf(e->user, sizeof e->user, "%s", u->user[0] ? u->user : "~u");
@@ -312,7 +324,8 @@ void cmd_whowas(chat_session *s, irc_msg *m) {
   for (size_t k = 0; w != NULL && k < w->n && !session_muted(s); k++) {
     whowas_entry *e = &w->v[(w->next + w->cap - 1 - k) % w->cap];
     for (size_t i = 0; i < n; i++) {
-      if (!irc_match(targets[i], e->nick) || (count > 0 && found[i] >= count))
+      if (e->nick[0] == '\0' || !irc_match(targets[i], e->nick) ||
+          (count > 0 && found[i] >= count))
         continue;
       found[i]++;
       char when[64];
