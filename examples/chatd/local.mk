@@ -56,9 +56,11 @@ RUN_COMMAND = ./examples/chatd/hark-chatd$(EXEEXT) --listen 127.0.0.1:6667
 # ---- tests -------------------------------------------------------------
 chatd_tests = tests/test-chatd-proto tests/test-chatd
 check_PROGRAMS += $(chatd_tests)
-TESTS += $(chatd_tests) tests/chatd/irc-client.sh tests/chatd/test-irc.py
+TESTS += $(chatd_tests) tests/chatd/irc-client.sh tests/chatd/test-irc.py \
+	tests/chatd/test-abuse.py
 EXTRA_DIST += tests/chatd/irc-client.sh tests/chatd/client.h \
-	tests/chatd/test-irc.py tests/chatd/ircclient.py
+	tests/chatd/test-irc.py tests/chatd/ircclient.py \
+	tests/chatd/test-abuse.py
 
 tests_test_chatd_proto_SOURCES = tests/chatd/test-proto.c \
 	examples/chatd/proto.h examples/chatd/proto.c

@@ -468,7 +468,8 @@ static void check_fd_limit(chat_options *o) {
              (unsigned long long)was, (unsigned long long)rl.rlim_cur);
     return;
   }
-  unsigned fit = rl.rlim_cur > 128 ? (unsigned)(rl.rlim_cur - 64) : 64;
+  unsigned fit = rl.rlim_cur > 128 ? (unsigned)(rl.rlim_cur - 64)
+                                   : (unsigned)(rl.rlim_cur / 2);
   log_warn("file descriptors: the limit is %llu (hard %llu): --max-clients "
            "lowered from %u to %u",
            (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,

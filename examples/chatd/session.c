@@ -744,7 +744,15 @@ void session_close_handles(chat_session *s) {
   /* Best effort: the last lines (ERROR) go out if the socket takes them. */
   uv_buf_t iov[IOV_BATCH];
   size_t bytes;
-  if (!s->writing && s->qcount > 0) {
+  if (s->over_hard && !s->writing && s->qoff == 0 && s->tls == NULL) {
+    /* What it did not read is dropped; between two lines, it may still
+     * hear why (if its socket has room at all). */
+    char line[300];
+    int n = snprintf(line, sizeof line, "ERROR :Closing Link: %s (%s)\r\n",
+                     s->u.host, s->quit_reason);
+    uv_buf_t b = uv_buf_init(line, (unsigned)n);
+    uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+  } else if (!s->writing && s->qcount > 0) {
     size_t n = gather(s, iov, &bytes);
     int r = 0;
     if (s->tls == NULL)

@@ -22,6 +22,14 @@ DAEMON = os.path.join(BUILDDIR, "examples", "chatd", "hark-chatd")
 SERVER = "test.hark"
 
 
+def readable(fd, timeout):
+    """Whether fd (a file descriptor or a socket) has something to read
+    within timeout seconds (poll: descriptors beyond 1024 too)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(max(timeout, 0) * 1000))
+
+
 def skip(why):
     print("SKIP: " + why)
     sys.exit(77)
@@ -130,8 +138,7 @@ class Client:
             if left <= 0:
                 return None
             if not (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
-                r, _, _ = select.select([self.sock], [], [], left)
-                if not r:
+                if not readable(self.sock, left):
                     return None
             try:
                 data = self.sock.recv(65536)
@@ -251,8 +258,7 @@ class Daemon:
         out = b""
         fd = self.proc.stdout.fileno()
         while time.monotonic() < end and b"connect with" not in out:
-            r, _, _ = select.select([fd], [], [], 0.2)
-            if not r:
+            if not readable(fd, 0.2):
                 if self.proc.poll() is not None:
                     break
                 continue
