@@ -21,7 +21,9 @@ ANY = None
 
 def stats(c, key):
     c.send("STATS")
-    m = c.expect("249")
+    # (10 s: under make -j2 check the daemon shares two cores with the
+    # federation suites while it sheds 40 attackers' output)
+    m = c.expect("249", timeout=10)
     v = re.search(r"\b%s (\d+)" % re.escape(key), m.params[-1])
     return int(v.group(1)) if v else None
 
