@@ -368,9 +368,9 @@ static void cmd_topic(chat_session *s, irc_msg *m) {
 static bool any_error(chat_session *s, char **targets, size_t n) {
   for (size_t i = 0; i < n; i++) {
     const char *t = targets[i];
-    if ((t[0] == '@' || t[0] == '+') && t[1] == '#')
+    if ((t[0] == '@' || t[0] == '+') && irc_is_channel(t + 1))
       t++;
-    if (t[0] == '#') {
+    if (irc_is_channel(t)) {
       chat_channel *c = channel_find(s->u.srv, t);
       bool err = c == NULL || !user_in_channel(&s->u, c);
       hark_unref(c);
@@ -422,9 +422,9 @@ static void message(chat_session *s, irc_msg *m, const char *cmd) {
   for (size_t i = 0; i < n && !session_muted(s); i++) {
     const char *t = targets[i];
     char status = 0;
-    if ((t[0] == '@' || t[0] == '+') && t[1] == '#')
+    if ((t[0] == '@' || t[0] == '+') && irc_is_channel(t + 1))
       status = *t++;
-    if (t[0] == '#') {
+    if (irc_is_channel(t)) {
       chat_channel *c = channel_find(srv, t);
       if (c == NULL) {
         if (!notice)

@@ -195,6 +195,12 @@ bool pending_has(fed_bridge *b, const char *item);
 void fed_burst(fed_bridge *b, fmap *snapshot_chans);
 /* The folded form of a nick or channel (rfc1459) into buf. */
 void fed_fold(char *buf, size_t cap, const char *name);
+/* Whether the network carries a channel: a '#' channel; '&' ones stay on
+ * their server (neither sent nor taken, nor dropped by a resync). */
+static inline bool fed_carries(const char *chan) {
+  return chan != NULL && !irc_local_channel(chan) &&
+         irc_valid_channel(chan, CHATD_CHAN_MAX);
+}
 chat_user *fed_user(fed_bridge *b, const char *uid); /* borrowed or NULL */
 void fed_forget(fed_bridge *b, chat_user *u);
 /* The link is up: the parked claims go out; down: they are granted. */

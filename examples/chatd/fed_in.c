@@ -313,7 +313,7 @@ static void node_lost(fed_bridge *b, const char *node, const char *why) {
 /* ---- events ----------------------------------------------------------- */
 
 static chat_channel *channel_of(fed_bridge *b, const char *name, bool create) {
-  if (name == NULL || !irc_valid_channel(name, CHATD_CHAN_MAX))
+  if (!fed_carries(name))
     return NULL;
   chat_channel *c = channel_find(b->srv, name);
   if (c == NULL && create)
@@ -664,6 +664,8 @@ typedef struct chan_list {
 
 static void add_chan(void *obj, void *data) {
   chan_list *l = data;
+  if (!fed_carries(((chat_channel *)obj)->name))
+    return; /* '&': this server's alone */
   if (l->n == l->cap) {
     size_t ncap = l->cap ? l->cap * 2 : 16;
     chat_channel **nc = chat_realloc(l->c, ncap * sizeof *nc);
@@ -880,9 +882,7 @@ bool in_resync(fed_bridge *b, const rreply *r, size_t at, bool fresh,
     if (f[7] != NULL) {
       char want[24];
       snprintf(want, sizeof want, "-Biow+%.16s", f[7]);
-      unsigned before = u->modes;
       user_set_modes(u, want, CHAT_FROM_NET);
-      (void)before;
     }
     if (f[8] != NULL)
       clean(u->account, sizeof u->account, f[8], false);

@@ -183,7 +183,9 @@ static void umode_letters(unsigned modes, char *buf, size_t cap) {
 /* Whether federation carries this event: ours, not applied for another
  * node, not muted (a resync rebuilding what a burst will say). */
 static bool ours(fed_bridge *b, chat_event *ev) {
-  return !(ev->flags & CHAT_FROM_NET) && !b->muted && b->state != LINK_STOPPED;
+  return !(ev->flags & CHAT_FROM_NET) && !b->muted &&
+         b->state != LINK_STOPPED &&
+         (ev->chan == NULL || fed_carries(ev->chan->name));
 }
 
 static const char *uid_of(chat_user *u) { return u != NULL ? u->uid : ""; }
@@ -534,6 +536,8 @@ static void burst_channel(void *obj, void *data) {
   chat_channel *c = obj;
   burst_ctx *x = data;
   char fold[CHATD_CHAN_MAX + 1];
+  if (!fed_carries(c->name))
+    return;
   fed_fold(fold, sizeof fold, c->name);
   if (x->known != NULL && fmap_get(x->known, fold) != NULL)
     return; /* the network's topic and key hold (in_resync took them) */
@@ -601,6 +605,8 @@ void fed_burst(fed_bridge *b, fmap *known) {
     }
     for (size_t i = 0; i < s->u.nchans; i++) {
       chat_channel *c = s->u.chans[i].chan;
+      if (!fed_carries(c->name))
+        continue;
       chat_event j = {0};
       j.origin = &s->u;
       j.chan = c;

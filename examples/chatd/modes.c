@@ -232,7 +232,7 @@ static void user_mode(chat_session *s, irc_msg *m) {
 
 void cmd_mode(chat_session *s, irc_msg *m) {
   const char *target = m->params[0];
-  if (target[0] == '#') {
+  if (irc_is_channel(target)) {
     if (command_settle(s))
       return;
     chat_channel *c = channel_find(s->u.srv, target);

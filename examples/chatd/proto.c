@@ -119,7 +119,7 @@ bool irc_valid_nick(const char *nick, size_t maxlen) {
 
 bool irc_valid_channel(const char *name, size_t maxlen) {
   size_t n = strlen(name);
-  if (n < 2 || n > maxlen || name[0] != '#')
+  if (n < 2 || n > maxlen || !irc_is_channel(name))
     return false;
   for (size_t i = 1; i < n; i++) {
     unsigned char c = (unsigned char)name[i];

@@ -43,8 +43,18 @@ void irc_fold(char *dst, const char *src, size_t cap);
 /* Nick: a letter or one of []\`_^{|} first, then those, digits or '-';
  * 1..maxlen bytes. */
 bool irc_valid_nick(const char *nick, size_t maxlen);
-/* Channel: '#' then 1..maxlen-1 bytes, none of NUL BEL CR LF SP ',' ':'. */
+/* Channel: '#' or '&' then 1..maxlen-1 bytes, none of NUL BEL CR LF SP ','
+ * ':'. */
 bool irc_valid_channel(const char *name, size_t maxlen);
+
+/* Whether a target names a channel (CHANTYPES=#&): '#' channels are the
+ * network's, '&' channels this server's own, never federated. */
+static inline bool irc_is_channel(const char *name) {
+  return name[0] == '#' || name[0] == '&';
+}
+static inline bool irc_local_channel(const char *name) {
+  return name[0] == '&';
+}
 
 /* Formats a line into buf (cap >= IRC_LINE_MAX + 1): the printf result cut
  * to IRC_BODY_MAX bytes (never in the middle of a UTF-8 sequence), with any

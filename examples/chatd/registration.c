@@ -18,8 +18,8 @@ void server_isupport(chat_session *s) {
     snprintf(chanlimit, sizeof chanlimit, "%u", o->max_chans_per_client);
   /* 13 tokens per line at most: a line has 15 parameters */
   session_numeric(s, 5,
-                  "AWAYLEN=%d BOT=B CASEMAPPING=rfc1459 CHANLIMIT=#:%s "
-                  "CHANMODES=Ibe,k,l,imnpst CHANNELLEN=%u CHANTYPES=# "
+                  "AWAYLEN=%d BOT=B CASEMAPPING=rfc1459 CHANLIMIT=#&:%s "
+                  "CHANMODES=Ibe,k,l,imnpst CHANNELLEN=%u CHANTYPES=#& "
                   "ELIST=MNU EXCEPTS=e HOSTLEN=63 INVEX=I KEYLEN=%d "
                   "KICKLEN=%d :are supported by this server",
                   CHATD_AWAY_MAX, chanlimit, o->channellen, CHATD_KEY_MAX,

@@ -148,7 +148,7 @@ void cmd_who(chat_session *s, irc_msg *m) {
         snprintf(q.token, sizeof q.token, "%.3s", comma + 1);
     }
   }
-  if (mask[0] == '#') {
+  if (irc_is_channel(mask)) {
     chat_channel *c = channel_find(s->u.srv, mask);
     if (c != NULL && channel_visible(c, &s->u)) {
       channel_count(c); /* (drops the dead) */

@@ -536,6 +536,30 @@ START_TEST(an_outsider_gets_404_from_a_keyed_channel_on_any_node) {
 }
 END_TEST
 
+/* A '&' channel is its server's own: the same name on two nodes is two
+ * channels, and nothing said in one reaches the other. */
+START_TEST(ampersand_channels_stay_on_their_node) {
+  client *a = cl_register(0, "anna");
+  client *b = cl_register(1, "bert");
+  cl_join(a, "&loc", NULL);
+  cl_send(b, "JOIN &loc");
+  EXPECT(b, " 353 bert = &loc :@bert");
+  cl_none(a, "JOIN &loc", 300);
+  cl_send(a, "PRIVMSG &loc :node 0 only");
+  cl_send(b, "PRIVMSG &loc :node 1 only");
+  cl_none(a, "node 1 only", 300);
+  cl_none(b, "node 0 only", 300);
+  cl_send(a, "TOPIC &loc :here");
+  EXPECT(a, "TOPIC &loc :here");
+  cl_send(b, "LIST &loc");
+  ck_assert(list_has(b, "&loc", 1));
+  cl_send(b, "TOPIC &loc");
+  EXPECT(b, " 331 bert &loc ");
+  cl_free(a);
+  cl_free(b);
+}
+END_TEST
+
 /* KICK by an operator reaches every member on every node; the numerics of
  * a KICK that cannot be done. */
 START_TEST(kick_reaches_every_node_and_checks_its_rights) {
@@ -634,6 +658,7 @@ int main(void) {
   tcase_add_test(tc, a_client_gone_during_its_claim_frees_the_nick);
   tcase_add_test(tc, pipelined_lines_run_when_redis_is_lost);
   tcase_add_test(tc, an_outsider_gets_404_from_a_keyed_channel_on_any_node);
+  tcase_add_test(tc, ampersand_channels_stay_on_their_node);
   tcase_add_test(tc, kick_reaches_every_node_and_checks_its_rights);
   tcase_add_test(tc, a_nick_claim_goes_on_when_redis_hangs);
   suite_add_tcase(s, tc);

@@ -129,12 +129,13 @@ def isupport_and_welcome_burst():
             for t in m.params[1:-1]:
                 k, _, v = t.partition("=")
                 tokens[k] = v
-        for k, v in (("PREFIX", "(ov)@+"), ("CHANTYPES", "#"),
+        for k, v in (("PREFIX", "(ov)@+"), ("CHANTYPES", "#&"),
                      ("CHANMODES", "Ibe,k,l,imnpst"), ("CASEMAPPING", "rfc1459"),
                      ("STATUSMSG", "@+"), ("BOT", "B"), ("MONITOR", "100"),
                      ("ELIST", "MNU"), ("EXCEPTS", "e"), ("INVEX", "I"),
                      ("NICKLEN", "30"), ("TOPICLEN", "390"), ("KICKLEN", "255"),
-                     ("AWAYLEN", "200"), ("KEYLEN", "32"), ("MODES", "20")):
+                     ("AWAYLEN", "200"), ("KEYLEN", "32"), ("MODES", "20"),
+                     ("CHANLIMIT", "#&:50"), ("CHANNELLEN", "50")):
             check(tokens.get(k) == v, "005 %s=%s, want %s" % (k, tokens.get(k), v))
         targ = dict(x.split(":") for x in tokens["TARGMAX"].split(","))
         check(targ["PRIVMSG"] == "4" and targ["NAMES"] == "10", targ)
@@ -728,6 +729,44 @@ def names_list_and_secret_channels():
         b.expect("323")
         b.send("NAMES " + ",".join("#n%d" % i for i in range(12)))
         b.expect("407", ["b", "#n10", ANY])
+
+
+@test
+def local_ampersand_channels():
+    """CHANTYPES=#&: a '&' channel works as a '#' one (modes, messages,
+    NAMES, WHO, the CHANLIMIT count and CHANNELLEN)."""
+    with daemon("--max-chans-per-client", "2") as d:
+        a = register(d.port, "a")
+        b = register(d.port, "b")
+        a.send("JOIN &here")
+        a.expect("JOIN", ["&here"])
+        a.expect("353", ["a", "=", "&here", "@a"])
+        a.expect("366", ["a", "&here", ANY])
+        b.send("JOIN &here")
+        b.expect("366", ["b", "&here", ANY])
+        a.expect("JOIN", ["&here"], prefix=R("b!"))
+        b.send("PRIVMSG &here :local")
+        a.expect("PRIVMSG", ["&here", "local"])
+        a.send("MODE &here +m")
+        a.expect("MODE", ["&here", "+m"])
+        b.send("PRIVMSG &here :muted")
+        b.expect("404", ["b", "&here", ANY])
+        a.send("MODE &here")
+        a.expect("324", ["a", "&here", "+mnt"])
+        b.send("WHO &here")
+        b.expect("352", ["b", "&here", ANY, ANY, SERVER, "a", "H@", ANY])
+        b.expect("352", ["b", "&here", ANY, ANY, SERVER, "b", "H", ANY])
+        b.expect("315", ["b", "&here", ANY])
+        b.send("JOIN #one")  # one limit for both kinds (CHANLIMIT=#&:2)
+        b.expect("366", ["b", "#one", ANY])
+        b.send("JOIN &two")
+        b.expect("405", ["b", "&two", ANY])
+        a.send("JOIN &" + "x" * 49)  # CHANNELLEN=50 counts the '&'
+        a.expect("366", ["a", "&" + "x" * 49, ANY])
+        a.send("JOIN &" + "y" * 50)
+        a.expect("403", ["a", "&" + "y" * 50, ANY])
+        a.send("JOIN &")
+        a.expect("403", ["a", "&", ANY])
 
 
 # ---- users ---------------------------------------------------------------
