@@ -68,14 +68,26 @@ void cmd_names(chat_session *s, irc_msg *m) {
     session_numeric(s, 366, "%s :End of /NAMES list.", whole);
 }
 
-/* ---- LIST (ELIST=MNU) ------------------------------------------------------ */
+/* ---- LIST (ELIST=CMNTU) ------------------------------------------------------ */
 
 typedef struct list_query {
   chat_session *s;
   const char *want[16], *unwanted[16];
   size_t nwant, nunwanted;
-  long more_than, less_than; /* -1: none */
+  long more_than, less_than; /* users; -1: none */
+  /* ELIST=CT, in minutes ago: created (C) or topic set (T) more than
+   * (older) or less than (newer) that; -1: none */
+  long c_older, c_newer, t_older, t_newer;
+  time_t now;
 } list_query;
+
+/* Whether something done at `at` passes "more than `older` / less than
+ * `newer` minutes ago" (compared in seconds: C<2 keeps a channel made 119
+ * s ago, C>2 one made 121 s ago). */
+static bool age_ok(time_t now, time_t at, long older, long newer) {
+  double age = difftime(now, at);
+  return (older < 0 || age > older * 60.0) && (newer < 0 || age < newer * 60.0);
+}
 
 static void list_one(void *obj, void *data) {
   chat_channel *c = obj;
@@ -86,6 +98,12 @@ static void list_one(void *obj, void *data) {
   if ((q->more_than >= 0 && users <= (size_t)q->more_than) ||
       (q->less_than >= 0 && users >= (size_t)q->less_than))
     return;
+  if (!age_ok(q->now, c->created, q->c_older, q->c_newer))
+    return;
+  if ((q->t_older >= 0 || q->t_newer >= 0) &&
+      (c->topic[0] == '\0' || !age_ok(q->now, c->topic_at, q->t_older,
+                                       q->t_newer)))
+    return; /* no topic: no topic time to match */
   bool ok = q->nwant == 0;
   for (size_t i = 0; i < q->nwant && !ok; i++)
     ok = irc_match(q->want[i], c->name);
@@ -98,16 +116,18 @@ static void list_one(void *obj, void *data) {
 void cmd_list(chat_session *s, irc_msg *m) {
   if (command_settle(s))
     return;
-  list_query q = {s, {0}, {0}, 0, 0, -1, -1};
+  list_query q = {s, {0}, {0}, 0, 0, -1, -1, -1, -1, -1, -1, time(NULL)};
   char *items = m->nparams > 0 ? (char *)m->params[0] : NULL, *item;
   while ((item = irc_next_item(&items)) != NULL) {
-    if ((item[0] == '>' || item[0] == '<') && item[1] >= '0' &&
-        item[1] <= '9') {
-      long v = strtol(item + 1, NULL, 10);
-      if (item[0] == '>')
-        q.more_than = v;
-      else
-        q.less_than = v;
+    /* C<n C>n T<n T>n (ELIST=CT), then <n >n (ELIST=U) */
+    char *cmp = item[0] == 'C' || item[0] == 'T' ? item + 1 : item;
+    if ((cmp[0] == '>' || cmp[0] == '<') && cmp[1] >= '0' && cmp[1] <= '9') {
+      long v = strtol(cmp + 1, NULL, 10);
+      long *at = item[0] == 'C'   ? (cmp[0] == '>' ? &q.c_older : &q.c_newer)
+                 : item[0] == 'T' ? (cmp[0] == '>' ? &q.t_older : &q.t_newer)
+                 : cmp[0] == '>'  ? &q.more_than
+                                  : &q.less_than;
+      *at = v;
     } else if (item[0] == '!' && q.nunwanted < 16) {
       q.unwanted[q.nunwanted++] = item + 1;
     } else if (q.nwant < 16) {

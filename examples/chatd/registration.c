@@ -20,7 +20,7 @@ void server_isupport(chat_session *s) {
   session_numeric(s, 5,
                   "AWAYLEN=%d BOT=B CASEMAPPING=rfc1459 CHANLIMIT=#&:%s "
                   "CHANMODES=Ibe,k,l,imnpst CHANNELLEN=%u CHANTYPES=#& "
-                  "ELIST=MNU EXCEPTS=e HOSTLEN=63 INVEX=I KEYLEN=%d "
+                  "ELIST=CMNTU EXCEPTS=e HOSTLEN=63 INVEX=I KEYLEN=%d "
                   "KICKLEN=%d :are supported by this server",
                   CHATD_AWAY_MAX, chanlimit, o->channellen, CHATD_KEY_MAX,
                   CHATD_KICK_MAX);

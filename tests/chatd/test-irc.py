@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ircclient import (SERVER, Client, Daemon, Failure, accounts_file,  # noqa
@@ -132,7 +133,7 @@ def isupport_and_welcome_burst():
         for k, v in (("PREFIX", "(ov)@+"), ("CHANTYPES", "#&"),
                      ("CHANMODES", "Ibe,k,l,imnpst"), ("CASEMAPPING", "rfc1459"),
                      ("STATUSMSG", "@+"), ("BOT", "B"), ("MONITOR", "100"),
-                     ("ELIST", "MNU"), ("EXCEPTS", "e"), ("INVEX", "I"),
+                     ("ELIST", "CMNTU"), ("EXCEPTS", "e"), ("INVEX", "I"),
                      ("NICKLEN", "30"), ("TOPICLEN", "390"), ("KICKLEN", "255"),
                      ("AWAYLEN", "200"), ("KEYLEN", "32"), ("MODES", "20"),
                      ("CHANLIMIT", "#&:50"), ("CHANNELLEN", "50")):
@@ -729,6 +730,41 @@ def names_list_and_secret_channels():
         b.expect("323")
         b.send("NAMES " + ",".join("#n%d" % i for i in range(12)))
         b.expect("407", ["b", "#n10", ANY])
+
+
+def listed(c, query):
+    """The channels a LIST answers with, up to its 323."""
+    c.send("LIST " + query)
+    got = c.sync()
+    check([m.command for m in got if m.command != "322"] == ["321", "323"],
+          "LIST %s: %s" % (query, got))
+    return {m.params[1] for m in got if m.command == "322"}
+
+
+@test
+def list_by_creation_and_topic_time():
+    """ELIST=CT: C>n / C<n keep channels created more / less than n
+    minutes ago, T>n / T<n by the topic's time; no topic, no T match."""
+    with daemon() as d:
+        a = register(d.port, "a")
+        a.send("JOIN #old,#bare")
+        a.expect("366", ["a", "#bare", ANY])
+        a.send("TOPIC #old :set before")
+        a.expect("TOPIC", ["#old", "set before"])
+        time.sleep(1.2)  # #old and #bare are older than 0 minutes from here
+        a.send("JOIN #new")
+        a.expect("366", ["a", "#new", ANY])
+        a.send("TOPIC #new :set now")
+        a.expect("TOPIC", ["#new", "set now"])
+        every = {"#old", "#bare", "#new"}
+        check(listed(a, "C<1") == every, "C<1")
+        check(listed(a, "C>1") == set(), "C>1")
+        check(listed(a, "C<0") == set(), "C<0")
+        check(listed(a, "C>0") == {"#old", "#bare"}, "C>0: %s" % listed(a, "C>0"))
+        check(listed(a, "T<1") == {"#old", "#new"}, "T<1")
+        check(listed(a, "T>0") == {"#old"}, "T>0: %s" % listed(a, "T>0"))
+        check(listed(a, "T>5") == set(), "T>5")
+        check(listed(a, "C<1,>0,#n*") == {"#new"}, "C with a mask")
 
 
 @test
