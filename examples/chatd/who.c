@@ -318,6 +318,10 @@ void cmd_whowas(chat_session *s, irc_msg *m) {
   size_t n =
       split_targets(s, (char *)m->params[0], targets, CHATD_TARGETS_WHOIS);
   long count = m->nparams > 1 ? strtol(m->params[1], NULL, 10) : 0;
+  /* several nicks and no count: the newest entry of each, so that a list
+   * of TARGMAX nicks asks for TARGMAX entries, not the whole history */
+  if (n > 1 && m->nparams < 2)
+    count = 1;
   long found[CHATD_TARGETS_WHOIS] = {0};
   chat_whowas *w = s->u.srv->whowas;
   /* newest first, whichever target each is for */

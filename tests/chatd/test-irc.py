@@ -866,6 +866,26 @@ def whowas_history():
         a.send("WHOWAS never")
         a.expect("406", ["asker", "never", ANY])
         a.expect("369", ["asker", "never", ANY])
+        c = register(d.port, "other", user="four")
+        c.send("QUIT")
+        check(c.closed(), "QUIT did not close")
+        a.sync()
+        # several nicks: the newest entry of each, newest first, then
+        # 406 for a nick without history, and one 369 for the list
+        a.send("WHOWAS gone,never,other")
+        got = a.sync()
+        check([(m.command, m.params[1]) for m in got] ==
+              [("314", "other"), ("312", "other"), ("314", "gone"),
+               ("312", "gone"), ("406", "never"), ("369", "gone,never,other")],
+              "WHOWAS list: %s" % got)
+        check(got[2].params[2] == "three", "not the newest of gone: %s" % got)
+        a.send("WHOWAS gone,other 2")
+        got = [(m.command, m.params[1]) for m in a.sync() if m.command == "314"]
+        check(got == [("314", "other"), ("314", "gone"), ("314", "gone")],
+              "WHOWAS list with a count: %s" % got)
+        a.send("WHOWAS gone -1")
+        got = [m.params[2] for m in a.sync() if m.command == "314"]
+        check(got == ["three", "two"], "a negative count is no count: %s" % got)
         a.send("WHOWAS")
         a.expect("431", ["asker", ANY])
 
