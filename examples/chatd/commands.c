@@ -547,6 +547,7 @@ static void dispatch(chat_session *s, irc_msg *m) {
 
 void command_line(chat_session *s, char *line, size_t len) {
   irc_msg m;
+  bool utf8 = irc_utf8_valid(line, len); /* (irc_parse cuts the line up) */
   if (irc_parse(line, len, &m) != 0)
     return;
   char label[72];
@@ -555,7 +556,15 @@ void command_line(chat_session *s, char *line, size_t len) {
                  label[0] != '\0';
   if (labeled)
     session_label_begin(s, label);
-  dispatch(s, &m);
+  /* UTF8ONLY: a line that is not UTF-8 is refused whole, so no client is
+   * ever sent bytes it cannot decode (ircv3 utf8-only) */
+  if (utf8)
+    dispatch(s, &m);
+  else
+    session_sendf(s, ":%s FAIL %s INVALID_UTF8 :Message rejected: not UTF-8",
+                  s->u.srv->opt.name,
+                  irc_utf8_valid(m.command, strlen(m.command)) ? m.command
+                                                                : "*");
   if (labeled)
     session_label_end(s);
 }

@@ -27,7 +27,7 @@ void server_isupport(chat_session *s) {
   session_numeric(s, 5,
                   "LINELEN=%d MAXLIST=bIe:%d MAXTARGETS=%d MODES=%d "
                   "MONITOR=%d NETWORK=hark NICKLEN=%u PREFIX=(ov)@+ SAFELIST "
-                  "STATUSMSG=@+ TOPICLEN=%d USERLEN=%d WHOX "
+                  "STATUSMSG=@+ TOPICLEN=%d USERLEN=%d "
                   ":are supported by this server",
                   IRC_LINE_MAX, CHATD_LIST_MAX, CHATD_TARGETS_MSG,
                   CHATD_MODES_MAX, CHATD_MONITOR_MAX, o->nicklen,
@@ -35,7 +35,7 @@ void server_isupport(chat_session *s) {
   session_numeric(s, 5,
                   "TARGMAX=JOIN:%zu,KICK:%d,LIST:,MONITOR:%d,NAMES:%d,"
                   "NOTICE:%d,PART:%zu,PRIVMSG:%d,TAGMSG:%d,WHOIS:%d,WHOWAS:%d "
-                  ":are supported by this server",
+                  "UTF8ONLY WHOX :are supported by this server",
                   jmax, CHATD_TARGETS_KICK, CHATD_MONITOR_MAX,
                   CHATD_TARGETS_NAMES, CHATD_TARGETS_MSG, jmax,
                   CHATD_TARGETS_MSG, CHATD_TARGETS_MSG, CHATD_TARGETS_WHOIS,

@@ -141,6 +141,7 @@ def isupport_and_welcome_burst():
         targ = dict(x.split(":") for x in tokens["TARGMAX"].split(","))
         check(targ["PRIVMSG"] == "4" and targ["NAMES"] == "10", targ)
         check("WHOX" in tokens, "no WHOX")
+        check("UTF8ONLY" in tokens, "no UTF8ONLY")
         for n in ("251", "252", "253", "254", "255", "265", "266", "422"):
             c.expect(n)
         c.send("VERSION")
@@ -184,6 +185,35 @@ def motd_time_info_admin_help_links():
         c.send("LINKS")
         c.expect("365", ["m", "*", ANY])
         c.close()
+
+
+@test
+def lines_that_are_not_utf8_are_refused():
+    """UTF8ONLY (ircv3 utf8-only): a line with bytes that are not UTF-8
+    gets FAIL <command> INVALID_UTF8 and does nothing; nobody is sent it."""
+    with daemon() as d:
+        a = register(d.port, "a", caps=("labeled-response", "batch"))
+        b = register(d.port, "b")
+        a.send("JOIN #u")
+        b.send("JOIN #u")
+        b.expect("366")
+        a.sync()
+        a.send(b"PRIVMSG b :hi\xaa")
+        a.expect("FAIL", ["PRIVMSG", "INVALID_UTF8", ANY])
+        a.send(b"PRIVMSG #u :caf\xc3")  # a sequence cut short
+        a.expect("FAIL", ["PRIVMSG", "INVALID_UTF8", ANY])
+        a.send(b"@label=q1 TOPIC #u :\xed\xa0\x80")  # a surrogate
+        m = a.expect("FAIL", ["TOPIC", "INVALID_UTF8", ANY])
+        check(m.tags.get("label") == "q1", "FAIL without its label: %s" % m)
+        b.none("PRIVMSG")
+        b.send("PRIVMSG #u :caf\u00e9 ok")
+        a.expect("PRIVMSG", ["#u", "caf\u00e9 ok"])
+        c = Client(d.port)  # before registration too
+        c.send("NICK nu")
+        c.send(b"USER u 0 * :i\xe8rc\xe9")
+        c.expect("FAIL", ["USER", "INVALID_UTF8", ANY])
+        c.send("USER u 0 * :ok")
+        c.expect("001", ["nu", ANY])
 
 
 @test
