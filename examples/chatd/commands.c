@@ -564,7 +564,7 @@ void command_line(chat_session *s, char *line, size_t len) {
     session_sendf(s, ":%s FAIL %s INVALID_UTF8 :Message rejected: not UTF-8",
                   s->u.srv->opt.name,
                   irc_utf8_valid(m.command, strlen(m.command)) ? m.command
-                                                                : "*");
+                                                               : "*");
   if (labeled)
     session_label_end(s);
 }

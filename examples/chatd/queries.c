@@ -101,8 +101,8 @@ static void list_one(void *obj, void *data) {
   if (!age_ok(q->now, c->created, q->c_older, q->c_newer))
     return;
   if ((q->t_older >= 0 || q->t_newer >= 0) &&
-      (c->topic[0] == '\0' || !age_ok(q->now, c->topic_at, q->t_older,
-                                       q->t_newer)))
+      (c->topic[0] == '\0' ||
+       !age_ok(q->now, c->topic_at, q->t_older, q->t_newer)))
     return; /* no topic: no topic time to match */
   bool ok = q->nwant == 0;
   for (size_t i = 0; i < q->nwant && !ok; i++)

@@ -49,12 +49,13 @@ START_TEST(registration_sends_welcome_isupport_and_no_motd) {
     strncat(isupport, l, sizeof isupport - strlen(isupport) - 1);
   }
   static const char *const want[] = {
-      "CHANTYPES=#",   "NICKLEN=30",
+      "CHANTYPES=#& ", "NICKLEN=30",
       "CHANNELLEN=50", "CASEMAPPING=rfc1459",
       "PREFIX=(ov)@+", "CHANMODES=Ibe,k,l,imnpst",
       "TARGMAX=",      "MONITOR=100",
       "STATUSMSG=@+",  "WHOX",
-      "BOT=B",         "ELIST=MNU"};
+      "BOT=B",         "ELIST=CMNTU",
+      "UTF8ONLY",      "CHANLIMIT=#&:"};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
     ck_assert_msg(strstr(isupport, want[i]) != NULL, "no %s in 005", want[i]);
   cl_expect(c, " 251 alice ");
