@@ -82,20 +82,35 @@ static bool mask_del(chat_masks *l, const char *mask) {
   return true;
 }
 
-bool channel_masks_match(const chat_masks *list, chat_user *u) {
+/* Whether an entry of list matches u: a plain mask, or with mute, also
+ * an "m:mask" one (the mute extban, EXTBAN=,m). */
+static bool masks_match(const chat_masks *list, chat_user *u, bool mute) {
   if (list->n == 0)
     return false;
   char who[IRC_LINE_MAX];
   user_mask(u, who, sizeof who);
-  for (size_t i = 0; i < list->n; i++)
-    if (irc_match(list->v[i].mask, who))
+  for (size_t i = 0; i < list->n; i++) {
+    const char *mask = list->v[i].mask;
+    if (strncmp(mask, "m:", 2) == 0) {
+      if (mute && irc_match(mask + 2, who))
+        return true;
+    } else if (irc_match(mask, who)) {
       return true;
+    }
+  }
   return false;
 }
 
+bool channel_masks_match(const chat_masks *list, chat_user *u) {
+  return masks_match(list, u, false);
+}
+
 bool channel_banned(chat_channel *c, chat_user *u) {
-  return channel_masks_match(&c->bans, u) &&
-         !channel_masks_match(&c->excepts, u);
+  return masks_match(&c->bans, u, false) && !masks_match(&c->excepts, u, false);
+}
+
+bool channel_muted(chat_channel *c, chat_user *u) {
+  return masks_match(&c->bans, u, true) && !masks_match(&c->excepts, u, true);
 }
 
 void channel_mode_string(chat_channel *c, bool with_key, char *buf,

@@ -659,6 +659,9 @@ void chat_prefix(chat_server *srv, chat_user *u, char *buf, size_t cap);
 bool channel_masks_match(const chat_masks *list, chat_user *u);
 /* u may not join / speak in c because of its bans (and no exception). */
 bool channel_banned(chat_channel *c, chat_user *u);
+/* u may not speak in c: a ban or a mute ("m:mask"), and no exception
+ * (plain or "m:") for it. */
+bool channel_muted(chat_channel *c, chat_user *u);
 /* "+ntk key" (the key for members) into buf. */
 void channel_mode_string(chat_channel *c, bool with_key, char *buf, size_t cap);
 /* Frees the lists of c. */

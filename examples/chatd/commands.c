@@ -387,15 +387,15 @@ static bool any_error(chat_session *s, char **targets, size_t n) {
   return false;
 }
 
-/* Whether u may speak in c: +n keeps outsiders out, +m and bans keep
- * quiet whoever has no voice. */
+/* Whether u may speak in c: +n keeps outsiders out, +m, bans and mutes
+ * keep quiet whoever has no voice. */
 static bool can_send(chat_channel *c, chat_user *u) {
   chat_membership *m = user_membership(u, c);
   if (m == NULL)
-    return !(c->modes & (CMODE_N | CMODE_M)) && !channel_banned(c, u);
+    return !(c->modes & (CMODE_N | CMODE_M)) && !channel_muted(c, u);
   if (m->op || m->voice)
     return true;
-  return !(c->modes & CMODE_M) && !channel_banned(c, u);
+  return !(c->modes & CMODE_M) && !channel_muted(c, u);
 }
 
 static void message(chat_session *s, irc_msg *m, const char *cmd) {

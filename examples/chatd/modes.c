@@ -29,6 +29,11 @@ static void send_list(chat_session *s, chat_channel *c, char mode) {
 /* nick, nick!user, user@host... as nick!user@host, '*' for what is
  * missing (as InspIRCd shows them). */
 static void canon_mask(const char *in, char *out, size_t cap) {
+  if (strncmp(in, "m:", 2) == 0 && in[2] != '\0' && cap > 2) {
+    memcpy(out, "m:", 2); /* the mute extban: the mask after it */
+    canon_mask(in + 2, out + 2, cap - 2);
+    return;
+  }
   const char *bang = strchr(in, '!'), *at = strchr(in, '@');
   if (bang == NULL && at == NULL)
     snprintf(out, cap, "%s!*@*", in);

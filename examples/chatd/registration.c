@@ -35,7 +35,7 @@ void server_isupport(chat_session *s) {
   session_numeric(s, 5,
                   "TARGMAX=JOIN:%zu,KICK:%d,LIST:,MONITOR:%d,NAMES:%d,"
                   "NOTICE:%d,PART:%zu,PRIVMSG:%d,TAGMSG:%d,WHOIS:%d,WHOWAS:%d "
-                  "UTF8ONLY WHOX :are supported by this server",
+                  "EXTBAN=,m UTF8ONLY WHOX :are supported by this server",
                   jmax, CHATD_TARGETS_KICK, CHATD_MONITOR_MAX,
                   CHATD_TARGETS_NAMES, CHATD_TARGETS_MSG, jmax,
                   CHATD_TARGETS_MSG, CHATD_TARGETS_MSG, CHATD_TARGETS_WHOIS,

@@ -142,6 +142,7 @@ def isupport_and_welcome_burst():
         check(targ["PRIVMSG"] == "4" and targ["NAMES"] == "10", targ)
         check("WHOX" in tokens, "no WHOX")
         check("UTF8ONLY" in tokens, "no UTF8ONLY")
+        check(tokens.get("EXTBAN") == ",m", "EXTBAN=%s" % tokens.get("EXTBAN"))
         for n in ("251", "252", "253", "254", "255", "265", "266", "422"):
             c.expect(n)
         c.send("VERSION")
@@ -667,6 +668,49 @@ def bans_exceptions_and_invite_exceptions():
         a.sync()
         b.send("PRIVMSG #b :can I?")
         b.expect("404", ["Bad", "#b", ANY])
+
+
+@test
+def mute_extban():
+    """EXTBAN=,m: +b m:mask lets one join but not speak; +e m:mask or +v
+    lift it; 367 lists it as set."""
+    with daemon() as d:
+        op = register(d.port, "op")
+        q = register(d.port, "qux", user="evan")
+        op.send("JOIN #m")
+        op.expect("366")
+        op.send("MODE #m +b m:qux")
+        op.expect("MODE", ["#m", "+b", "m:qux!*@*"])
+        q.send("JOIN #m")  # a mute is no ban
+        q.expect("366", ["qux", "#m", ANY])
+        q.send("MODE #m +b")
+        q.expect("367", ["qux", "#m", "m:qux!*@*", "op!op@127.0.0.1", R(r"\d+")])
+        q.expect("368")
+        op.sync()
+        q.send("PRIVMSG #m :hi")
+        q.expect("404", ["qux", "#m", ANY])
+        q.send("NOTICE #m :hi")
+        op.none("NOTICE")
+        op.send("PRIVMSG #m :ops speak")
+        q.expect("PRIVMSG", ["#m", "ops speak"])
+        op.send("MODE #m +e m:*!evan@*")
+        op.expect("MODE", ["#m", "+e", "m:*!evan@*"])
+        q.send("PRIVMSG #m :excepted")
+        op.expect("PRIVMSG", ["#m", "excepted"])
+        op.send("MODE #m -e+v m:*!evan@* qux")
+        op.expect("MODE", ["#m", "-e+v", "m:*!evan@*", "qux"])
+        q.send("PRIVMSG #m :voiced")
+        op.expect("PRIVMSG", ["#m", "voiced"])
+        op.send("MODE #m -v+b qux m:*@127.0.0.1")
+        op.expect("MODE", ["#m", "-v+b", "qux", "m:*!*@127.0.0.1"])
+        op.send("MODE #m -b m:qux!*@*")
+        op.expect("MODE", ["#m", "-b", "m:qux!*@*"])
+        q.send("PRIVMSG #m :still muted by host")
+        q.expect("404", ["qux", "#m", ANY])
+        op.send("MODE #m -b m:*!*@127.0.0.1")
+        op.expect("MODE", ["#m", "-b", "m:*!*@127.0.0.1"])
+        q.send("PRIVMSG #m :free")
+        op.expect("PRIVMSG", ["#m", "free"])
 
 
 @test
