@@ -288,9 +288,12 @@ static const help_topic help[] = {
     {"JOIN", "JOIN <channel>[,<channel>...] [<key>[,<key>...]]\nJOIN 0 "
              "leaves every channel."},
     {"KICK", "KICK <channel> <nick>[,<nick>...] [:<reason>]"},
-    {"LIST", "LIST [<channel or mask>[,...]] [>n] [<n]\n!mask excludes."},
+    {"LIST", "LIST [<channel or mask>[,...]] [>n] [<n] [C<m] [C>m] [T<m] "
+             "[T>m]\n!mask excludes; C and T: created or topic set less or "
+             "more than m minutes ago."},
     {"MODE", "MODE <channel> [+|-]<modes> [<arguments>]\nChannel modes: "
-             "b e I k l i m n p s t o v. User modes: i w B (o by OPER)."},
+             "b e I k l i m n p s t o v; +b m:<mask> mutes. User modes: i w "
+             "B (o by OPER)."},
     {"MONITOR", "MONITOR + <nicks> | - <nicks> | C | L | S"},
     {"NAMES", "NAMES [<channel>[,<channel>...]]"},
     {"NICK", "NICK <nickname>"},
