@@ -155,7 +155,11 @@ static void join_one(chat_session *s, const char *name, const char *key) {
     hark_unref(c);
     return;
   }
-  if (o->max_chans_per_client && s->u.nchans >= o->max_chans_per_client) {
+  /* CHANLIMIT=#:N,&:N: the limit is per kind of channel */
+  size_t same = 0;
+  for (size_t i = 0; o->max_chans_per_client && i < s->u.nchans; i++)
+    same += s->u.chans[i].chan->name[0] == name[0];
+  if (o->max_chans_per_client && same >= o->max_chans_per_client) {
     session_numeric(s, 405, "%s :You have joined too many channels", name);
     hark_unref(c);
     return;

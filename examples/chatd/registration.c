@@ -18,12 +18,12 @@ void server_isupport(chat_session *s) {
     snprintf(chanlimit, sizeof chanlimit, "%u", o->max_chans_per_client);
   /* 13 tokens per line at most: a line has 15 parameters */
   session_numeric(s, 5,
-                  "AWAYLEN=%d BOT=B CASEMAPPING=rfc1459 CHANLIMIT=#&:%s "
+                  "AWAYLEN=%d BOT=B CASEMAPPING=rfc1459 CHANLIMIT=#:%s,&:%s "
                   "CHANMODES=Ibe,k,l,imnpst CHANNELLEN=%u CHANTYPES=#& "
                   "ELIST=CMNTU EXCEPTS=e HOSTLEN=63 INVEX=I KEYLEN=%d "
                   "KICKLEN=%d :are supported by this server",
-                  CHATD_AWAY_MAX, chanlimit, o->channellen, CHATD_KEY_MAX,
-                  CHATD_KICK_MAX);
+                  CHATD_AWAY_MAX, chanlimit, chanlimit, o->channellen,
+                  CHATD_KEY_MAX, CHATD_KICK_MAX);
   session_numeric(s, 5,
                   "LINELEN=%d MAXLIST=bIe:%d MAXTARGETS=%d MODES=%d "
                   "MONITOR=%d NETWORK=hark NICKLEN=%u PREFIX=(ov)@+ SAFELIST "

@@ -55,7 +55,7 @@ START_TEST(registration_sends_welcome_isupport_and_no_motd) {
       "TARGMAX=",      "MONITOR=100",
       "STATUSMSG=@+",  "WHOX",
       "BOT=B",         "ELIST=CMNTU",
-      "UTF8ONLY",      "CHANLIMIT=#&:"};
+      "UTF8ONLY",      "CHANLIMIT=#:50,&:50 "};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
     ck_assert_msg(strstr(isupport, want[i]) != NULL, "no %s in 005", want[i]);
   cl_expect(c, " 251 alice ");

@@ -136,7 +136,7 @@ def isupport_and_welcome_burst():
                      ("ELIST", "CMNTU"), ("EXCEPTS", "e"), ("INVEX", "I"),
                      ("NICKLEN", "30"), ("TOPICLEN", "390"), ("KICKLEN", "255"),
                      ("AWAYLEN", "200"), ("KEYLEN", "32"), ("MODES", "20"),
-                     ("CHANLIMIT", "#&:50"), ("CHANNELLEN", "50")):
+                     ("CHANLIMIT", "#:50,&:50"), ("CHANNELLEN", "50")):
             check(tokens.get(k) == v, "005 %s=%s, want %s" % (k, tokens.get(k), v))
         targ = dict(x.split(":") for x in tokens["TARGMAX"].split(","))
         check(targ["PRIVMSG"] == "4" and targ["NAMES"] == "10", targ)
@@ -844,7 +844,7 @@ def list_by_creation_and_topic_time():
 @test
 def local_ampersand_channels():
     """CHANTYPES=#&: a '&' channel works as a '#' one (modes, messages,
-    NAMES, WHO, the CHANLIMIT count and CHANNELLEN)."""
+    NAMES, WHO, CHANNELLEN), with its own CHANLIMIT count."""
     with daemon("--max-chans-per-client", "2") as d:
         a = register(d.port, "a")
         b = register(d.port, "b")
@@ -867,10 +867,14 @@ def local_ampersand_channels():
         b.expect("352", ["b", "&here", ANY, ANY, SERVER, "a", "H@", ANY])
         b.expect("352", ["b", "&here", ANY, ANY, SERVER, "b", "H", ANY])
         b.expect("315", ["b", "&here", ANY])
-        b.send("JOIN #one")  # one limit for both kinds (CHANLIMIT=#&:2)
-        b.expect("366", ["b", "#one", ANY])
+        b.send("JOIN #one,#two")  # a limit per kind (#:2,&:2)
+        b.expect("366", ["b", "#two", ANY])
+        b.send("JOIN #three")
+        b.expect("405", ["b", "#three", ANY])
         b.send("JOIN &two")
-        b.expect("405", ["b", "&two", ANY])
+        b.expect("366", ["b", "&two", ANY])
+        b.send("JOIN &three")
+        b.expect("405", ["b", "&three", ANY])
         a.send("JOIN &" + "x" * 49)  # CHANNELLEN=50 counts the '&'
         a.expect("366", ["a", "&" + "x" * 49, ANY])
         a.send("JOIN &" + "y" * 50)
