@@ -560,6 +560,31 @@ START_TEST(ampersand_channels_stay_on_their_node) {
 }
 END_TEST
 
+/* A mute (+b m:mask) set on one node keeps its member quiet on another,
+ * who still joins; its removal frees it there too. */
+START_TEST(a_mute_set_on_one_node_holds_on_another) {
+  client *o = cl_register(0, "chanop");
+  client *q = cl_register(1, "quiet");
+  cl_join(o, "#mu", NULL);
+  cl_send(o, "MODE #mu +b m:quiet");
+  EXPECT(o, "MODE #mu +b m:quiet!*@*");
+  cl_send(q, "JOIN #mu");
+  EXPECT(q, " 366 quiet #mu ");
+  EXPECT(o, ":quiet!quiet@127.0.0.1 JOIN #mu");
+  cl_send(q, "MODE #mu +b"); /* node 1 has it (it came before the JOIN) */
+  EXPECT(q, " 367 quiet #mu m:quiet!*@* ");
+  cl_send(q, "PRIVMSG #mu :can you hear me");
+  EXPECT(q, " 404 quiet #mu ");
+  cl_none(o, "can you hear me", 300);
+  cl_send(o, "MODE #mu -b m:quiet!*@*");
+  EXPECT(q, "MODE #mu -b m:quiet!*@*");
+  cl_send(q, "PRIVMSG #mu :now you can");
+  EXPECT(o, ":quiet!quiet@127.0.0.1 PRIVMSG #mu :now you can");
+  cl_free(o);
+  cl_free(q);
+}
+END_TEST
+
 /* KICK by an operator reaches every member on every node; the numerics of
  * a KICK that cannot be done. */
 START_TEST(kick_reaches_every_node_and_checks_its_rights) {
@@ -659,6 +684,7 @@ int main(void) {
   tcase_add_test(tc, pipelined_lines_run_when_redis_is_lost);
   tcase_add_test(tc, an_outsider_gets_404_from_a_keyed_channel_on_any_node);
   tcase_add_test(tc, ampersand_channels_stay_on_their_node);
+  tcase_add_test(tc, a_mute_set_on_one_node_holds_on_another);
   tcase_add_test(tc, kick_reaches_every_node_and_checks_its_rights);
   tcase_add_test(tc, a_nick_claim_goes_on_when_redis_hangs);
   suite_add_tcase(s, tc);
