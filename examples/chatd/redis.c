@@ -690,8 +690,10 @@ redis_conn *redis_connect(uv_loop_t *loop, const redis_conf *conf,
   c->password = dup_or_null(conf->password, &ok);
   c->name = dup_or_null(conf->name, &ok);
   c->reader = ok ? redisReaderCreateWithFunctions(&reply_fns) : NULL;
+  /* (not redisReaderSetPrivdata: the macro casts the pointer to int,
+   * which clang's -Werror refuses) */
   if (c->reader != NULL)
-    redisReaderSetPrivdata(c->reader, c);
+    c->reader->privdata = c;
   if (!ok || c->reader == NULL) {
     if (c->reader != NULL)
       redisReaderFree(c->reader);
