@@ -795,7 +795,7 @@ def names_list_and_secret_channels():
         b.expect("366", ["b", "#three", ANY])
         b.sync()
         a.send("JOIN #two")
-        a.expect("366")
+        a.expect("366", ["a", "#two", ANY])  # (not NAMES #hid's)
         b.send("LIST >1")
         b.expect("322", ["b", "#two", "2", ""])
         b.expect("323")
