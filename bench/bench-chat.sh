@@ -12,11 +12,20 @@
 # server that is not installed is named and skipped (bench/install-peers.sh
 # installs them). Every run is bounded by hark-chatload --timeout.
 # Environment: BUILDDIR (where examples/chatd/ was built; default .),
-# CHAT_TIMEOUT (seconds per run, default 30).
+# CHAT_TIMEOUT (seconds per run, default 30), SERVERS (which of
+# "hark-chatd hark-base ngircd inspircd redis" to run), ROUNDS (how many
+# times each case runs, servers alternating; default 1), and
+# BASELINE=FILE or BASELINE_REV=REV: another hark-chatd ("hark-base") for
+# the same cases in the same run, e.g. the daemon of an older revision
+# (built by git archive into ${TMPDIR:-/tmp}/hark-chatd-REV, out of the
+# tree, once). The last column is the server's CPU time (schedstat,
+# from the first message to the last delivery) per delivered message.
 set -u
 
 BUILDDIR=${BUILDDIR:-.}
 TIMEOUT=${CHAT_TIMEOUT:-30}
+ROUNDS=${ROUNDS:-1}
+srcdir=$(cd "$(dirname "$0")/.." && pwd)
 data=
 quick=no
 while [ $# -gt 0 ]; do
@@ -36,6 +45,21 @@ for p in "$CHATD" "$LOAD"; do
     exit 2
   fi
 done
+
+BASELINE=${BASELINE:-}
+if [ -z "$BASELINE" ] && [ -n "${BASELINE_REV:-}" ]; then
+  b=${TMPDIR:-/tmp}/hark-chatd-$BASELINE_REV
+  BASELINE=$b/build/examples/chatd/hark-chatd
+  if [ ! -x "$BASELINE" ]; then
+    echo "building hark-chatd of $BASELINE_REV in $b (once)..."
+    rm -rf "$b" && mkdir -p "$b/src" "$b/build" &&
+      git -C "$srcdir" archive "$BASELINE_REV" | tar -x -C "$b/src" &&
+      (cd "$b/src" && ./autogen.sh && cd "$b/build" &&
+        "$b/src/configure" -q && make -j2 examples/chatd/hark-chatd) \
+        >"$b/build.log" 2>&1 ||
+      { echo "baseline build failed: $b/build.log" >&2; exit 1; }
+  fi
+fi
 
 # 1,000 clients: each side needs more than 1,000 descriptors.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -101,7 +125,7 @@ stop() { # pid
 # ---- servers: start_NAME PORT DIR, in the background ($! is the PID) ---
 
 start_hark() {
-  "$CHATD" --listen "127.0.0.1:$1" --name bench.hark --max-clients 0 \
+  "${HARK_BIN:-$CHATD}" --listen "127.0.0.1:$1" --name bench.hark --max-clients 0 \
     --max-channels 0 --max-chans-per-client 0 --flood-rate 0 \
     --sendq-hard 0 --sendq-soft 0 --ping-interval 0 --register-timeout 0 \
     --log-level error >"$2/log" 2>&1 &
@@ -174,18 +198,36 @@ if [ $quick = yes ]; then
 100ch-10cl 1000 100 0 5 0'
 fi
 
-servers="hark-chatd ngircd inspircd redis"
+servers=${SERVERS:-hark-chatd ngircd inspircd redis}
+if [ -n "$BASELINE" ] && [ -z "${SERVERS:-}" ]; then
+  servers="hark-chatd hark-base ngircd inspircd redis"
+fi
+# pid -> its CPU time in ns: schedstat's, exact (utime+stime counts
+# clock ticks, too coarse for runs of a few hundred ms)
+cpu_ns() {
+  if [ -r "/proc/$1/schedstat" ]; then
+    awk '{ print $1 }' "/proc/$1/schedstat"
+  else
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($14 + $15) * 1e9 / hz }' \
+      "/proc/$1/stat" 2>/dev/null || echo 0
+  fi
+}
 if [ -n "$data" ]; then
-  echo "# server case delivered_msgs_per_s p50_us p99_us" >"$data"
+  echo "# server case delivered_msgs_per_s p50_us p99_us cpu_ns_per_delivery" >"$data"
 fi
 
 echo "hark bench-chat: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
-printf '%-11s %-12s %14s %10s %10s  %s\n' server case "delivered/s" "p50 us" \
-  "p99 us" "clients x channels, senders x messages"
+printf '%-11s %-12s %14s %10s %10s %9s  %s\n' server case "delivered/s" "p50 us" \
+  "p99 us" "CPU ns/d" "clients x channels, senders x messages"
 failed=0
+round=1
+while [ $round -le "$ROUNDS" ]; do
+[ "$ROUNDS" -gt 1 ] && echo "-- round $round"
 for srv in $servers; do
+  HARK_BIN=
   case $srv in
   hark-chatd) bin=$CHATD start=start_hark ;;
+  hark-base) bin=$BASELINE start=start_hark HARK_BIN=$BASELINE ;;
   ngircd) bin=ngircd start=start_ngircd ;;
   inspircd) bin=inspircd start=start_inspircd ;;
   redis) bin=redis-server start=start_redis ;;
@@ -215,13 +257,31 @@ for srv in $servers; do
     [ $srv = redis ] && extra=--redis
     "$LOAD" $extra --port "$port" --clients "$clients" \
       --channels "$channels" --senders "$senders" --messages "$messages" \
-      --rate "$rate" --timeout "$TIMEOUT" >"$dir/out" 2>"$dir/err"
+      --rate "$rate" --timeout "$TIMEOUT" >"$dir/out" 2>"$dir/err" &
+    lpid=$!
+    pids+=("$lpid")
+    i=0 # the server's CPU from the first message on, not the joins
+    until grep -q "ready, sending" "$dir/err" 2>/dev/null; do
+      kill -0 "$lpid" 2>/dev/null || break
+      sleep 0.01
+      i=$((i + 1))
+      [ $i -lt 6000 ] || break
+    done
+    t0=$(cpu_ns "$pid")
+    wait "$lpid"
     rc=$?
+    t1=$(cpu_ns "$pid")
+    rest=()
+    for p in "${pids[@]}"; do [ "$p" = "$lpid" ] || rest+=("$p"); done
+    pids=("${rest[@]}")
     stop "$pid"
     rps=$(sed -n 's/^delivered .*: \([0-9]*\) msg\/s$/\1/p' "$dir/out")
     got=$(sed -n 's/^delivered \([0-9]*\/[0-9]*\) .*/\1/p' "$dir/out")
     p50=$(sed -n 's/^latency p50 \([0-9]*\) us.*/\1/p' "$dir/out")
     p99=$(sed -n 's/^latency .* p99 \([0-9]*\) us.*/\1/p' "$dir/out")
+    ndel=${got%%/*}
+    cpu=$(awk -v a="$t0" -v b="$t1" -v n="${ndel:-0}" \
+      'BEGIN { if (n > 0) printf "%.0f", (b - a) / n; else print "-" }')
     what="$clients x $channels, $([ "$senders" = 0 ] && echo all ||
       echo "$senders") x $messages"
     [ "$rate" != 0 ] && what="$what at $rate msg/s"
@@ -233,12 +293,14 @@ for srv in $servers; do
       failed=$((failed + 1))
       continue
     fi
-    printf '%-11s %-12s %14s %10s %10s  %s\n' "$srv" "$name" "$rps" "$p50" \
-      "$p99" "$what"
+    printf '%-11s %-12s %14s %10s %10s %9s  %s\n' "$srv" "$name" "$rps" "$p50" \
+      "$p99" "$cpu" "$what"
     if [ -n "$data" ]; then
-      echo "$srv $name $rps $p50 $p99" >>"$data"
+      echo "$srv $name $rps $p50 $p99 $cpu" >>"$data"
     fi
   done <<<"$cases"
+done
+round=$((round + 1))
 done
 echo
 echo "delivered/s: messages delivered to clients per second, first send to"

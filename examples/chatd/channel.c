@@ -2,12 +2,13 @@
  * a channel by having its receivers connected with the channel as sender,
  * weakly: when the member dies its receivers go by themselves. The member
  * list (local and remote users) is held weakly too, for NAMES and WHO;
- * members hold the channel strongly, so the channel dies with its last
- * member.
+ * members hold the channel strongly (with their status in it), so the
+ * channel dies with its last member.
  *
  * The operations below are the only way a channel changes, for a command
  * and for federation alike: change, then one hark_send whose receivers
- * deliver (sessions) or carry the event on (federation). */
+ * deliver (sessions) or carry the event on (federation). Modes are in
+ * chanmodes.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,12 @@ static void channel_finalize(void *obj) {
   for (size_t i = 0; i < c->nmembers; i++)
     hark_weak_clear(&c->members[i].who);
   chat_free(c->members);
+  for (size_t i = 0; i < c->ninvites; i++)
+    hark_weak_clear(&c->invites[i]);
+  chat_free(c->invites);
+  channel_masks_free(&c->bans);
+  channel_masks_free(&c->excepts);
+  channel_masks_free(&c->invex);
   chat_free(c->key);
   log_debug("channel %s gone", c->name);
   chat_free(c);
@@ -41,6 +48,7 @@ chat_channel *channel_new(chat_server *srv, const char *name) {
   c->srv = srv;
   snprintf(c->name, sizeof c->name, "%s", name);
   c->created = time(NULL);
+  c->modes = CMODE_N | CMODE_T; /* as most networks start them */
   if (names_put(&srv->chans, name, c) != 0 ||
       hark_notify_add(&c->death, c, on_channel_death) != 0) {
     names_del(&srv->chans, name, c);
@@ -56,17 +64,37 @@ chat_channel *channel_find(chat_server *srv, const char *name) {
 
 /* ---- receivers: one per signal, all bound to a session ---------------- */
 
+/* A STATUSMSG reaches the members with at least that status. */
+static bool status_ok(chat_session *s, chat_event *ev) {
+  chat_membership *m = user_membership(&s->u, ev->chan);
+  return m != NULL && (m->op || (ev->status == '+' && m->voice));
+}
+
 static int deliver(chat_session *s, chat_event *ev, bool skip_origin,
                    bool once) {
-  if (s->closing || s->closed || ev->line == NULL ||
-      (skip_origin && ev->origin == &s->u))
+  if (s->closing || s->closed)
+    return 0;
+  bool self = ev->origin == &s->u;
+  if (self && skip_origin && !(ev->echo && (s->caps & CAP_ECHO)))
+    return 0;
+  if (ev->need_cap != 0 && !(s->caps & ev->need_cap))
+    return 0;
+  if (ev->status != 0 && !self && !status_ok(s, ev))
     return 0;
   if (once) { /* one QUIT or NICK per peer, however many channels shared */
     if (s->u.seen_seq == ev->seq)
       return 0;
     s->u.seen_seq = ev->seq;
   }
-  session_send_buf(s, ev->line);
+  chat_buf *b =
+      s->caps & CAP_TAGGED ? event_line(s->u.srv, ev, s->caps) : ev->line;
+  if (b == NULL)
+    return 0;
+  /* What s itself did is a reply to its command (labeled-response). */
+  if (self)
+    session_send_buf(s, b);
+  else
+    session_deliver(s, b);
   return 0;
 }
 
@@ -92,7 +120,7 @@ static const binding bindings[] = {
     {offsetof(chat_server, sig_join), on_all},
     {offsetof(chat_server, sig_part), on_all},
     {offsetof(chat_server, sig_quit), on_once},
-    {offsetof(chat_server, sig_nick), on_once},
+    {offsetof(chat_server, sig_peers), on_once},
     {offsetof(chat_server, sig_topic), on_all},
     {offsetof(chat_server, sig_mode), on_all},
     {offsetof(chat_server, sig_kick), on_all},
@@ -123,10 +151,14 @@ static void disconnect_session(chat_channel *c, chat_session *s) {
 
 /* ---- members ---------------------------------------------------------- */
 
-static bool member_is(chat_member *m, chat_user *u) {
-  void *who = hark_weak_get(&m->who);
+static bool weak_is(hark_weak *w, chat_user *u) {
+  void *who = hark_weak_get(w);
   hark_unref(who);
   return who == u;
+}
+
+static bool member_is(chat_member *m, chat_user *u) {
+  return weak_is(&m->who, u);
 }
 
 static void prune(chat_channel *c) {
@@ -152,15 +184,12 @@ size_t channel_count(chat_channel *c) {
   return c->nmembers;
 }
 
-chat_member *channel_member(chat_channel *c, chat_user *u) {
-  for (size_t i = 0; i < c->nmembers; i++)
-    if (member_is(&c->members[i], u))
-      return &c->members[i];
-  return NULL;
+bool channel_listed(chat_channel *c, chat_user *u) {
+  return !(c->modes & (CMODE_S | CMODE_P)) || user_in_channel(u, c);
 }
 
 bool channel_visible(chat_channel *c, chat_user *u) {
-  return c->key == NULL || user_in_channel(u, c);
+  return channel_listed(c, u);
 }
 
 /* Room for one more member in c and one more channel in u's list. */
@@ -179,7 +208,7 @@ static int reserve(chat_channel *c, chat_user *u) {
   }
   if (u->nchans == u->chans_cap) {
     size_t ncap = u->chans_cap ? u->chans_cap * 2 : 4;
-    chat_channel **nc = chat_realloc(u->chans, ncap * sizeof *nc);
+    chat_membership *nc = chat_realloc(u->chans, ncap * sizeof *nc);
     if (nc == NULL)
       return HARK_ENOMEM;
     u->chans = nc;
@@ -200,7 +229,7 @@ void channel_leave_quietly(chat_channel *c, chat_user *u) {
       break;
     }
   for (size_t i = 0; i < u->nchans; i++)
-    if (u->chans[i] == c) {
+    if (u->chans[i].chan == c) {
       u->chans[i] = u->chans[--u->nchans];
       hark_unref(c); /* the membership's reference: may end c */
       return;
@@ -214,6 +243,7 @@ static int emit(chat_channel *c, hark_signal *sig, chat_event *ev) {
   if (r < 0)
     log_warn("%s: %s dropped: %s", c->name, hark_signal_name(sig),
              hark_strerror(r));
+  event_release(ev);
   return r < 0 ? r : 0;
 }
 
@@ -234,29 +264,48 @@ int channel_join(chat_channel *c, chat_user *u, bool op, unsigned flags) {
   char mask[IRC_LINE_MAX];
   user_mask(u, mask, sizeof mask);
   chat_buf *line = line_for(u, chat_buf_printf(":%s JOIN %s", mask, c->name));
+  chat_buf *alt =
+      chat_buf_printf(":%s JOIN %s %s :%s", mask, c->name,
+                      u->account[0] ? u->account : "*", u->realname);
   chat_session *s = user_session(u);
-  if (line == NULL || reserve(c, u) != 0 ||
+  if (line == NULL || alt == NULL || reserve(c, u) != 0 ||
       (s != NULL && connect_session(c, s) != 0)) {
     chat_buf_unref(line);
+    chat_buf_unref(alt);
     return HARK_ENOMEM;
   }
+  channel_take_invite(c, u, true);
   chat_member *m = &c->members[c->nmembers++];
-  m->op = op;
   hark_weak_set(&m->who, u);
-  u->chans[u->nchans++] = hark_ref(c);
+  u->chans[u->nchans++] = (chat_membership){hark_ref(c), op, false};
   chat_event ev = {0};
   ev.line = line;
+  ev.alt = alt;
   ev.origin = u;
   ev.op = op;
   ev.flags = flags;
   int r = emit(c, c->srv->sig_join, &ev);
   chat_buf_unref(line);
+  chat_buf_unref(alt);
   if (r < 0) { /* nobody, here or on the network, saw it: undone */
     hark_ref(c);
     channel_leave_quietly(c, u);
     hark_unref(c);
+    return r;
   }
-  return r;
+  if (u->away != NULL) { /* away-notify: who joins away says so */
+    chat_event aw = {0};
+    aw.line = chat_buf_printf(":%s AWAY :%s", mask, u->away);
+    aw.origin = u;
+    aw.skip_origin = true;
+    aw.need_cap = CAP_AWAY_NOTIFY;
+    aw.seq = ++c->srv->seq;
+    aw.flags = flags;
+    if (aw.line != NULL)
+      emit(c, c->srv->sig_peers, &aw);
+    chat_buf_unref(aw.line);
+  }
+  return 0;
 }
 
 int channel_part(chat_channel *c, chat_user *u, const char *reason,
@@ -290,8 +339,8 @@ int channel_kick(chat_channel *c, chat_user *by, chat_user *target,
     return 0;
   char prefix[IRC_LINE_MAX];
   chat_prefix(c->srv, by, prefix, sizeof prefix);
-  chat_buf *line = chat_buf_printf(":%s KICK %s %s :%s", prefix, c->name,
-                                   target->nick, reason);
+  chat_buf *line = chat_buf_printf(":%s KICK %s %s :%.*s", prefix, c->name,
+                                   target->nick, CHATD_KICK_MAX, reason);
   if (line == NULL)
     return HARK_ENOMEM;
   chat_event ev = {0};
@@ -313,7 +362,8 @@ int channel_topic(chat_channel *c, chat_user *by, const char *by_nick,
                   const char *topic, time_t at, unsigned flags) {
   char prefix[IRC_LINE_MAX];
   chat_prefix(c->srv, by, prefix, sizeof prefix);
-  chat_buf *line = chat_buf_printf(":%s TOPIC %s :%s", prefix, c->name, topic);
+  chat_buf *line = chat_buf_printf(":%s TOPIC %s :%.*s", prefix, c->name,
+                                   CHATD_TOPIC_MAX, topic);
   if (line == NULL)
     return HARK_ENOMEM;
   snprintf(c->topic, sizeof c->topic, "%s", topic);
@@ -330,118 +380,157 @@ int channel_topic(chat_channel *c, chat_user *by, const char *by_nick,
   return r;
 }
 
-int channel_mode_key(chat_channel *c, chat_user *by, const char *key,
-                     unsigned flags) {
-  char *copy = NULL;
-  if (key != NULL && (copy = chat_strdup(key)) == NULL)
-    return HARK_ENOMEM;
-  char prefix[IRC_LINE_MAX];
-  chat_prefix(c->srv, by, prefix, sizeof prefix);
-  chat_buf *line =
-      key ? chat_buf_printf(":%s MODE %s +k %s", prefix, c->name, key)
-          : chat_buf_printf(":%s MODE %s -k *", prefix, c->name);
-  if (line == NULL) {
-    chat_free(copy);
-    return HARK_ENOMEM;
-  }
-  chat_free(c->key);
-  c->key = copy;
-  chat_event ev = {0};
-  ev.line = line;
-  ev.origin = by;
-  ev.what = key ? "+k" : "-k";
-  ev.text = c->key;
-  ev.flags = flags;
-  int r = emit(c, c->srv->sig_mode, &ev);
-  chat_buf_unref(line);
-  return r;
-}
-
-int channel_mode_op(chat_channel *c, chat_user *by, chat_user *target, bool op,
-                    unsigned flags) {
-  chat_member *m = channel_member(c, target);
-  if (m == NULL)
-    return 0;
-  char prefix[IRC_LINE_MAX];
-  chat_prefix(c->srv, by, prefix, sizeof prefix);
-  chat_buf *line = chat_buf_printf(":%s MODE %s %co %s", prefix, c->name,
-                                   op ? '+' : '-', target->nick);
-  if (line == NULL)
-    return HARK_ENOMEM;
-  m->op = op;
-  chat_event ev = {0};
-  ev.line = line;
-  ev.origin = by;
-  ev.target = target;
-  ev.what = op ? "+o" : "-o";
-  ev.op = op;
-  ev.flags = flags;
-  int r = emit(c, c->srv->sig_mode, &ev);
-  chat_buf_unref(line);
-  return r;
-}
-
 int channel_say(chat_channel *c, chat_user *from, const char *cmd,
-                const char *text, unsigned flags) {
+                const char *text, const char *tags, char status,
+                unsigned flags) {
   char prefix[IRC_LINE_MAX];
   chat_prefix(c->srv, from, prefix, sizeof prefix);
+  char target[CHATD_CHAN_MAX + 2];
+  const char *to = c->name;
+  if (status != 0) { /* STATUSMSG: @#chan, +#chan */
+    snprintf(target, sizeof target, "%c%s", status, c->name);
+    to = target;
+  }
+  bool tagmsg = strcmp(cmd, "TAGMSG") == 0;
   /* Formatted once; every member's queue shares this buffer. */
-  chat_buf *line = chat_buf_printf(":%s %s %s :%s", prefix, cmd, c->name, text);
+  chat_buf *line =
+      tagmsg ? chat_buf_printf(":%s TAGMSG %s", prefix, to)
+             : chat_buf_printf(":%s %s %s :%s", prefix, cmd, to, text);
   if (line == NULL)
     return HARK_ENOMEM;
   chat_event ev = {0};
-  ev.line = line;
+  if (tagmsg)
+    ev.bare = line;
+  else
+    ev.line = line;
   ev.origin = from;
   ev.what = cmd;
   ev.text = text;
   ev.flags = flags;
   ev.skip_origin = true;
+  ev.echo = true;
+  ev.status = status;
+  ev.msgid = from != NULL;
+  ev.client_tags = tags != NULL && tags[0] != '\0' ? tags : NULL;
   int r = emit(c, c->srv->sig_message, &ev);
+  chat_buf_unref(line);
+  return r;
+}
+
+/* ---- invitations -------------------------------------------------------- */
+
+#define INVITES_MAX 64
+
+bool channel_take_invite(chat_channel *c, chat_user *u, bool take) {
+  for (size_t i = 0; i < c->ninvites; i++)
+    if (weak_is(&c->invites[i], u)) {
+      if (take) {
+        hark_weak_clear(&c->invites[i]);
+        c->invites[i] = c->invites[--c->ninvites];
+        c->invites[c->ninvites] = (hark_weak)HARK_WEAK_INIT;
+      }
+      return true;
+    }
+  return false;
+}
+
+/* Remembers that u may join c; the oldest invitation goes beyond
+ * INVITES_MAX, and those of users gone first. */
+static int remember_invite(chat_channel *c, chat_user *u) {
+  if (channel_take_invite(c, u, false))
+    return 0;
+  size_t j = 0;
+  for (size_t i = 0; i < c->ninvites; i++) {
+    void *who = hark_weak_get(&c->invites[i]);
+    hark_unref(who);
+    if (who != NULL)
+      c->invites[j++] = c->invites[i];
+    else
+      hark_weak_clear(&c->invites[i]);
+  }
+  c->ninvites = j;
+  if (c->ninvites == INVITES_MAX) {
+    hark_weak_clear(&c->invites[0]);
+    memmove(c->invites, c->invites + 1, --c->ninvites * sizeof *c->invites);
+  }
+  hark_weak *ni = chat_realloc(c->invites, (c->ninvites + 1) * sizeof *ni);
+  if (ni == NULL)
+    return HARK_ENOMEM;
+  c->invites = ni;
+  c->invites[c->ninvites] = (hark_weak)HARK_WEAK_INIT;
+  hark_weak_set(&c->invites[c->ninvites++], u);
+  return 0;
+}
+
+int channel_invite(chat_channel *c, chat_user *by, chat_user *target,
+                   unsigned flags) {
+  if (remember_invite(c, target) != 0)
+    return HARK_ENOMEM;
+  char prefix[IRC_LINE_MAX];
+  chat_prefix(c->srv, by, prefix, sizeof prefix);
+  chat_buf *line =
+      chat_buf_printf(":%s INVITE %s %s", prefix, target->nick, c->name);
+  if (line == NULL)
+    return HARK_ENOMEM;
+  chat_event ev = {0};
+  ev.line = line;
+  ev.origin = by;
+  ev.target = target;
+  ev.flags = flags;
+  ev.chan = c;
+  chat_session *ts = user_session(target);
+  if (ts != NULL && !ts->closing && !ts->closed) {
+    chat_buf *b =
+        ts->caps & CAP_TAGGED ? event_line(c->srv, &ev, ts->caps) : line;
+    session_deliver(ts, b);
+  }
+  /* invite-notify: the channel's operators that asked hear it too */
+  ev.need_cap = CAP_INVITE_NOTIFY;
+  ev.status = '@';
+  ev.skip_origin = true;
+  ev.seq = ++c->srv->seq;
+  hark_send(c->srv->sig_peers, c, &ev);
+  ev.need_cap = 0;
+  ev.status = 0;
+  /* and whoever carries it further (federation) */
+  int r = emit(c, c->srv->sig_invite, &ev);
   chat_buf_unref(line);
   return r;
 }
 
 /* ---- listings --------------------------------------------------------- */
 
-void channel_names(chat_channel *c, chat_session *s) {
+void channel_names(chat_channel *c, chat_session *s, bool end) {
   char list[IRC_LINE_MAX];
   size_t len = 0;
+  bool multi = s->caps & CAP_MULTI_PREFIX;
+  bool uhnames = s->caps & CAP_USERHOST_NAMES;
+  const char *kind = c->modes & CMODE_S ? "@" : c->modes & CMODE_P ? "*" : "=";
   /* prefix ":server 353 nick = #chan :" must fit with the list */
   size_t room = IRC_BODY_MAX - strlen(s->u.srv->opt.name) - strlen(s->u.nick) -
                 strlen(c->name) - 16;
   prune(c);
-  for (size_t i = 0; i < c->nmembers; i++) {
+  for (size_t i = 0; i < c->nmembers && !session_muted(s); i++) {
     chat_user *m = hark_weak_get(&c->members[i].who);
     if (m == NULL)
       continue;
-    size_t need = strlen(m->nick) + 2;
+    char who[IRC_LINE_MAX];
+    if (uhnames)
+      user_mask(m, who, sizeof who);
+    else
+      snprintf(who, sizeof who, "%s", m->nick);
+    const char *pfx = user_prefix(m, c, multi);
+    size_t need = strlen(who) + strlen(pfx) + 1;
     if (len > 0 && len + need > room) {
-      session_numeric(s, 353, "= %s :%s", c->name, list);
+      session_numeric(s, 353, "%s %s :%s", kind, c->name, list);
       len = 0;
     }
-    len +=
-        (size_t)snprintf(list + len, sizeof list - len, "%s%s%s",
-                         len ? " " : "", c->members[i].op ? "@" : "", m->nick);
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s%s",
+                            len ? " " : "", pfx, who);
     hark_unref(m);
   }
   if (len > 0)
-    session_numeric(s, 353, "= %s :%s", c->name, list);
-  session_numeric(s, 366, "%s :End of /NAMES list.", c->name);
-}
-
-void channel_who(chat_channel *c, chat_session *s) {
-  prune(c);
-  for (size_t i = 0; i < c->nmembers; i++) {
-    chat_user *m = hark_weak_get(&c->members[i].who);
-    if (m == NULL)
-      continue;
-    /* hops: 0 here, 1 on another node (shown as the server) */
-    session_numeric(s, 352, "%s %s %s %s %s H%s :%d %s", c->name,
-                    m->user[0] ? m->user : "~u", m->host,
-                    m->remote ? m->node : s->u.srv->opt.name, m->nick,
-                    c->members[i].op ? "@" : "", m->remote ? 1 : 0,
-                    m->realname);
-    hark_unref(m);
-  }
-  session_numeric(s, 315, "%s :End of WHO list.", c->name);
+    session_numeric(s, 353, "%s %s :%s", kind, c->name, list);
+  if (end)
+    session_numeric(s, 366, "%s :End of /NAMES list.", c->name);
 }

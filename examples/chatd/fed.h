@@ -46,6 +46,15 @@ enum fed_kind {
   FK_PM,
   FK_LOST,
   FK_RELEASE, /* a claim given back: Redis only, not in the stream */
+  FK_AWAY,
+  FK_UMODE,
+  FK_SETNAME,
+  FK_KILL,
+  FK_WALLOPS,
+  FK_INVITE,
+  FK_CMODE, /* a channel's flag (+imnpst) or limit */
+  FK_VOICE,
+  FK_LIST, /* a ban, exception or invite exception */
   FK_NKINDS
 };
 extern const char *const fed_kind_names[FK_NKINDS];
@@ -56,7 +65,7 @@ typedef struct fed_out {
   int kind;
   bool state; /* changes the network's state (not a message) */
   bool sent;  /* on the wire, its reply due */
-  char item[CHATD_CHAN_MAX + CHATD_UID_MAX + 4]; /* pending item, or "" */
+  char item[CHATD_CHAN_MAX + 228]; /* pending item, or "" */
   hark_weak who;  /* INTRO, NICK: the user a rename would concern */
   hark_weak gate; /* the session whose output waits for this commit */
   bool gating;
@@ -82,7 +91,8 @@ typedef struct fed_ev {
   int kind;
   const char *o, *i; /* origin node and incarnation ("" for the network) */
   const char *u, *t, *c, *m, *x, *nick, *user, *host, *real, *by, *at, *v;
-  const char *node, *inc; /* LOST: the node, its incarnation */
+  const char *g, *s, *acct; /* client tags, STATUSMSG, account */
+  const char *node, *inc;   /* LOST: the node, its incarnation */
   bool has_x;
 } fed_ev;
 
@@ -185,6 +195,12 @@ bool pending_has(fed_bridge *b, const char *item);
 void fed_burst(fed_bridge *b, fmap *snapshot_chans);
 /* The folded form of a nick or channel (rfc1459) into buf. */
 void fed_fold(char *buf, size_t cap, const char *name);
+/* Whether the network carries a channel: a '#' channel; '&' ones stay on
+ * their server (neither sent nor taken, nor dropped by a resync). */
+static inline bool fed_carries(const char *chan) {
+  return chan != NULL && !irc_local_channel(chan) &&
+         irc_valid_channel(chan, CHATD_CHAN_MAX);
+}
 chat_user *fed_user(fed_bridge *b, const char *uid); /* borrowed or NULL */
 void fed_forget(fed_bridge *b, chat_user *u);
 /* The link is up: the parked claims go out; down: they are granted. */

@@ -116,6 +116,18 @@ static bool parse(const rreply *fields, fed_ev *ev) {
     case 'a':
       if (strcmp(k, "at") == 0)
         ev->at = v;
+      else if (strcmp(k, "acct") == 0)
+        ev->acct = v;
+      else if (strcmp(k, "all") == 0)
+        ev->nick = v; /* (UMODE: the modes now) */
+      break;
+    case 'g':
+      if (k[1] == '\0')
+        ev->g = v;
+      break;
+    case 's':
+      if (k[1] == '\0')
+        ev->s = v;
       break;
     case 'v':
       if (k[1] == '\0')
@@ -152,6 +164,18 @@ static void item_of(const fed_ev *ev, char *buf, size_t cap) {
   case FK_OP:
     fed_item(buf, cap, 'o', ev->c, ev->t);
     break;
+  case FK_VOICE:
+    fed_item(buf, cap, 'v', ev->c, ev->t);
+    break;
+  case FK_CMODE:
+    fed_item(buf, cap, 'f', ev->c, ev->m);
+    break;
+  case FK_LIST: {
+    char what[220];
+    snprintf(what, sizeof what, "%s%s", ev->m ? ev->m : "", ev->x ? ev->x : "");
+    fed_item(buf, cap, 'L', ev->c, what);
+    break;
+  }
   }
 }
 
@@ -289,7 +313,7 @@ static void node_lost(fed_bridge *b, const char *node, const char *why) {
 /* ---- events ----------------------------------------------------------- */
 
 static chat_channel *channel_of(fed_bridge *b, const char *name, bool create) {
-  if (name == NULL || !irc_valid_channel(name, CHATD_CHAN_MAX))
+  if (!fed_carries(name))
     return NULL;
   chat_channel *c = channel_find(b->srv, name);
   if (c == NULL && create)
@@ -298,7 +322,42 @@ static chat_channel *channel_of(fed_bridge *b, const char *name, bool create) {
 }
 
 static bool is_cmd(const char *m) {
-  return m != NULL && (strcmp(m, "PRIVMSG") == 0 || strcmp(m, "NOTICE") == 0);
+  return m != NULL && (strcmp(m, "PRIVMSG") == 0 || strcmp(m, "NOTICE") == 0 ||
+                       strcmp(m, "TAGMSG") == 0);
+}
+
+/* Client tags from another node: as a client would send them, or none. */
+static const char *tags_ok(const char *g) {
+  if (g == NULL || g[0] != '+' || strlen(g) >= CHATD_TAGS_MAX)
+    return NULL;
+  for (const char *p = g; *p; p++)
+    if ((unsigned char)*p <= ' ')
+      return NULL;
+  return g;
+}
+
+/* A mode change of another node, checked as a command would. */
+static void apply_mode(fed_bridge *b, const fed_ev *ev, chat_user *u,
+                       chat_user *t) {
+  chat_channel *c = channel_of(b, ev->c, false);
+  if (c == NULL || ev->v == NULL)
+    return;
+  char dir = ev->v[0] == '1' || ev->v[0] == '+' ? '+' : '-';
+  if (ev->kind == FK_VOICE) {
+    if (t != NULL)
+      channel_mode1(c, u, dir, 'v', NULL, t, CHAT_FROM_NET);
+  } else if (ev->kind == FK_CMODE && ev->m != NULL && strlen(ev->m) == 1 &&
+             strchr("imnpstl", ev->m[0]) != NULL) {
+    if (ev->m[0] != 'l' || dir == '-' ||
+        (ev->x != NULL && strtoul(ev->x, NULL, 10) > 0))
+      channel_mode1(c, u, dir, ev->m[0], ev->x, NULL, CHAT_FROM_NET);
+  } else if (ev->kind == FK_LIST && ev->m != NULL && strlen(ev->m) == 1 &&
+             strchr("beI", ev->m[0]) != NULL && ev->x != NULL &&
+             ev->x[0] != '\0' && strlen(ev->x) < 200 &&
+             strpbrk(ev->x, " \r\n") == NULL) {
+    channel_mode1(c, u, dir, ev->m[0], ev->x, NULL, CHAT_FROM_NET);
+  }
+  hark_unref(c);
 }
 
 static void apply(fed_bridge *b, const fed_ev *ev) {
@@ -324,14 +383,23 @@ static void apply(fed_bridge *b, const fed_ev *ev) {
     return; /* ours, later in the stream, decides */
   b->applied++;
   chat_user *u = fed_user(b, ev->u), *t = fed_user(b, ev->t);
-  if (u != NULL && !u->remote && ev->kind != FK_KICK && ev->kind != FK_TOPIC &&
-      ev->kind != FK_KEY && ev->kind != FK_OP)
+  bool about_channel = ev->kind == FK_KICK || ev->kind == FK_TOPIC ||
+                       ev->kind == FK_KEY || ev->kind == FK_OP ||
+                       ev->kind == FK_VOICE || ev->kind == FK_CMODE ||
+                       ev->kind == FK_LIST;
+  if (u != NULL && !u->remote && !about_channel)
     return; /* only our node speaks for our users */
   chat_channel *c = NULL;
   switch (ev->kind) {
   case FK_INTRO:
-    if (ev->u != NULL && ev->nick != NULL)
-      introduce(b, ev->u, ev->o, ev->nick, ev->user, ev->host, ev->real);
+    if (ev->u != NULL && ev->nick != NULL &&
+        (u = introduce(b, ev->u, ev->o, ev->nick, ev->user, ev->host,
+                       ev->real)) != NULL &&
+        ev->acct != NULL && ev->acct[0] != '\0') {
+      char acct[CHATD_ACCOUNT_MAX + 1];
+      clean(acct, sizeof acct, ev->acct, false);
+      snprintf(u->account, sizeof u->account, "%s", acct);
+    }
     break;
   case FK_NICK:
     if (u != NULL && ev->nick != NULL)
@@ -366,21 +434,67 @@ static void apply(fed_bridge *b, const fed_ev *ev) {
     if ((c = channel_of(b, ev->c, false)) != NULL) {
       bool ok = !ev->has_x || (ev->x[0] != '\0' && !strchr(ev->x, ' '));
       if (ok)
-        channel_mode_key(c, u, ev->has_x ? ev->x : NULL, CHAT_FROM_NET);
+        channel_mode1(c, u, ev->has_x ? '+' : '-', 'k',
+                      ev->has_x ? ev->x : NULL, NULL, CHAT_FROM_NET);
     }
     break;
   case FK_OP:
     if (t != NULL && ev->v != NULL && (c = channel_of(b, ev->c, false)) != NULL)
-      channel_mode_op(c, u, t, ev->v[0] == '1', CHAT_FROM_NET);
+      channel_mode1(c, u, ev->v[0] == '1' ? '+' : '-', 'o', NULL, t,
+                    CHAT_FROM_NET);
     break;
   case FK_MSG:
     if (u != NULL && is_cmd(ev->m) && ev->x != NULL &&
         (c = channel_of(b, ev->c, false)) != NULL)
-      channel_say(c, u, ev->m, ev->x, CHAT_FROM_NET);
+      channel_say(
+          c, u, ev->m, ev->x, tags_ok(ev->g),
+          ev->s != NULL && (ev->s[0] == '@' || ev->s[0] == '+') ? ev->s[0] : 0,
+          CHAT_FROM_NET);
     break;
   case FK_PM:
     if (u != NULL && t != NULL && !t->remote && is_cmd(ev->m) && ev->x)
-      user_say(t, u, ev->m, ev->x, CHAT_FROM_NET);
+      user_say(t, u, ev->m, ev->x, tags_ok(ev->g), CHAT_FROM_NET);
+    break;
+  case FK_AWAY:
+    if (u != NULL) {
+      char msg[CHATD_AWAY_MAX + 1];
+      clean(msg, sizeof msg, ev->x, true);
+      user_set_away(u, ev->has_x ? msg : NULL, CHAT_FROM_NET);
+    }
+    break;
+  case FK_UMODE:
+    if (u != NULL && ev->x != NULL)
+      user_set_modes(u, ev->x, CHAT_FROM_NET);
+    break;
+  case FK_SETNAME:
+    if (u != NULL && ev->x != NULL && ev->x[0] != '\0') {
+      char real[CHATD_REAL_MAX + 1];
+      clean(real, sizeof real, ev->x, true);
+      user_set_realname(u, real, CHAT_FROM_NET);
+    }
+    break;
+  case FK_KILL:
+    if (t != NULL && !t->remote && ev->x != NULL) {
+      char why[256];
+      clean(why, sizeof why, ev->x, true);
+      user_kill(t, u, why, CHAT_FROM_NET);
+    }
+    break;
+  case FK_WALLOPS:
+    if (u != NULL && ev->x != NULL) {
+      char text[IRC_LINE_MAX];
+      clean(text, sizeof text, ev->x, true);
+      user_wallops(u, text, CHAT_FROM_NET);
+    }
+    break;
+  case FK_INVITE:
+    if (u != NULL && t != NULL && (c = channel_of(b, ev->c, false)) != NULL)
+      channel_invite(c, u, t, CHAT_FROM_NET);
+    break;
+  case FK_VOICE:
+  case FK_CMODE:
+  case FK_LIST:
+    apply_mode(b, ev, u, t);
     break;
   }
   hark_unref(c);
@@ -550,6 +664,8 @@ typedef struct chan_list {
 
 static void add_chan(void *obj, void *data) {
   chan_list *l = data;
+  if (!fed_carries(((chat_channel *)obj)->name))
+    return; /* '&': this server's alone */
   if (l->n == l->cap) {
     size_t ncap = l->cap ? l->cap * 2 : 16;
     chat_channel **nc = chat_realloc(l->c, ncap * sizeof *nc);
@@ -591,6 +707,73 @@ static void drop_absent(fed_bridge *b, chat_channel *c, fmap *in, bool fresh) {
   chat_free(gone);
 }
 
+/* The snapshot's flags, limit, voices and lists of c, where no change of
+ * ours to them is on the way. */
+static void resync_modes(fed_bridge *b, chat_channel *c, const rreply *ch) {
+  const char *modes = str(rreply_at(ch, 7)), *limit = str(rreply_at(ch, 8));
+  const rreply *voices = rreply_at(ch, 9), *lists = rreply_at(ch, 10);
+  char item[sizeof((fed_out *)0)->item], letter[2] = "";
+  if (modes == NULL || limit == NULL || !rreply_is(voices, RREPLY_ARRAY) ||
+      !rreply_is(lists, RREPLY_ARRAY))
+    return;
+  static const char flags[] = "imnpst";
+  for (const char *f = flags; *f; f++) {
+    letter[0] = *f;
+    bool want = strchr(modes, *f) != NULL;
+    bool have = (c->modes & (1u << (f - flags))) != 0;
+    fed_item(item, sizeof item, 'f', c->name, letter);
+    if (want != have && !pending_has(b, item))
+      channel_mode1(c, NULL, want ? '+' : '-', *f, NULL, NULL, CHAT_FROM_NET);
+  }
+  unsigned lim = (unsigned)strtoul(limit, NULL, 10);
+  fed_item(item, sizeof item, 'f', c->name, "l");
+  if (lim != c->limit && !pending_has(b, item))
+    channel_mode1(c, NULL, lim ? '+' : '-', 'l', lim ? limit : NULL, NULL,
+                  CHAT_FROM_NET);
+  fmap v;
+  if (fmap_init(&v) == 0) {
+    for (size_t i = 0; i + 1 < voices->elements; i += 2)
+      if (str(voices->element[i]) != NULL)
+        fmap_put(&v, str(voices->element[i]), (void *)1, NULL);
+    channel_count(c);
+    for (size_t i = 0; i < c->nmembers; i++) {
+      chat_user *u = hark_weak_get(&c->members[i].who);
+      chat_membership *m = u != NULL ? user_membership(u, c) : NULL;
+      bool want = u != NULL && fmap_get(&v, u->uid) != NULL;
+      if (m != NULL) {
+        fed_item(item, sizeof item, 'v', c->name, u->uid);
+        if (m->voice != want && !pending_has(b, item))
+          channel_mode1(c, NULL, want ? '+' : '-', 'v', NULL, u, CHAT_FROM_NET);
+      }
+      hark_unref(u);
+    }
+    fmap_free(&v, NULL);
+  }
+  /* masks: the snapshot's ("<letter><mask>" -> setter) in, the others out */
+  fmap l;
+  if (fmap_init(&l) != 0)
+    return;
+  for (size_t i = 0; i + 1 < lists->elements; i += 2) {
+    const char *k = str(lists->element[i]);
+    if (k == NULL || k[0] == '\0' || strchr("beI", k[0]) == NULL)
+      continue;
+    fmap_put(&l, k, (void *)1, NULL);
+    fed_item(item, sizeof item, 'L', c->name, k);
+    if (!pending_has(b, item))
+      channel_mode1(c, NULL, '+', k[0], k + 1, NULL, CHAT_FROM_NET);
+  }
+  chat_masks *mine[] = {&c->bans, &c->excepts, &c->invex};
+  for (size_t k = 0; k < 3; k++)
+    for (size_t i = mine[k]->n; i-- > 0;) {
+      char key[220];
+      snprintf(key, sizeof key, "%c%s", "beI"[k], mine[k] -> v[i].mask);
+      fed_item(item, sizeof item, 'L', c->name, key);
+      if (fmap_get(&l, key) == NULL && !pending_has(b, item))
+        channel_mode1(c, NULL, '-', key[0], key + 1, NULL, CHAT_FROM_NET);
+    }
+  fmap_free(&l, NULL);
+}
+
 static void resync_channel(fed_bridge *b, const rreply *ch, bool fresh,
                            fmap *listed) {
   const char *name = str(rreply_at(ch, 0)), *key = str(rreply_at(ch, 1));
@@ -624,10 +807,11 @@ static void resync_channel(fed_bridge *b, const rreply *ch, bool fresh,
       channel_join(c, u, op[0] == '1', CHAT_FROM_NET);
       continue;
     }
-    chat_member *m = channel_member(c, u);
+    chat_membership *m = user_membership(u, c);
     fed_item(item, sizeof item, 'o', name, uid);
     if (m != NULL && m->op != (op[0] == '1') && !pending_has(b, item))
-      channel_mode_op(c, NULL, u, op[0] == '1', CHAT_FROM_NET);
+      channel_mode1(c, NULL, op[0] == '1' ? '+' : '-', 'o', NULL, u,
+                    CHAT_FROM_NET);
   }
   if (have_in) {
     drop_absent(b, c, &in, fresh);
@@ -641,7 +825,8 @@ static void resync_channel(fed_bridge *b, const rreply *ch, bool fresh,
   bool same = want == NULL ? c->key == NULL
                            : c->key != NULL && strcmp(c->key, want) == 0;
   if (!pending_has(b, item) && !same)
-    channel_mode_key(c, NULL, want, CHAT_FROM_NET);
+    channel_mode1(c, NULL, want ? '+' : '-', 'k', want, NULL, CHAT_FROM_NET);
+  resync_modes(b, c, ch);
   hark_unref(c);
 }
 
@@ -656,7 +841,7 @@ bool in_resync(fed_bridge *b, const rreply *r, size_t at, bool fresh,
   fmap seen;
   if (fmap_init(&seen) != 0)
     return false;
-  for (size_t i = 0; i + 5 < users->elements; i += 6) {
+  for (size_t i = 0; i + 9 < users->elements; i += 10) {
     const char *uid = str(users->element[i]);
     if (uid != NULL)
       fmap_put(&seen, uid, (void *)1, NULL);
@@ -672,18 +857,35 @@ bool in_resync(fed_bridge *b, const rreply *r, size_t at, bool fresh,
   chat_free(all.users);
   fmap_free(&seen, NULL);
   /* and those it has */
-  for (size_t i = 0; i + 5 < users->elements; i += 6) {
-    const char *f[6];
-    for (int j = 0; j < 6; j++)
+  for (size_t i = 0; i + 9 < users->elements; i += 10) {
+    const char *f[9];
+    for (int j = 0; j < 9; j++)
       f[j] = str(users->element[i + (size_t)j]);
+    const rreply *away = users->element[i + 9];
     if (f[0] == NULL || f[1] == NULL || f[2] == NULL ||
         strcmp(f[1], b->node) == 0)
       continue;
     chat_user *u = fed_user(b, f[0]);
     if (u == NULL)
-      introduce(b, f[0], f[1], f[2], f[3], f[4], f[5]);
+      u = introduce(b, f[0], f[1], f[2], f[3], f[4], f[5]);
     else if (u->remote)
       rename_remote(b, u, f[2]);
+    if (u == NULL || !u->remote)
+      continue;
+    /* away, modes, account as the network has them */
+    bool is_away = rreply_is(away, RREPLY_INTEGER) && away->integer == 1;
+    char clean_away[CHATD_AWAY_MAX + 1];
+    clean(clean_away, sizeof clean_away, f[6], true);
+    if (is_away != (u->away != NULL) ||
+        (is_away && strcmp(u->away, clean_away) != 0))
+      user_set_away(u, is_away ? clean_away : NULL, CHAT_FROM_NET);
+    if (f[7] != NULL) {
+      char want[24];
+      snprintf(want, sizeof want, "-Biow+%.16s", f[7]);
+      user_set_modes(u, want, CHAT_FROM_NET);
+    }
+    if (f[8] != NULL)
+      clean(u->account, sizeof u->account, f[8], false);
   }
   fmap listed;
   if (fmap_init(&listed) != 0)

@@ -24,8 +24,10 @@
 #define FED_STOP_GUARD_MS 2000
 
 const char *const fed_kind_names[FK_NKINDS] = {
-    "intro", "nick", "quit", "join", "part", "kick",   "topic",
-    "key",   "op",   "msg",  "pm",   "lost", "release"};
+    "intro",   "nick",  "quit",  "join",    "part", "kick",
+    "topic",   "key",   "op",    "msg",     "pm",   "lost",
+    "release", "away",  "umode", "setname", "kill", "wallops",
+    "invite",  "cmode", "voice", "list"};
 
 static const hark_type fed_bridge_type = {"fed_bridge", sizeof(fed_bridge),
                                           NULL, NULL};
@@ -104,7 +106,7 @@ static void out_pop(fed_bridge *b) {
 int out_push(fed_bridge *b, int kind, const fed_field *f, int nf,
              const char *item, chat_user *who, const char *nick,
              chat_user *actor) {
-  bool state = kind != FK_MSG && kind != FK_PM;
+  bool state = kind != FK_MSG && kind != FK_PM && kind != FK_WALLOPS;
   if (b->out_len >= FED_OUTBOX_MAX && !state) {
     if (b->dropped++ == 0 || b->dropped % 10000 == 0)
       log_error("federation: outbox full (%zu events waiting for Redis): "

@@ -23,12 +23,16 @@
  *   {P}:acked       hash node -> the last outbox sequence applied
  *   {P}:nicks       hash folded nick -> uid (claims)
  *   {P}:guest       counter: guest nicks given out in collisions
- *   {P}:u:UID       hash nick fold user host real node: a user
+ *   {P}:u:UID       hash nick fold user host real node away modes acct
  *   {P}:nu:NODE     set of the node's uids
  *   {P}:uc:UID      set of the user's folded channels
  *   {P}:chans       set of folded channel names
- *   {P}:c:CHAN      hash name key topic by at: a channel (CHAN folded)
+ *   {P}:c:CHAN      hash name key topic by at modes limit: a channel (CHAN
+ *                   folded; modes: its flags, "nt" when absent)
  *   {P}:m:CHAN      hash uid -> "1" (operator) or "0": its members
+ *   {P}:v:CHAN      hash uid -> "1": its voiced members
+ *   {P}:l:CHAN      hash letter..mask -> setter: bans (b), exceptions (e),
+ *                   invite exceptions (I)
  *
  * Every script takes KEYS[1] = {P}:log (so that a cluster client routes
  * it) and ARGV = prefix "{P}:", node, incarnation, retention, lease, and
@@ -60,9 +64,11 @@
   "for i=1,#fields do a[#a+1]=fields[i] end "                                  \
   "return n,redis.call(unpack(a)) end "                                        \
   "local function leave(uid,cf) "                                              \
-  "redis.call('hdel',K('m:')..cf,uid) redis.call('srem',K('uc:')..uid,cf) "    \
+  "redis.call('hdel',K('m:')..cf,uid) redis.call('hdel',K('v:')..cf,uid) "    \
+  "redis.call('srem',K('uc:')..uid,cf) "                                       \
   "if redis.call('hlen',K('m:')..cf)==0 then "                                 \
-  "redis.call('del',K('c:')..cf) redis.call('srem',K('chans'),cf) end end "    \
+  "redis.call('del',K('c:')..cf,K('v:')..cf,K('l:')..cf) "                     \
+  "redis.call('srem',K('chans'),cf) end end "                                  \
   "local function drop_user(uid) "                                             \
   "for _,cf in ipairs(redis.call('smembers',K('uc:')..uid)) do "               \
   "leave(uid,cf) end "                                                         \
@@ -89,15 +95,19 @@
   "local users={} "                                                            \
   "for _,nd in ipairs(redis.call('hkeys',K('nodes'))) do "                     \
   "for _,uid in ipairs(redis.call('smembers',K('nu:')..nd)) do "               \
-  "local r=redis.call('hmget',K('u:')..uid,'nick','user','host','real') "      \
+  "local r=redis.call('hmget',K('u:')..uid,'nick','user','host','real',"      \
+  "'away','modes','acct') "                                                    \
   "users[#users+1]=uid users[#users+1]=nd "                                    \
-  "for j=1,4 do users[#users+1]=r[j] or '' end end end "                       \
+  "for j=1,7 do users[#users+1]=r[j] or '' end "                               \
+  "users[#users+1]=redis.call('hexists',K('u:')..uid,'away') end end "         \
   "local chans={} "                                                            \
   "for _,f in ipairs(redis.call('smembers',K('chans'))) do "                   \
-  "local r=redis.call('hmget',K('c:')..f,'name','key','topic','by','at') "     \
+  "local r=redis.call('hmget',K('c:')..f,'name','key','topic','by','at',"      \
+  "'modes','limit') "                                                          \
   "local hk='0' if r[2] then hk='1' end "                                      \
   "chans[#chans+1]={r[1] or f,r[2] or '',hk,r[3] or '',r[4] or '',"            \
-  "r[5] or '0',redis.call('hgetall',K('m:')..f)} end "                         \
+  "r[5] or '0',redis.call('hgetall',K('m:')..f),r[6] or 'nt',r[7] or '',"      \
+  "redis.call('hgetall',K('v:')..f),redis.call('hgetall',K('l:')..f)} end "    \
   "return {lastid,n,users,chans} end "
 /* clang-format on */
 
@@ -138,7 +148,8 @@ static const char EMIT[] = PRELUDE
     "'fold',f._fold) "
     "else "
     "redis.call('hset',ukey,'nick',extra~='' and extra or f.nick,"
-    "'fold',f._fold,'user',f.user,'host',f.host,'real',f.real,'node',node) "
+    "'fold',f._fold,'user',f.user,'host',f.host,'real',f.real,'node',node,"
+    "'acct',f.acct or '') "
     "redis.call('sadd',K('nu:')..node,f.u) end "
     "redis.call('hset',K('nicks'),f._fold,f.u) "
     "elseif kind=='quit' then drop_user(f.u) "
@@ -149,6 +160,15 @@ static const char EMIT[] = PRELUDE
     "redis.call('hset',K('c:')..f._chan,'name',f.c) end "
     "elseif kind=='part' then leave(f.u,f._chan) "
     "elseif kind=='kick' then leave(f.t,f._chan) "
+    "elseif kind=='away' then local uk=K('u:')..f.u "
+    "if redis.call('exists',uk)==1 then "
+    "if f.x then redis.call('hset',uk,'away',f.x) "
+    "else redis.call('hdel',uk,'away') end end "
+    "elseif kind=='umode' or kind=='setname' then local uk=K('u:')..f.u "
+    "if redis.call('exists',uk)==1 then "
+    "if kind=='umode' then redis.call('hset',uk,'modes',f.all or '') "
+    "else redis.call('hset',uk,'real',f.x) end end "
+    "elseif kind=='kill' or kind=='wallops' or kind=='invite' then "
     "elseif redis.call('sismember',K('chans'),f._chan or '')==1 then "
     "if kind=='topic' then "
     "redis.call('hset',K('c:')..f._chan,'topic',f.x,'by',f.by,'at',f.at) "
@@ -157,7 +177,22 @@ static const char EMIT[] = PRELUDE
     "elseif kind=='key' then redis.call('hdel',K('c:')..f._chan,'key') "
     "elseif kind=='op' and "
     "redis.call('hexists',K('m:')..f._chan,f.t)==1 then "
-    "redis.call('hset',K('m:')..f._chan,f.t,f.v) end end "
+    "redis.call('hset',K('m:')..f._chan,f.t,f.v) "
+    "elseif kind=='voice' and "
+    "redis.call('hexists',K('m:')..f._chan,f.t)==1 then "
+    "if f.v=='1' then redis.call('hset',K('v:')..f._chan,f.t,'1') "
+    "else redis.call('hdel',K('v:')..f._chan,f.t) end "
+    "elseif kind=='cmode' then local ck=K('c:')..f._chan "
+    "if f.m=='l' then if f.v=='+' then redis.call('hset',ck,'limit',f.x) "
+    "else redis.call('hdel',ck,'limit') end else "
+    "local cur=redis.call('hget',ck,'modes') or 'nt' "
+    "local has=string.find(cur,f.m,1,true) "
+    "if f.v=='+' and not has then cur=cur..f.m "
+    "elseif f.v=='-' and has then cur=string.gsub(cur,f.m,'') end "
+    "redis.call('hset',ck,'modes',cur) end "
+    "elseif kind=='list' then local lk=K('l:')..f._chan "
+    "if f.v=='+' then redis.call('hset',lk,f.m..f.x,f.by or '') "
+    "else redis.call('hdel',lk,f.m..f.x) end end end "
     "local n=xadd(out) if extra~='' then return {n,extra} end return n";
 
 /* A node (re)starts: its previous incarnation's users go (an event says

@@ -139,7 +139,7 @@ void fed_item(char *buf, size_t cap, char what, const char *chan,
               const char *uid) {
   char f[CHATD_CHAN_MAX + 1];
   fed_fold(f, sizeof f, chan);
-  snprintf(buf, cap, "%c %s %s", what, f, uid ? uid : "");
+  snprintf(buf, cap, "%c %s %.220s", what, f, uid ? uid : "");
 }
 
 /* Counts of this node's events in flight per item: a remote event on an
@@ -164,12 +164,28 @@ bool pending_has(fed_bridge *b, const char *item) {
 
 /* ---- receivers --------------------------------------------------------- */
 
+/* A user's modes as letters ("Biow" order), for the network's state. */
+static void umode_letters(unsigned modes, char *buf, size_t cap) {
+  size_t n = 0;
+  if ((modes & UMODE_B) && n + 1 < cap)
+    buf[n++] = 'B';
+  if ((modes & UMODE_I) && n + 1 < cap)
+    buf[n++] = 'i';
+  if ((modes & UMODE_O) && n + 1 < cap)
+    buf[n++] = 'o';
+  if ((modes & UMODE_W) && n + 1 < cap)
+    buf[n++] = 'w';
+  buf[n] = '\0';
+}
+
 #define F(n, v) ((fed_field){(n), (v), SIZE_MAX})
 
 /* Whether federation carries this event: ours, not applied for another
  * node, not muted (a resync rebuilding what a burst will say). */
 static bool ours(fed_bridge *b, chat_event *ev) {
-  return !(ev->flags & CHAT_FROM_NET) && !b->muted && b->state != LINK_STOPPED;
+  return !(ev->flags & CHAT_FROM_NET) && !b->muted &&
+         b->state != LINK_STOPPED &&
+         (ev->chan == NULL || fed_carries(ev->chan->name));
 }
 
 static const char *uid_of(chat_user *u) { return u != NULL ? u->uid : ""; }
@@ -234,27 +250,75 @@ static int out_topic(void *self, void *sender, void *args) {
   return 0;
 }
 
+/* One event per change: each is its own item (a key, an operator, a flag,
+ * a mask), so that the stream's order decides each on its own. */
+static void out_change(fed_bridge *b, chat_event *ev,
+                       const chat_mode_change *m) {
+  chat_channel *c = ev->chan;
+  char fold[CHATD_CHAN_MAX + 1], item[sizeof((fed_out *)0)->item];
+  char letter[2] = {m->mode, '\0'}, dir[2] = {m->dir, '\0'};
+  const char *by = uid_of(ev->origin);
+  fed_fold(fold, sizeof fold, c->name);
+  switch (m->mode) {
+  case 'k': {
+    fed_item(item, sizeof item, 'k', c->name, NULL);
+    fed_field f[] = {F("u", by), F("c", c->name), F("_chan", fold),
+                     F("x", m->arg)};
+    out_push(b, FK_KEY, f, m->dir == '+' ? 4 : 3, item, NULL, NULL, ev->origin);
+    break;
+  }
+  case 'o':
+  case 'v': {
+    fed_item(item, sizeof item, m->mode, c->name, m->target->uid);
+    fed_field f[] = {F("u", by), F("c", c->name), F("t", m->target->uid),
+                     F("v", m->dir == '+' ? "1" : "0"), F("_chan", fold)};
+    out_push(b, m->mode == 'o' ? FK_OP : FK_VOICE, f, 5, item, NULL, NULL,
+             ev->origin);
+    break;
+  }
+  case 'b':
+  case 'e':
+  case 'I': {
+    char what[220];
+    snprintf(what, sizeof what, "%c%s", m->mode, m->arg);
+    fed_item(item, sizeof item, 'L', c->name, what);
+    fed_field f[] = {F("u", by),  F("c", c->name), F("m", letter),
+                     F("v", dir), F("x", m->arg),  F("_chan", fold),
+                     F("by", "")};
+    char setter[IRC_LINE_MAX];
+    chat_prefix(b->srv, ev->origin, setter, sizeof setter);
+    f[6].value = setter;
+    out_push(b, FK_LIST, f, 7, item, NULL, NULL, ev->origin);
+    break;
+  }
+  default: { /* imnpst l */
+    fed_item(item, sizeof item, 'f', c->name, letter);
+    fed_field f[] = {F("u", by),  F("c", c->name),  F("m", letter),
+                     F("v", dir), F("_chan", fold), F("x", m->arg)};
+    out_push(b, FK_CMODE, f, m->arg != NULL && m->dir == '+' ? 6 : 5, item,
+             NULL, NULL, ev->origin);
+  }
+  }
+}
+
 static int out_mode(void *self, void *sender, void *args) {
   fed_bridge *b = self;
   chat_event *ev = args;
   if (!ours(b, ev))
     return 0;
-  chat_channel *c = ev->chan;
-  char fold[CHATD_CHAN_MAX + 1], item[sizeof((fed_out *)0)->item];
-  fed_fold(fold, sizeof fold, c->name);
-  if (ev->what[1] == 'k') {
-    fed_item(item, sizeof item, 'k', c->name, NULL);
-    fed_field f[] = {F("u", uid_of(ev->origin)), F("c", c->name),
-                     F("_chan", fold), F("x", ev->text)};
-    out_push(b, FK_KEY, f, ev->text != NULL ? 4 : 3, item, NULL, NULL,
-             ev->origin);
-  } else {
-    fed_item(item, sizeof item, 'o', c->name, ev->target->uid);
-    fed_field f[] = {F("u", uid_of(ev->origin)), F("c", c->name),
-                     F("t", ev->target->uid), F("v", ev->op ? "1" : "0"),
-                     F("_chan", fold)};
-    out_push(b, FK_OP, f, 5, item, NULL, NULL, ev->origin);
-  }
+  for (size_t i = 0; i < ev->nmodes; i++)
+    out_change(b, ev, &ev->modes[i]);
+  return 0;
+}
+
+static int out_invite(void *self, void *sender, void *args) {
+  fed_bridge *b = self;
+  chat_event *ev = args;
+  if (!ours(b, ev) || ev->origin == NULL)
+    return 0;
+  fed_field f[] = {F("u", ev->origin->uid), F("t", ev->target->uid),
+                   F("c", ev->chan->name)};
+  out_push(b, FK_INVITE, f, 3, "", NULL, NULL, ev->origin);
   return 0;
 }
 
@@ -263,9 +327,14 @@ static int out_message(void *self, void *sender, void *args) {
   chat_event *ev = args;
   if (!ours(b, ev) || ev->origin == NULL)
     return 0;
-  fed_field f[] = {F("u", ev->origin->uid), F("c", ev->chan->name),
-                   F("m", ev->what), F("x", ev->text)};
-  out_push(b, FK_MSG, f, 4, "", NULL, NULL, NULL);
+  char status[2] = {ev->status, '\0'};
+  fed_field f[] = {F("u", ev->origin->uid),
+                   F("c", ev->chan->name),
+                   F("m", ev->what),
+                   F("x", ev->text),
+                   F("g", ev->client_tags ? ev->client_tags : ""),
+                   F("s", status)};
+  out_push(b, FK_MSG, f, 6, "", NULL, NULL, NULL);
   return 0;
 }
 
@@ -276,8 +345,9 @@ static int out_private(void *self, void *sender, void *args) {
   if (!ours(b, ev) || ev->origin == NULL || !ev->target->remote)
     return 0;
   fed_field f[] = {F("u", ev->origin->uid), F("t", ev->target->uid),
-                   F("m", ev->what), F("x", ev->text)};
-  out_push(b, FK_PM, f, 4, "", NULL, NULL, NULL);
+                   F("m", ev->what), F("x", ev->text),
+                   F("g", ev->client_tags ? ev->client_tags : "")};
+  out_push(b, FK_PM, f, 5, "", NULL, NULL, NULL);
   return 0;
 }
 
@@ -306,8 +376,9 @@ static int out_user(void *self, void *sender, void *args) {
                u->nick);
     fed_field f[] = {F("u", u->uid),         F("nick", u->nick),
                      F("user", u->user),     F("host", u->host),
-                     F("real", u->realname), F("_fold", fold)};
-    out_push(b, FK_INTRO, f, 6, "", u, u->nick, u);
+                     F("real", u->realname), F("_fold", fold),
+                     F("acct", u->account)};
+    out_push(b, FK_INTRO, f, 7, "", u, u->nick, u);
   } else if (ev->kind == USER_NICK && u->registered) {
     fed_field f[] = {F("u", u->uid), F("nick", u->nick), F("_fold", fold)};
     out_push(b, FK_NICK, f, 3, "", u, u->nick, u);
@@ -320,6 +391,24 @@ static int out_user(void *self, void *sender, void *args) {
     names_del(&b->uids, u->uid, u);
   } else if (ev->kind == USER_QUIT) {
     release(b, u->nick, u->uid);
+  } else if (!u->registered) {
+    return 0;
+  } else if (ev->kind == USER_AWAY) {
+    fed_field f[] = {F("u", u->uid), F("x", ev->text)};
+    out_push(b, FK_AWAY, f, ev->text != NULL ? 2 : 1, "", NULL, NULL, u);
+  } else if (ev->kind == USER_MODE || ev->kind == USER_SETNAME ||
+             ev->kind == USER_WALLOPS) {
+    char modes[16];
+    umode_letters(u->modes, modes, sizeof modes);
+    fed_field f[] = {F("u", u->uid), F("x", ev->text), F("all", modes)};
+    int kind = ev->kind == USER_MODE      ? FK_UMODE
+               : ev->kind == USER_SETNAME ? FK_SETNAME
+                                          : FK_WALLOPS;
+    out_push(b, kind, f, kind == FK_UMODE ? 3 : 2, "", NULL, NULL, u);
+  } else if (ev->kind == USER_KILLED && ev->target != NULL &&
+             ev->target->remote) {
+    fed_field f[] = {F("u", u->uid), F("t", ev->target->uid), F("x", ev->text)};
+    out_push(b, FK_KILL, f, 3, "", NULL, NULL, u);
   }
   return 0;
 }
@@ -409,6 +498,7 @@ static const out_binding outs[] = {
     {offsetof(chat_server, sig_mode), out_mode},
     {offsetof(chat_server, sig_private), out_private},
     {offsetof(chat_server, sig_user), out_user},
+    {offsetof(chat_server, sig_invite), out_invite},
     {offsetof(chat_server, sig_claim), out_claim},
     {offsetof(chat_server, sig_settle), out_settle},
 };
@@ -446,6 +536,8 @@ static void burst_channel(void *obj, void *data) {
   chat_channel *c = obj;
   burst_ctx *x = data;
   char fold[CHATD_CHAN_MAX + 1];
+  if (!fed_carries(c->name))
+    return;
   fed_fold(fold, sizeof fold, c->name);
   if (x->known != NULL && fmap_get(x->known, fold) != NULL)
     return; /* the network's topic and key hold (in_resync took them) */
@@ -462,11 +554,32 @@ static void burst_channel(void *obj, void *data) {
   ev.chan = c;
   if (c->topic[0] != '\0')
     out_topic(x->b, c, &ev);
-  if (c->key != NULL) {
-    ev.what = "+k";
-    ev.text = c->key;
-    out_mode(x->b, c, &ev);
+  /* the modes as changes from a fresh channel's (+nt) */
+  static const char flags[] = "imnpst";
+  for (const char *f = flags; *f; f++) {
+    unsigned bit = 1u << (f - flags); /* CMODE_I... in this order */
+    bool on = (c->modes & bit) != 0, dflt = *f == 'n' || *f == 't';
+    if (on != dflt) {
+      chat_mode_change m = {on ? '+' : '-', *f, NULL, NULL};
+      out_change(x->b, &ev, &m);
+    }
   }
+  char num[16];
+  chat_mode_change key = {'+', 'k', c->key, NULL};
+  if (c->key != NULL)
+    out_change(x->b, &ev, &key);
+  if (c->limit != 0) {
+    snprintf(num, sizeof num, "%u", c->limit);
+    chat_mode_change l = {'+', 'l', num, NULL};
+    out_change(x->b, &ev, &l);
+  }
+  const chat_masks *lists[] = {&c->bans, &c->excepts, &c->invex};
+  const char letters[] = "beI";
+  for (size_t k = 0; k < 3; k++)
+    for (size_t i = 0; i < lists[k]->n; i++) {
+      chat_mode_change m = {'+', letters[k], lists[k]->v[i].mask, NULL};
+      out_change(x->b, &ev, &m);
+    }
 }
 
 void fed_burst(fed_bridge *b, fmap *known) {
@@ -478,14 +591,31 @@ void fed_burst(fed_bridge *b, fmap *known) {
     ev.origin = &s->u;
     ev.kind = USER_REGISTERED;
     out_user(b, s, &ev);
+    if (s->u.away != NULL) {
+      ev.kind = USER_AWAY;
+      ev.text = s->u.away;
+      out_user(b, s, &ev);
+    }
+    if (s->u.modes != 0) {
+      char modes[16] = "+";
+      umode_letters(s->u.modes, modes + 1, sizeof modes - 1);
+      ev.kind = USER_MODE;
+      ev.text = modes;
+      out_user(b, s, &ev);
+    }
     for (size_t i = 0; i < s->u.nchans; i++) {
-      chat_channel *c = s->u.chans[i];
-      chat_member *m = channel_member(c, &s->u);
+      chat_channel *c = s->u.chans[i].chan;
+      if (!fed_carries(c->name))
+        continue;
       chat_event j = {0};
       j.origin = &s->u;
       j.chan = c;
-      j.op = m != NULL && m->op;
+      j.op = s->u.chans[i].op;
       out_join(b, c, &j);
+      if (s->u.chans[i].voice) {
+        chat_mode_change v = {'+', 'v', NULL, &s->u};
+        out_change(b, &j, &v);
+      }
     }
   }
   burst_ctx x = {b, known};

@@ -8,11 +8,19 @@ chatd_core_sources = \
 	examples/chatd/log.h examples/chatd/log.c \
 	examples/chatd/proto.h examples/chatd/proto.c \
 	examples/chatd/names.c \
+	examples/chatd/tags.c \
 	examples/chatd/user.c \
 	examples/chatd/session.c \
 	examples/chatd/channel.c \
+	examples/chatd/chanmodes.c \
+	examples/chatd/cmd.h \
 	examples/chatd/commands.c \
+	examples/chatd/registration.c \
+	examples/chatd/modes.c \
 	examples/chatd/queries.c \
+	examples/chatd/who.c \
+	examples/chatd/oper.c \
+	examples/chatd/monitor.c \
 	examples/chatd/server.c
 
 # Federation beside the core: its own files, wired in by server.c alone.
@@ -28,7 +36,7 @@ endif
 if HAVE_OPENSSL
 CHATD_OPENSSL_LIBS = $(OPENSSL_LIBS)
 endif
-CHATD_REDIS_LIBS = $(CHATD_HIREDIS_LIBS) $(CHATD_OPENSSL_LIBS)
+CHATD_REDIS_LIBS = $(CHATD_HIREDIS_LIBS) $(CHATD_OPENSSL_LIBS) $(CRYPT_LIBS)
 CHATD_FED_CFLAGS = $(HIREDIS_CFLAGS) $(OPENSSL_CFLAGS)
 
 examples_chatd_hark_chatd_SOURCES = $(chatd_core_sources) \
@@ -48,8 +56,11 @@ RUN_COMMAND = ./examples/chatd/hark-chatd$(EXEEXT) --listen 127.0.0.1:6667
 # ---- tests -------------------------------------------------------------
 chatd_tests = tests/test-chatd-proto tests/test-chatd
 check_PROGRAMS += $(chatd_tests)
-TESTS += $(chatd_tests) tests/chatd/irc-client.sh
-EXTRA_DIST += tests/chatd/irc-client.sh tests/chatd/client.h
+TESTS += $(chatd_tests) tests/chatd/irc-client.sh tests/chatd/test-irc.py \
+	tests/chatd/test-abuse.py
+EXTRA_DIST += tests/chatd/irc-client.sh tests/chatd/client.h \
+	tests/chatd/test-irc.py tests/chatd/ircclient.py \
+	tests/chatd/test-abuse.py
 
 tests_test_chatd_proto_SOURCES = tests/chatd/test-proto.c \
 	examples/chatd/proto.h examples/chatd/proto.c

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chatd.h"
 #include "tls.h"
@@ -17,9 +18,25 @@ static const option_doc docs[] = {
     {"name", "NAME", "server name in numerics and PONG"},
     {"password", "PASS", "server password (PASS); none by default"},
     {"motd", "FILE", "message of the day; none: 422"},
+    {"listen-tls", "HOST:PORT",
+     "also listen for TLS clients (with --cert and --key); same network"},
+    {"cert", "FILE", "the TLS listener's certificate chain (PEM)"},
+    {"key", "FILE", "its private key (PEM)"},
+    {"accounts", "FILE",
+     "accounts for SASL PLAIN and OPER: lines \"name $6$hash [oper]\" "
+     "(see --hash-password)"},
+    {"hash-password", NULL,
+     "read a password on stdin, print its crypt(3) SHA-512 hash, exit"},
     {"max-clients", "N", "most connected clients (0: no limit)"},
     {"max-channels", "N", "most channels on the server (0: no limit)"},
-    {"max-chans-per-client", "N", "most channels one client joins (0: none)"},
+    {"max-chans-per-client", "N",
+     "most '#' channels one client joins, and as many '&' (0: none)"},
+    {"max-per-ip", "N", "connections from one address to this node (0: any)"},
+    {"max-per-ip-global", "N",
+     "connections from one address to the whole network (0: any)"},
+    {"per-ip-exempt", "LIST",
+     "addresses the two limits above skip, comma-separated (none: \"\")"},
+    {"whowas", "N", "entries of the WHOWAS history"},
     {"nicklen", "N", "longest nick (at most 64)"},
     {"channellen", "N", "longest channel name (at most 200)"},
     {"register-timeout", "SEC", "time to register (0: none)"},
@@ -78,6 +95,10 @@ static void default_of(const chat_options *o, const char *name, char *buf,
   D("max-clients", "%u", o->max_clients);
   D("max-channels", "%u", o->max_channels);
   D("max-chans-per-client", "%u", o->max_chans_per_client);
+  D("max-per-ip", "%u", o->max_per_ip);
+  D("max-per-ip-global", "%u", o->max_per_ip_global);
+  D("per-ip-exempt", "%s", o->per_ip_exempt);
+  D("whowas", "%u", o->whowas_max);
   D("nicklen", "%u", o->nicklen);
   D("channellen", "%u", o->channellen);
   D("register-timeout", "%u", o->register_timeout);
@@ -102,7 +123,7 @@ static void usage(FILE *out) {
   fprintf(out, "usage: hark-chatd [OPTION]...\n"
                "An IRC server (RFC 1459 subset) built on hark and libuv.\n\n");
   for (size_t i = 0; i < NOPTS; i++) {
-    char left[64], def[64];
+    char left[64], def[300];
     snprintf(left, sizeof left, "--%s%s%s", docs[i].name,
              docs[i].arg ? " " : "", docs[i].arg ? docs[i].arg : "");
     default_of(&o, docs[i].name, def, sizeof def);
@@ -111,6 +132,24 @@ static void usage(FILE *out) {
   }
   fprintf(out, "\nSIGUSR1 logs a stats line; SIGINT/SIGTERM shut down "
                "cleanly. HARK_DEBUG=leaks reports objects left at exit.\n");
+}
+
+int accounts_hash(const char *pass, char *out, size_t cap); /* oper.c */
+
+/* --hash-password: a line on stdin, its hash on stdout. */
+static int hash_password(void) {
+  char pw[512], hash[256];
+  if (isatty(0))
+    fprintf(stderr, "password: ");
+  if (fgets(pw, sizeof pw, stdin) == NULL)
+    return 2;
+  pw[strcspn(pw, "\r\n")] = '\0';
+  if (accounts_hash(pw, hash, sizeof hash) != 0) {
+    fprintf(stderr, "hark-chatd: cannot hash (built without libcrypt?)\n");
+    return 1;
+  }
+  printf("%s\n", hash);
+  return 0;
 }
 
 /* --redis-password-file: its first line, without the line end. */
@@ -159,10 +198,14 @@ static int parse_options(int argc, char **argv, chat_options *o) {
     unsigned long long v = 0;
     bool numeric = strcmp(name, "listen") && strcmp(name, "name") &&
                    strcmp(name, "password") && strcmp(name, "motd") &&
-                   strcmp(name, "log-level") && strcmp(name, "help") &&
-                   strcmp(name, "version") && strcmp(name, "flood-rate") &&
-                   strcmp(name, "flood-burst") && strcmp(name, "redis") &&
-                   strcmp(name, "node-id") && strncmp(name, "redis-", 6);
+                   strcmp(name, "listen-tls") && strcmp(name, "cert") &&
+                   strcmp(name, "key") && strcmp(name, "accounts") &&
+                   strcmp(name, "hash-password") &&
+                   strcmp(name, "per-ip-exempt") && strcmp(name, "log-level") &&
+                   strcmp(name, "help") && strcmp(name, "version") &&
+                   strcmp(name, "flood-rate") && strcmp(name, "flood-burst") &&
+                   strcmp(name, "redis") && strcmp(name, "node-id") &&
+                   strncmp(name, "redis-", 6);
     if (!strcmp(name, "redis-retention") || !strcmp(name, "redis-timeout-ms"))
       numeric = true;
     if (numeric && parse_uint(optarg, &v) != 0) {
@@ -177,12 +220,16 @@ static int parse_options(int argc, char **argv, chat_options *o) {
       printf("%s (hark %d.%d.%d)\n", CHATD_VERSION, HARK_VERSION_MAJOR,
              HARK_VERSION_MINOR, HARK_VERSION_PATCH);
       exit(0);
-    } else if (!strcmp(name, "listen")) {
+    } else if (!strcmp(name, "hash-password")) {
+      exit(hash_password());
+    } else if (!strcmp(name, "listen") || !strcmp(name, "listen-tls")) {
+      bool tls = name[6] == '-';
+      char *host = tls ? o->tls_host : o->host;
       const char *colon = strrchr(optarg, ':');
       unsigned long long port;
       if (colon == NULL || parse_uint(colon + 1, &port) != 0 || port > 65535 ||
           (size_t)(colon - optarg) >= sizeof o->host) {
-        fprintf(stderr, "hark-chatd: --listen wants HOST:PORT\n");
+        fprintf(stderr, "hark-chatd: --%s wants HOST:PORT\n", name);
         return -1;
       }
       const char *h = optarg;
@@ -191,8 +238,29 @@ static int parse_options(int argc, char **argv, chat_options *o) {
         h++;
         hl -= 2;
       }
-      snprintf(o->host, sizeof o->host, "%.*s", (int)hl, h);
-      o->port = (int)port;
+      snprintf(host, sizeof o->host, "%.*s", (int)hl, h);
+      if (tls)
+        o->tls_port = (int)port;
+      else
+        o->port = (int)port;
+    } else if (!strcmp(name, "cert")) {
+      o->tls_cert = optarg;
+    } else if (!strcmp(name, "key")) {
+      o->tls_key = optarg;
+    } else if (!strcmp(name, "accounts")) {
+      o->accounts_path = optarg;
+    } else if (!strcmp(name, "per-ip-exempt")) {
+      if (strlen(optarg) >= sizeof o->per_ip_exempt) {
+        fprintf(stderr, "hark-chatd: --per-ip-exempt: too long\n");
+        return -1;
+      }
+      snprintf(o->per_ip_exempt, sizeof o->per_ip_exempt, "%s", optarg);
+    } else if (!strcmp(name, "max-per-ip")) {
+      o->max_per_ip = (unsigned)v;
+    } else if (!strcmp(name, "max-per-ip-global")) {
+      o->max_per_ip_global = (unsigned)v;
+    } else if (!strcmp(name, "whowas")) {
+      o->whowas_max = v > 100000 ? 100000 : (unsigned)v;
     } else if (!strcmp(name, "redis")) {
 #ifndef HARK_CHATD_REDIS
       fprintf(stderr, "hark-chatd: built without Redis (hiredis): "
@@ -316,6 +384,15 @@ static int parse_options(int argc, char **argv, chat_options *o) {
                     "--redis-password-file)\n");
     return -1;
   }
+  if (o->tls_port >= 0 && (o->tls_cert == NULL || o->tls_key == NULL)) {
+    fprintf(stderr, "hark-chatd: --listen-tls needs --cert and --key\n");
+    return -1;
+  }
+  if ((o->redis_tls || o->tls_port >= 0) && !tls_available()) {
+    fprintf(stderr, "hark-chatd: built without OpenSSL: TLS is not "
+                    "available (./configure --with-openssl)\n");
+    return -1;
+  }
   if (o->redis_tls && !tls_available()) {
     fprintf(stderr, "hark-chatd: built without OpenSSL: --redis-tls is not "
                     "available (./configure --with-openssl)\n");
@@ -343,6 +420,11 @@ int main(int argc, char **argv) {
   if (r == 0) {
     const char *h = srv.opt.host;
     log_info("listening on %s:%d", h, srv.port);
+    if (srv.tls != NULL) {
+      log_info("listening for TLS on %s:%d", srv.opt.tls_host, srv.tls_port);
+      printf("hark-chatd listening for TLS on %s:%d\n", srv.opt.tls_host,
+             srv.tls_port);
+    }
     printf("hark-chatd listening on %s:%d\n"
            "connect with: irssi -c %s -p %d   (or: nc %s %d, then type "
            "NICK me / USER me 0 * :Me / JOIN #hark)\n",

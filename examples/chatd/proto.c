@@ -12,9 +12,12 @@ int irc_parse(char *line, size_t len, irc_msg *m) {
   end = p + strlen(p);
   while (p < end && *p == ' ')
     p++;
-  if (p < end && *p == '@') { /* IRCv3 tags: not supported, skipped */
+  if (p < end && *p == '@') { /* IRCv3 tags: the caller reads them */
+    m->tags = ++p;
     while (p < end && *p != ' ')
       p++;
+    if (p < end)
+      *p++ = '\0';
     while (p < end && *p == ' ')
       p++;
   }
@@ -116,7 +119,7 @@ bool irc_valid_nick(const char *nick, size_t maxlen) {
 
 bool irc_valid_channel(const char *name, size_t maxlen) {
   size_t n = strlen(name);
-  if (n < 2 || n > maxlen || name[0] != '#')
+  if (n < 2 || n > maxlen || !irc_is_channel(name))
     return false;
   for (size_t i = 1; i < n; i++) {
     unsigned char c = (unsigned char)name[i];
@@ -175,4 +178,70 @@ char *irc_next_item(char **cursor) {
     *cursor = NULL;
   }
   return item;
+}
+
+/* Iterative matching with one backtrack point (the last '*'): linear in
+ * practice, at most len(mask) * len(str) steps, never recursive. */
+bool irc_match(const char *mask, const char *str) {
+  const char *star = NULL, *retry = NULL;
+  for (;;) {
+    if (*mask == '*') {
+      while (*mask == '*')
+        mask++;
+      if (*mask == '\0')
+        return true;
+      star = mask;
+      retry = str;
+      continue;
+    }
+    if (*str == '\0')
+      return *mask == '\0';
+    if (*mask == '?' ||
+        (*mask != '\0' && irc_tolower((unsigned char)*mask) ==
+                              irc_tolower((unsigned char)*str))) {
+      mask++;
+      str++;
+      continue;
+    }
+    if (star == NULL)
+      return false;
+    mask = star;
+    str = ++retry;
+  }
+}
+
+bool irc_utf8_valid(const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + len;
+  while (p < end) {
+    unsigned c = *p++;
+    if (c < 0x80)
+      continue;
+    int n;
+    unsigned min;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      c &= 0x1F;
+      min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      c &= 0x0F;
+      min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      c &= 0x07;
+      min = 0x10000;
+    } else {
+      return false;
+    }
+    if (end - p < n)
+      return false;
+    while (n-- > 0) {
+      if ((*p & 0xC0) != 0x80)
+        return false;
+      c = (c << 6) | (*p++ & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+      return false;
+  }
+  return true;
 }

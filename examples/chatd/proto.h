@@ -15,6 +15,7 @@
 /* One parsed line. Every pointer points into the buffer given to
  * irc_parse (borrowed from it), NUL-terminated in place. */
 typedef struct irc_msg {
+  const char *tags;   /* the tags without the '@', NULL when absent */
   const char *prefix; /* NULL when absent */
   const char *command;
   const char *params[IRC_PARAMS_MAX];
@@ -23,7 +24,8 @@ typedef struct irc_msg {
 
 /* Parses line (len bytes without CR LF, modified in place: separators
  * become NULs; line[len] must be writable) into m. Tags (@...) are
- * skipped. Returns 0, or -1 for an empty or command-less line. */
+ * left for the caller (m->tags). Returns 0, or -1 for an empty or
+ * command-less line. */
 int irc_parse(char *line, size_t len, irc_msg *m);
 
 /* Finds the next line in buf[0..len): on success returns 1, sets *linelen
@@ -41,8 +43,18 @@ void irc_fold(char *dst, const char *src, size_t cap);
 /* Nick: a letter or one of []\`_^{|} first, then those, digits or '-';
  * 1..maxlen bytes. */
 bool irc_valid_nick(const char *nick, size_t maxlen);
-/* Channel: '#' then 1..maxlen-1 bytes, none of NUL BEL CR LF SP ',' ':'. */
+/* Channel: '#' or '&' then 1..maxlen-1 bytes, none of NUL BEL CR LF SP ','
+ * ':'. */
 bool irc_valid_channel(const char *name, size_t maxlen);
+
+/* Whether a target names a channel (CHANTYPES=#&): '#' channels are the
+ * network's, '&' channels this server's own, never federated. */
+static inline bool irc_is_channel(const char *name) {
+  return name[0] == '#' || name[0] == '&';
+}
+static inline bool irc_local_channel(const char *name) {
+  return name[0] == '&';
+}
 
 /* Formats a line into buf (cap >= IRC_LINE_MAX + 1): the printf result cut
  * to IRC_BODY_MAX bytes (never in the middle of a UTF-8 sequence), with any
@@ -52,6 +64,13 @@ size_t irc_format(char *buf, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 size_t irc_vformat(char *buf, size_t cap, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
+
+/* Whether str matches mask: '*' any run, '?' one byte, rfc1459 case
+ * folded. Bounded work whatever the pattern. */
+bool irc_match(const char *mask, const char *str);
+
+/* Whether s is valid UTF-8 (no overlongs, no surrogates). */
+bool irc_utf8_valid(const char *s, size_t len);
 
 /* Splits a comma list in place: returns the next item (NUL-terminated) and
  * advances *cursor, or NULL at the end. */

@@ -330,6 +330,7 @@ START_TEST(a_node_away_beyond_retention_resynchronizes) {
   cl_join(a, "#ret", NULL);
   cl_join(b, "#ret", NULL);
   cl_join(c, "#ret", NULL);
+  cl_join(c, "&mine", NULL); /* node 2's own: the snapshot lacks it */
   EXPECT(a, ":cy!");
   EXPECT(b, ":cy!");
   kill(N.pid[2], SIGSTOP);
@@ -354,6 +355,8 @@ START_TEST(a_node_away_beyond_retention_resynchronizes) {
   ck_assert_str_eq(names[1], names[0]);
   cl_send(c, "TOPIC #ret");
   EXPECT(c, " 332 cy #ret :after the gap");
+  names_of(c, "&mine", names[1], sizeof names[1]); /* not dropped */
+  ck_assert_str_eq(names[1], "@cy");
   /* and it follows the stream again */
   cl_send(a, "PRIVMSG #ret :live again");
   EXPECT(c, ":al!al@127.0.0.1 PRIVMSG #ret :live again");

@@ -31,8 +31,8 @@ START_TEST(control_bytes_in_user_realname_and_nick_forge_nothing) {
   client *v = cl_register(1, "victim");
   cl_join(v, "#x", NULL);
   cl_join(v, "#k", NULL);
-  cl_send(v, "MODE #k +k secret");
-  EXPECT(v, "MODE #k +k secret");
+  cl_send(v, "MODE #k +sk secret");
+  EXPECT(v, "MODE #k +sk secret");
   client *m = cl_new(0);
   static const char reg[] =
       "NICK mal\r\n"
@@ -82,7 +82,7 @@ START_TEST(control_bytes_in_user_realname_and_nick_forge_nothing) {
   names_of(v, "#k", names, sizeof names);
   ck_assert_str_eq(names, "@victim");
   client *o = cl_register(2, "other");
-  names_of(o, "#k", names, sizeof names); /* keyed: shown to members only */
+  names_of(o, "#k", names, sizeof names); /* secret: to members only */
   ck_assert_str_eq(names, "");
   cl_send(o, "WHO #x");
   int who = 0;

@@ -83,8 +83,12 @@ START_TEST(chat_reaches_every_node) {
   /* topic and key are the network's: set on node 0 */
   cl_send(a, "TOPIC #hark :federated");
   EXPECT(c, "TOPIC #hark :federated");
-  cl_send(a, "MODE #hark +k sesame");
+  cl_send(a, "MODE #hark +sk sesame"); /* secret: hidden from outsiders */
+  EXPECT(a, "MODE #hark +sk sesame");
+  /* other nodes apply each change as its own event: a line each */
+  EXPECT(b, "MODE #hark +s");
   EXPECT(b, "MODE #hark +k sesame");
+  EXPECT(c, "MODE #hark +s");
   EXPECT(c, "MODE #hark +k sesame");
   client *d = cl_register(1, "dave"); /* an outsider on node 1 */
   client *e = cl_register(2, "eve");  /* and on node 2 */
@@ -282,8 +286,8 @@ START_TEST(list_names_and_who_show_the_network) {
   cl_join(c, "#Far", NULL);
   EXPECT(b, ":cat!");
   cl_join(b, "#sec", NULL);
-  cl_send(b, "MODE #sec +k hush");
-  EXPECT(b, "MODE #sec +k hush");
+  cl_send(b, "MODE #sec +sk hush");
+  EXPECT(b, "MODE #sec +sk hush");
   cl_join(a, "#near", NULL);
   /* al, a member of nothing on nodes 1 and 2, sees the network */
   cl_send(a, "LIST");
@@ -302,7 +306,7 @@ START_TEST(list_names_and_who_show_the_network) {
   }
   ck_assert(far);
   ck_assert(near);
-  ck_assert_msg(!sec, "a keyed channel listed to an outsider");
+  ck_assert_msg(!sec, "a secret channel listed to an outsider");
   cl_send(a, "LIST #FAR,#sec");
   ck_assert(list_has(a, "#far", 2));
   /* NAMES and WHO of a channel with no member here */
@@ -318,7 +322,7 @@ START_TEST(list_names_and_who_show_the_network) {
     who += strstr(a->line, " 352 al #far cat 127.0.0.1 n2 cat H") != NULL ||
            strstr(a->line, " 352 al #far bea 127.0.0.1 n1 bea H@") != NULL;
   ck_assert_int_eq(who, 2);
-  cl_send(a, "NAMES #sec"); /* keyed: nothing for an outsider */
+  cl_send(a, "NAMES #sec"); /* secret: nothing for an outsider */
   EXPECT(a, " 366 al #sec ");
   ck_assert_ptr_null(strstr(a->line, "bea"));
   cl_send(a, "NAMES #nowhere");
@@ -431,6 +435,8 @@ START_TEST(pipelined_join_then_topic_finds_the_member) {
   cl_until(a, " 332 ta #tp :set at once", " 442 ", NULL);
   /* (node 0's writes to Redis may trail its replies to a: a WHOIS, in
    * order behind them on its connection, waits for them) */
+  cl_send(a, "MODE #tp -t"); /* channels start +t: anyone may topic */
+  cl_until(a, "MODE #tp -t", NULL, NULL);
   cl_send(a, "WHOIS tb");
   cl_until(a, " 318 ta tb ", NULL, NULL);
   /* b joins from another node and retopics at once */
@@ -530,6 +536,55 @@ START_TEST(an_outsider_gets_404_from_a_keyed_channel_on_any_node) {
 }
 END_TEST
 
+/* A '&' channel is its server's own: the same name on two nodes is two
+ * channels, and nothing said in one reaches the other. */
+START_TEST(ampersand_channels_stay_on_their_node) {
+  client *a = cl_register(0, "anna");
+  client *b = cl_register(1, "bert");
+  cl_join(a, "&loc", NULL);
+  cl_send(b, "JOIN &loc");
+  EXPECT(b, " 353 bert = &loc :@bert");
+  cl_none(a, "JOIN &loc", 300);
+  cl_send(a, "PRIVMSG &loc :node 0 only");
+  cl_send(b, "PRIVMSG &loc :node 1 only");
+  cl_none(a, "node 1 only", 300);
+  cl_none(b, "node 0 only", 300);
+  cl_send(a, "TOPIC &loc :here");
+  EXPECT(a, "TOPIC &loc :here");
+  cl_send(b, "LIST &loc");
+  ck_assert(list_has(b, "&loc", 1));
+  cl_send(b, "TOPIC &loc");
+  EXPECT(b, " 331 bert &loc ");
+  cl_free(a);
+  cl_free(b);
+}
+END_TEST
+
+/* A mute (+b m:mask) set on one node keeps its member quiet on another,
+ * who still joins; its removal frees it there too. */
+START_TEST(a_mute_set_on_one_node_holds_on_another) {
+  client *o = cl_register(0, "chanop");
+  client *q = cl_register(1, "quiet");
+  cl_join(o, "#mu", NULL);
+  cl_send(o, "MODE #mu +b m:quiet");
+  EXPECT(o, "MODE #mu +b m:quiet!*@*");
+  cl_send(q, "JOIN #mu");
+  EXPECT(q, " 366 quiet #mu ");
+  EXPECT(o, ":quiet!quiet@127.0.0.1 JOIN #mu");
+  cl_send(q, "MODE #mu +b"); /* node 1 has it (it came before the JOIN) */
+  EXPECT(q, " 367 quiet #mu m:quiet!*@* ");
+  cl_send(q, "PRIVMSG #mu :can you hear me");
+  EXPECT(q, " 404 quiet #mu ");
+  cl_none(o, "can you hear me", 300);
+  cl_send(o, "MODE #mu -b m:quiet!*@*");
+  EXPECT(q, "MODE #mu -b m:quiet!*@*");
+  cl_send(q, "PRIVMSG #mu :now you can");
+  EXPECT(o, ":quiet!quiet@127.0.0.1 PRIVMSG #mu :now you can");
+  cl_free(o);
+  cl_free(q);
+}
+END_TEST
+
 /* KICK by an operator reaches every member on every node; the numerics of
  * a KICK that cannot be done. */
 START_TEST(kick_reaches_every_node_and_checks_its_rights) {
@@ -548,7 +603,7 @@ START_TEST(kick_reaches_every_node_and_checks_its_rights) {
   cl_send(op, "KICK #k outside");
   EXPECT(op, " 441 chief outside #k ");
   cl_send(op, "KICK #k nobody");
-  EXPECT(op, " 441 chief nobody #k ");
+  EXPECT(op, " 401 chief nobody ");
   cl_send(op, "KICK #nothere victim");
   EXPECT(op, " 403 chief #nothere ");
   cl_send(op, "KICK #k");
@@ -628,6 +683,8 @@ int main(void) {
   tcase_add_test(tc, a_client_gone_during_its_claim_frees_the_nick);
   tcase_add_test(tc, pipelined_lines_run_when_redis_is_lost);
   tcase_add_test(tc, an_outsider_gets_404_from_a_keyed_channel_on_any_node);
+  tcase_add_test(tc, ampersand_channels_stay_on_their_node);
+  tcase_add_test(tc, a_mute_set_on_one_node_holds_on_another);
   tcase_add_test(tc, kick_reaches_every_node_and_checks_its_rights);
   tcase_add_test(tc, a_nick_claim_goes_on_when_redis_hangs);
   suite_add_tcase(s, tc);
