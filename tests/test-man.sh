@@ -8,7 +8,10 @@
 #  - man -l (man-db), groff -ww and mandoc -Tlint (each when installed)
 #    print no warning for any page;
 #  - each EXAMPLES program (a block starting with #include) compiles
-#    against the header with the library's warnings as errors.
+#    against the header with the library's warnings as errors;
+#  - man/hark-chatd.1 is installed, formats cleanly too, and has an entry
+#    for every option `hark-chatd --help` lists and none other (when the
+#    daemon is built).
 # Environment (from AM_TESTS_ENVIRONMENT): top_srcdir, HARK_MAN_PAGES,
 # HARK_EXAMPLE_CC, HARK_EXAMPLE_CFLAGS. The formatting check is skipped,
 # with a message, when none of man, groff and mandoc is installed.
@@ -82,22 +85,54 @@ for p in ${HARK_MAN_PAGES:-}; do
   [ -f "$srcdir/$p" ] || fail "$p is listed in dist_man3_MANS but missing"
 done
 
+# ---- section 1: the daemon's page
+pages1=$(cd "$mandir" && ls *.1 2>/dev/null)
+for p in $pages1; do
+  case " $(echo ${HARK_MAN_PAGES:-}) " in
+    *" man/$p "*) ;;
+    *) [ -n "${HARK_MAN_PAGES:-}" ] && fail "man/$p is not installed (add it to dist_man1_MANS)" ;;
+  esac
+  th=$(sed -n 's/^\.TH \([^ ]*\) 1 .*/\1/p' "$mandir/$p")
+  want=$(basename "$p" .1 | tr '[:lower:]' '[:upper:]')
+  [ "$th" = "$want" ] || fail "man/$p: .TH should be '$want 1 ...', is '$th'"
+done
+# Each option of --help has an entry (.B or .BI --name, as .TP heads),
+# and each entry is an option --help lists.
+daemon=${top_builddir:-.}/examples/chatd/hark-chatd
+noptions=0
+if [ -f "$mandir/hark-chatd.1" ] && [ -x "$daemon" ]; then
+  "$daemon" --help | sed -n 's/^  --\([a-z0-9-]*\).*/\1/p' | sort >"$tmp/help"
+  [ -s "$tmp/help" ] || fail "hark-chatd --help lists no option"
+  sed 's/\\-/-/g' "$mandir/hark-chatd.1" | awk '
+    heading && /^\.BI? --/ { sub(/^\.BI? --/, ""); sub(/[^a-z0-9-].*/, ""); print }
+    { heading = /^\.TP/ }' | sort -u >"$tmp/page"
+  for o in $(comm -23 "$tmp/help" "$tmp/page"); do
+    fail "man/hark-chatd.1 does not document --$o (hark-chatd --help lists it)"
+  done
+  for o in $(comm -13 "$tmp/help" "$tmp/page"); do
+    fail "man/hark-chatd.1 documents --$o, which hark-chatd --help does not list"
+  done
+  noptions=$(wc -l <"$tmp/help")
+fi
+
 # ---- formatting: no warning from man -l (resolving .so links as an
 # installed man3 directory would) nor from groff -ww
 linted=
 ln -s "$(cd "$mandir" && pwd)" "$tmp/man3"
+ln -s "$(cd "$mandir" && pwd)" "$tmp/man1"
 if man --version >/dev/null 2>&1; then
   linted="man -l"
-  for p in $pages; do
+  for p in $pages $pages1; do
+    sec=${p##*.}
     out=$(cd "$tmp" && LC_ALL=C.UTF-8 MANWIDTH=80 MAN_KEEP_FORMATTING= \
-      man --warnings=w -E UTF-8 -l "man3/$p" 2>&1 >"$tmp/out")
+      man --warnings=w -E UTF-8 -l "man$sec/$p" 2>&1 >"$tmp/out")
     [ -z "$out" ] || { fail "man -l man/$p:"; printf '%s\n' "$out"; }
     [ -s "$tmp/out" ] || fail "man -l man/$p printed nothing"
   done
 fi
 if command -v groff >/dev/null 2>&1; then
   linted="$linted${linted:+, }groff -ww"
-  for p in $pages; do
+  for p in $pages $pages1; do
     [ -n "$(link_target "$mandir/$p")" ] && continue
     out=$(groff -man -Tutf8 -ww -z "$mandir/$p" 2>&1)
     [ -z "$out" ] || { fail "groff -ww man/$p:"; printf '%s\n' "$out"; }
@@ -105,7 +140,7 @@ if command -v groff >/dev/null 2>&1; then
 fi
 if command -v mandoc >/dev/null 2>&1; then
   linted="$linted${linted:+, }mandoc -Tlint"
-  for p in $pages; do
+  for p in $pages $pages1; do
     [ -n "$(link_target "$mandir/$p")" ] && continue
     out=$(mandoc -Tlint -Wwarning "$mandir/$p" 2>&1)
     [ -z "$out" ] || { fail "mandoc -Tlint man/$p:"; printf '%s\n' "$out"; }
@@ -138,6 +173,11 @@ fi
 [ $status -eq 0 ] || exit 1
 echo "ok: $nfunc functions, each with its page; $(echo $pages | wc -w) pages;" \
   "$compiled example programs compiled"
+if [ "$noptions" -gt 0 ]; then
+  echo "ok: man/hark-chatd.1 documents the $noptions options of --help"
+else
+  echo "note: hark-chatd not built: its options were not checked against man/hark-chatd.1"
+fi
 if [ -z "$linted" ]; then
   echo "SKIP: formatting not checked: none of man (man-db), groff, mandoc installed"
   exit 77

@@ -61,6 +61,9 @@ TESTS += $(chatd_tests) tests/chatd/irc-client.sh tests/chatd/test-irc.py \
 EXTRA_DIST += tests/chatd/irc-client.sh tests/chatd/client.h \
 	tests/chatd/test-irc.py tests/chatd/ircclient.py \
 	tests/chatd/test-abuse.py
+# irssi, headless: skipped when irssi is not installed
+TESTS += tests/chatd/test-irssi.sh
+EXTRA_DIST += tests/chatd/test-irssi.sh
 
 tests_test_chatd_proto_SOURCES = tests/chatd/test-proto.c \
 	examples/chatd/proto.h examples/chatd/proto.c
