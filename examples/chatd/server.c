@@ -610,16 +610,21 @@ int server_start(chat_server *srv, uv_loop_t *loop, const chat_options *opt) {
       monitor_start(srv) < 0 ||
       hark_connect(srv->sig_user, on_user_event, NULL, NULL, 0) < 0) {
     log_error("out of memory");
+    server_stop(srv, NULL); /* what was made must close, or uv_run waits */
     return UV_ENOMEM;
   }
-  if (opt->accounts_path != NULL && accounts_load(srv, opt->accounts_path) != 0)
+  if (opt->accounts_path != NULL &&
+      accounts_load(srv, opt->accounts_path) != 0) {
+    server_stop(srv, NULL);
     return UV_EINVAL;
+  }
   chat_tls_ctx *tls = NULL;
   if (opt->tls_port >= 0) {
     char err[400];
     tls = tls_ctx_server(opt->tls_cert, opt->tls_key, NULL, err, sizeof err);
     if (tls == NULL) {
       log_error("--listen-tls: %s", err);
+      server_stop(srv, NULL);
       return UV_EINVAL;
     }
   }

@@ -1085,5 +1085,26 @@ def tls_listener_serves_the_same_network():
         p.expect("QUIT", [R(".*tls bye")], prefix="secure!")
 
 
+@test
+def a_daemon_that_cannot_start_says_why_and_exits_1():
+    bad = os.path.join(TMP, "bad-accounts")
+    with open(bad, "w") as f:
+        f.write("boss not-a-hash\n")
+    cases = [("--accounts", bad),
+             ("--listen-tls", "127.0.0.1:0", "--cert", os.path.join(TMP, "none"),
+              "--key", os.path.join(TMP, "none"))]
+    for args in cases:
+        d = Daemon(*args, expect_fail=True)
+        try:
+            code = d.proc.wait(10)  # it used to wait for a signal for ever
+        except Exception:
+            d.proc.kill()
+            d.proc.wait()
+            raise Failure("%s: still running after 10 s" % (args,))
+        check(code == 1, "%s: exit status %s" % (args, code))
+        check(d.port is None, "%s: it listened" % (args,))
+        check("error" in d.stderr(), "%s: no reason given" % (args,))
+
+
 if __name__ == "__main__":
     run(sys.argv)
