@@ -22,6 +22,22 @@ DAEMON = os.path.join(BUILDDIR, "examples", "chatd", "hark-chatd")
 SERVER = "test.hark"
 
 
+def sanitized():
+    """True when the daemon is built with a sanitizer: its RSS then holds
+    shadow memory, redzones and a quarantine of freed blocks, and says
+    nothing about the daemon's own use."""
+    for path in (os.path.join(os.path.dirname(DAEMON), ".libs",
+                              os.path.basename(DAEMON)), DAEMON):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if b"__asan_init" in data or b"__tsan_init" in data:
+            return True
+    return False
+
+
 def readable(fd, timeout):
     """Whether fd (a file descriptor or a socket) has something to read
     within timeout seconds (poll: descriptors beyond 1024 too)."""

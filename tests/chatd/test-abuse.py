@@ -14,16 +14,17 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ircclient import Client, Daemon, check, register, run, test  # noqa: E402
+from ircclient import (Client, Daemon, check, register, run,  # noqa: E402
+                       sanitized, test)
 
 ANY = None
 
 
 def stats(c, key):
     c.send("STATS")
-    # (10 s: under make -j2 check the daemon shares two cores with the
+    # (60 s: under make -j2 check, or ASan, the daemon shares two cores with the
     # federation suites while it sheds 40 attackers' output)
-    m = c.expect("249", timeout=10)
+    m = c.expect("249", timeout=60)
     v = re.search(r"\b%s (\d+)" % re.escape(key), m.params[-1])
     return int(v.group(1)) if v else None
 
@@ -111,7 +112,10 @@ def memory_stays_within_sendq_hard_whatever_a_command_asks():
           % (before, after, grew, 1500 * 10 * 100 * 12 // 1024))
     check(kills == 40, "sendq-kills %s, want 40 (once each)" % kills)
     # 40 x 64 KB of queue at most, and the allocator's slack
-    check(grew < 40 * 64 + 16 * 1024, "grew %d KB" % grew)
+    if sanitized():
+        print("  (sanitizer build: RSS is the sanitizer's, not checked)")
+    else:
+        check(grew < 40 * 64 + 16 * 1024, "grew %d KB" % grew)
     for c in attackers:
         c.close()
     for c in members:
@@ -250,7 +254,10 @@ def an_idle_client_costs_a_few_kilobytes():
     per = (after - before) / n
     print("  rss %d -> %d KB: %.2f KB per idle registered client"
           % (before, after, per))
-    check(per <= 4.0, "%.2f KB per idle client" % per)
+    if sanitized():
+        print("  (sanitizer build: RSS is the sanitizer's, not checked)")
+    else:
+        check(per <= 4.0, "%.2f KB per idle client" % per)
     for c in warm + more:
         c.close()
     d.stop()
