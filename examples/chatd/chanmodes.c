@@ -157,7 +157,7 @@ static bool apply(chat_channel *c, chat_user *by, const chat_mode_change *m,
         return false;
       chat_free(c->key);
       c->key = k;
-      *shown = c->key;
+      *shown = m->arg; /* not c->key: a later +k in this line frees it */
       return true;
     }
     if (c->key == NULL)

@@ -545,6 +545,12 @@ def key_validation():
         b.expect("JOIN", ["#k"])
         a.send("MODE #k -k")
         a.expect("MODE", ["#k", "-k", "*"])
+        # two keys in one line: the second replaces the first, and the
+        # line shows both (the first's text outlives its replacement)
+        a.send("MODE #k +k+k first :second")
+        a.expect("MODE", ["#k", "+kk", "first", "second"])
+        a.send("MODE #k")
+        a.expect("324", ["op", "#k", "+ntk", "second"])
 
 
 @test
