@@ -82,7 +82,8 @@ static void one_line(const char *data, size_t len) {
         CHECK(strlen(m.params[i]) <= 30 && strchr(m.params[i], ' ') == NULL);
       bool chan = irc_valid_channel(m.params[i], 50);
       if (chan)
-        CHECK(m.params[i][0] == '#' && strpbrk(m.params[i], " ,:") == NULL);
+        CHECK(irc_is_channel(m.params[i]) &&
+              strpbrk(m.params[i], " ,:") == NULL);
       size_t plen = strlen(m.params[i]);
       char *copy = malloc(plen + 1);
       CHECK(copy != NULL);
