@@ -71,8 +71,9 @@ static inline int try_connect(int port) {
 
 /* ---- children ---------------------------------------------------------- */
 
-/* Runs argv with stdout to a pipe (*out_fd) or /dev/null, stderr to
- * err_path (NULL: /dev/null). */
+/* Runs argv with stdout to a pipe (*out_fd), else to err_path like stderr
+ * (NULL: /dev/null): redis-server logs to stdout, and why it exited must be
+ * in its log. */
 static inline pid_t spawn(char **argv, int *out_fd, const char *err_path) {
   int p[2] = {-1, -1};
   if (out_fd != NULL)
@@ -82,16 +83,18 @@ static inline pid_t spawn(char **argv, int *out_fd, const char *err_path) {
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     int null = open("/dev/null", O_WRONLY);
+    int err =
+        err_path ? open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644) : null;
+    if (err < 0)
+      err = null;
     if (out_fd != NULL) {
       dup2(p[1], 1);
       close(p[0]);
       close(p[1]);
     } else {
-      dup2(null, 1);
+      dup2(err, 1);
     }
-    int err =
-        err_path ? open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644) : null;
-    dup2(err >= 0 ? err : null, 2);
+    dup2(err, 2);
     execvp(argv[0], argv);
     _exit(127);
   }
@@ -168,37 +171,64 @@ static inline void node_arg(const char *a) {
   N.node_args[N.nnode_args++] = a;
 }
 
+/* Whether any daemon of the network has been started (and so knows
+ * N.redis_port). */
+static inline bool net_nodes_started(void) {
+  for (int i = 0; i < MAX_NODES; i++)
+    if (N.pid[i] > 0)
+      return true;
+  return false;
+}
+
+/* Starts redis-server on N.redis_port and waits until it accepts. The port
+ * came from free_port(), which closes it again: until redis-server binds
+ * it, any outgoing connection on this machine may take it as its own
+ * ephemeral port, and redis-server then exits at once ("Address already in
+ * use", in its log). Before any daemon was told the port, another one is
+ * tried; a restart must keep the port the daemons know. */
 static inline void net_redis(void) {
-  char port[16];
-  snprintf(port, sizeof port, "%d", N.redis_port);
-  char *argv[80];
-  int n = 0;
-  argv[n++] = "redis-server";
-  argv[n++] = "--port";
-  argv[n++] = N.redis_plain_off ? "0" : port;
-  if (N.redis_plain_off) {
-    argv[n++] = "--tls-port";
-    argv[n++] = port;
-  }
-  char *base[] = {"--bind",     "127.0.0.1", "--save", "",
-                  "--loglevel", "warning",   "--dir",  N.dir};
-  for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
-    argv[n++] = base[i];
-  for (int i = 0; i < N.nredis_args; i++)
-    argv[n++] = (char *)N.redis_args[i];
-  argv[n] = NULL;
   char log[256];
   snprintf(log, sizeof log, "%s/redis.log", N.dir);
-  N.redis_pid = spawn(argv, NULL, log);
-  long long end = now_ms() + 5000;
-  int fd;
-  while ((fd = try_connect(N.redis_port)) < 0) {
-    ck_assert_msg(now_ms() < end, "redis-server did not start");
-    ck_assert_msg(waitpid(N.redis_pid, NULL, WNOHANG) == 0,
+  for (int attempt = 1;; attempt++) {
+    char port[16];
+    snprintf(port, sizeof port, "%d", N.redis_port);
+    char *argv[80];
+    int n = 0;
+    argv[n++] = "redis-server";
+    argv[n++] = "--port";
+    argv[n++] = N.redis_plain_off ? "0" : port;
+    if (N.redis_plain_off) {
+      argv[n++] = "--tls-port";
+      argv[n++] = port;
+    }
+    char *base[] = {"--bind",     "127.0.0.1", "--save", "",
+                    "--loglevel", "warning",   "--dir",  N.dir};
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
+      argv[n++] = base[i];
+    for (int i = 0; i < N.nredis_args; i++)
+      argv[n++] = (char *)N.redis_args[i];
+    argv[n] = NULL;
+    N.redis_pid = spawn(argv, NULL, log);
+    long long end = now_ms() + 5000;
+    int fd;
+    bool exited = false;
+    while ((fd = try_connect(N.redis_port)) < 0) {
+      ck_assert_msg(now_ms() < end, "redis-server did not start");
+      if (waitpid(N.redis_pid, NULL, WNOHANG) != 0) {
+        exited = true;
+        break;
+      }
+      usleep(20000);
+    }
+    if (!exited) {
+      close(fd);
+      return;
+    }
+    N.redis_pid = 0;
+    ck_assert_msg(attempt < 5 && !net_nodes_started(),
                   "redis-server exited (see %s)", log);
-    usleep(20000);
+    N.redis_port = free_port();
   }
-  close(fd);
 }
 
 static inline void net_node_with(int i, const char *const *extra, int nextra) {
