@@ -4,8 +4,10 @@ their parameters as modern.ircdocs.horse and ircv3.net give them, seen by
 real TCP clients against the daemon as a child process. Run by make check
 (exit 77 when the daemon is not built); `test-irc.py NAME...` runs some."""
 
+import atexit
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -17,6 +19,7 @@ from ircclient import (SERVER, Client, Daemon, Failure, accounts_file,  # noqa
 ANY = None
 R = re.compile
 TMP = tempfile.mkdtemp(prefix="chatd-irc-")
+atexit.register(shutil.rmtree, TMP, True)
 ACCOUNTS = None
 
 
