@@ -788,25 +788,51 @@ static double batch(bcase *c, void *st, int which, long iters) {
   return (t1 - t0) / (double)ops;
 }
 
+/* The iterations of one batch (about batch_ns), or -1 after a failure.
+ * A first guess grows the count until a run takes an eighth of a batch;
+ * one stall in it (a threads case's worker woken for the first time, the
+ * other core busy for a moment) would leave batches so short that they
+ * time the barriers, not hark: so the guess is then run three times and
+ * rescaled from the fastest run until a batch really lasts batch_ns. */
 static long calibrate(bcase *c, void *st, int which, double batch_ns) {
   long iters = 1;
   for (;;) {
     double t0 = now_ns();
     long ops = impl_run(c, st, which, iters);
     double t = now_ns() - t0;
-    if (ops <= 0 || impl_check(c, st, which, iters) != 0) {
-      fprintf(stderr, "bench-signal: %s/%s: wrong calls or results\n", c->id,
-              c->impls[which].name);
-      failures++;
-      return -1;
-    }
+    if (ops <= 0 || impl_check(c, st, which, iters) != 0)
+      goto failed;
     if (t >= batch_ns / 8 || iters >= (1L << 40)) {
       double k = batch_ns / (t > 1 ? t : 1);
       long n = (long)((double)iters * k);
-      return n > 0 ? n : 1;
+      iters = n > 0 ? n : 1;
+      break;
     }
     iters *= 4;
   }
+  for (int round = 0; round < 8; round++) {
+    double fastest = 0;
+    for (int r = 0; r < 3; r++) {
+      double t0 = now_ns();
+      long ops = impl_run(c, st, which, iters);
+      double t = now_ns() - t0;
+      if (ops <= 0 || impl_check(c, st, which, iters) != 0)
+        goto failed;
+      if (r == 0 || t < fastest)
+        fastest = t;
+    }
+    if (fastest >= batch_ns / 2 || iters >= (1L << 40))
+      break;
+    double k = batch_ns / (fastest > 1 ? fastest : 1);
+    long n = (long)((double)iters * k);
+    iters = n > iters ? n : iters + 1;
+  }
+  return iters;
+failed:
+  fprintf(stderr, "bench-signal: %s/%s: wrong calls or results\n", c->id,
+          c->impls[which].name);
+  failures++;
+  return -1;
 }
 
 typedef struct result {
@@ -822,14 +848,8 @@ static int time_case(bcase *c, int nbatches, double batch_ns, result *res) {
   if (samples == NULL)
     die_oom("samples");
   int ok = 1;
-  /* twice, keeping the larger: a stall in the first (a threads case's
-   * worker woken for the first time) would leave batches so short that
-   * they time the barriers, not hark */
-  for (int i = 0; i < ni && ok; i++) {
-    long a = calibrate(c, st, i, batch_ns);
-    long b = a > 0 ? calibrate(c, st, i, batch_ns) : a;
-    ok = (iters[i] = a > b ? a : b) > 0 && b > 0;
-  }
+  for (int i = 0; i < ni && ok; i++)
+    ok = (iters[i] = calibrate(c, st, i, batch_ns)) > 0;
   for (int b = 0; b < nbatches && ok; b++)
     for (int k = 0; k < ni && ok; k++) {
       int i = (b + k) % ni; /* alternate which impl goes first */
