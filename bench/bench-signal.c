@@ -774,18 +774,33 @@ static int impl_check(bcase *c, void *st, int i, long iters) {
   return p != NULL ? p->check(c->pst[i], iters) : c->check(st, i, iters);
 }
 
-/* One batch: ns per op, or -1 after reporting a failure. */
-static double batch(bcase *c, void *st, int which, long iters) {
+/* Runs iters iterations and checks the receivers' calls: the run's ns
+ * (and its op count in *ops), or -1 after reporting a failure. */
+static double timed_run(bcase *c, void *st, int which, long iters,
+                        long *ops) {
   double t0 = now_ns();
-  long ops = impl_run(c, st, which, iters);
-  double t1 = now_ns();
-  if (ops <= 0 || impl_check(c, st, which, iters) != 0) {
+  *ops = impl_run(c, st, which, iters);
+  double t = now_ns() - t0;
+  if (*ops <= 0 || impl_check(c, st, which, iters) != 0) {
     fprintf(stderr, "bench-signal: %s/%s: wrong calls or results\n", c->id,
             c->impls[which].name);
     failures++;
     return -1;
   }
-  return (t1 - t0) / (double)ops;
+  return t;
+}
+
+/* One batch: ns per op, or -1 after reporting a failure. */
+static double batch(bcase *c, void *st, int which, long iters) {
+  long ops;
+  double t = timed_run(c, st, which, iters, &ops);
+  return t < 0 ? -1 : t / (double)ops;
+}
+
+/* Scales iters so that a run that took t ns lasts batch_ns. */
+static long scaled(long iters, double t, double batch_ns) {
+  long n = (long)((double)iters * (batch_ns / (t > 1 ? t : 1)));
+  return n > 0 ? n : 1;
 }
 
 /* The iterations of one batch (about batch_ns), or -1 after a failure.
@@ -795,44 +810,32 @@ static double batch(bcase *c, void *st, int which, long iters) {
  * time the barriers, not hark: so the guess is then run three times and
  * rescaled from the fastest run until a batch really lasts batch_ns. */
 static long calibrate(bcase *c, void *st, int which, double batch_ns) {
-  long iters = 1;
+  long iters = 1, ops;
   for (;;) {
-    double t0 = now_ns();
-    long ops = impl_run(c, st, which, iters);
-    double t = now_ns() - t0;
-    if (ops <= 0 || impl_check(c, st, which, iters) != 0)
-      goto failed;
+    double t = timed_run(c, st, which, iters, &ops);
+    if (t < 0)
+      return -1;
     if (t >= batch_ns / 8 || iters >= (1L << 40)) {
-      double k = batch_ns / (t > 1 ? t : 1);
-      long n = (long)((double)iters * k);
-      iters = n > 0 ? n : 1;
+      iters = scaled(iters, t, batch_ns);
       break;
     }
     iters *= 4;
   }
-  for (int round = 0; round < 8; round++) {
+  for (int round = 0; round < 8 && iters < (1L << 40); round++) {
     double fastest = 0;
     for (int r = 0; r < 3; r++) {
-      double t0 = now_ns();
-      long ops = impl_run(c, st, which, iters);
-      double t = now_ns() - t0;
-      if (ops <= 0 || impl_check(c, st, which, iters) != 0)
-        goto failed;
+      double t = timed_run(c, st, which, iters, &ops);
+      if (t < 0)
+        return -1;
       if (r == 0 || t < fastest)
         fastest = t;
     }
-    if (fastest >= batch_ns / 2 || iters >= (1L << 40))
+    if (fastest >= batch_ns / 2)
       break;
-    double k = batch_ns / (fastest > 1 ? fastest : 1);
-    long n = (long)((double)iters * k);
+    long n = scaled(iters, fastest, batch_ns);
     iters = n > iters ? n : iters + 1;
   }
   return iters;
-failed:
-  fprintf(stderr, "bench-signal: %s/%s: wrong calls or results\n", c->id,
-          c->impls[which].name);
-  failures++;
-  return -1;
 }
 
 typedef struct result {
